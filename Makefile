@@ -1,0 +1,27 @@
+# Quick start: `make demo`, then `make test`. Each creates .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= demo-data
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@test -d $(DEMO_DATA) || $(BIN)/tumor-search data synth --out $(DEMO_DATA) --per-class 300 --size 96 --seed 0
+	$(BIN)/tumor-search data check $(DEMO_DATA)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check search models data tests bench
+
+clean:
+	rm -rf $(DEMO_DATA) studies.db .pytest_cache

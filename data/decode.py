@@ -1,0 +1,125 @@
+"""Decoding images to uint8 RGB arrays, with a backbone-independent on-disk cache.
+
+Arrays hold raw 0-255 pixels: every backbone's preprocessing lives inside its model graph.
+The cache is keyed by the split manifest's fingerprint and the image size, so a changed
+dataset gets a new cache and a second load of the same split does not decode again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data.cache import atomic_save_arrays, cache_root, entry_lock, load_arrays
+from data.errors import DataError
+from data.progress import Progress
+from data.split import ManifestEntry, SplitManifest
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode (L, P, RGBA, LA, CMYK, I;16, ...) to RGB.
+
+    Transparent pixels become black (the background of an MRI slice); 16-bit and 32-bit
+    grayscale is rescaled to 8 bits rather than clipped.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        low, high = float(arr.min()), float(arr.max())
+        scaled = (arr - low) / (high - low) * 255.0 if high > low else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """Decode one image file to a ``(size, size, 3)`` uint8 RGB array.
+
+    Raises:
+        DataError: the file cannot be read or is not an image.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (size, size))  # let libjpeg skip detail we would discard
+            rgb = to_rgb(img)
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """Decoded images of one split."""
+
+    x: np.ndarray  # (n, size, size, 3) uint8
+    y: np.ndarray  # (n,) int32 index into the manifest's classes
+    from_cache: bool
+    seconds: float
+
+
+def cache_path(
+    manifest: SplitManifest, split: str, size: int, cache_dir: str | None = None
+) -> Path:
+    return (
+        cache_root(cache_dir) / "images" / manifest.fingerprint[:24] / f"{size}px" / f"{split}.npz"
+    )
+
+
+def _decode_entries(
+    root: Path, entries: tuple[ManifestEntry, ...], size: int, label: str
+) -> np.ndarray:
+    out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+    with (
+        Progress(len(entries), label, min_total=200) as bar,
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+    ):
+        for i, arr in enumerate(pool.map(lambda e: decode_image(root / e.path, size), entries)):
+            out[i] = arr
+            bar.update()
+    return out
+
+
+def load_split(
+    manifest: SplitManifest,
+    root: str | os.PathLike[str],
+    split: str,
+    size: int,
+    cache_dir: str | None = None,
+) -> SplitArrays:
+    """Decoded images and integer labels of one split, from the cache when it holds them.
+
+    Args:
+        manifest: The split manifest.
+        root: The dataset root the manifest's relative paths start from.
+        split: ``train``, ``val`` or ``test``.
+        size: Side of the square images, in pixels.
+        cache_dir: Cache folder (default: see `data.cache.cache_root`).
+    """
+    start = time.perf_counter()
+    entries = manifest.split(split)
+    path = cache_path(manifest, split, size, cache_dir)
+    cached = load_arrays(path)
+    if cached is not None:
+        return SplitArrays(cached["x"], cached["y"], True, time.perf_counter() - start)
+    with entry_lock(path):
+        cached = load_arrays(path)  # another process may have written it while we waited
+        if cached is not None:
+            return SplitArrays(cached["x"], cached["y"], True, time.perf_counter() - start)
+        index = {name: i for i, name in enumerate(manifest.classes)}
+        x = _decode_entries(Path(root), entries, size, f"decoding {split} at {size}px")
+        y = np.asarray([index[e.label] for e in entries], dtype=np.int32)
+        atomic_save_arrays(path, x=x, y=y)
+    return SplitArrays(x, y, False, time.perf_counter() - start)

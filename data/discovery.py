@@ -1,0 +1,254 @@
+"""Dataset discovery: find the layout, the class folders and every readable image.
+
+Three layouts are recognised:
+
+* ``kaggle_classification``: Kaggle "Brain Tumor Classification (MRI)": ``Training/`` and
+  ``Testing/`` holding ``glioma_tumor``, ``meningioma_tumor``, ``no_tumor``, ``pituitary_tumor``.
+* ``brain_tumor_mri``: the larger "Brain Tumor MRI Dataset": ``Training/`` and ``Testing/``
+  holding ``glioma``, ``meningioma``, ``notumor``, ``pituitary``.
+* ``flat``: ``DIR/<class>/`` with no official test split.
+
+``Training/``+``Testing/`` folders with other class names are read too (layout ``train_test``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from data.errors import DataError
+from data.progress import Progress
+
+CANONICAL_CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
+
+# Folder names of the known datasets mapped to the canonical labels.
+CLASS_ALIASES = {
+    "glioma": "glioma",
+    "glioma_tumor": "glioma",
+    "meningioma": "meningioma",
+    "meningioma_tumor": "meningioma",
+    "no_tumor": "no_tumor",
+    "notumor": "no_tumor",
+    "no tumor": "no_tumor",
+    "no-tumor": "no_tumor",
+    "pituitary": "pituitary",
+    "pituitary_tumor": "pituitary",
+}
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
+# Files that operating systems and tools leave in folders; never images.
+JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+
+TRAIN_DIR_NAMES = ("training", "train")
+TEST_DIR_NAMES = ("testing", "test")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One readable image of a dataset.
+
+    Attributes:
+        path: Path relative to the dataset root, with ``/`` separators.
+        label: Canonical class label.
+        source: ``"Training"``/``"Testing"`` folder it came from, or ``None`` (flat layout).
+        sha256: Hash of the file's bytes.
+    """
+
+    path: str
+    label: str
+    source: str | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What `scan` found under a dataset root."""
+
+    root: Path
+    layout: str
+    classes: tuple[str, ...]
+    images: tuple[ImageRecord, ...]
+    unreadable: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    @property
+    def has_official_test(self) -> bool:
+        return any(r.source == "Testing" for r in self.images)
+
+    def duplicates(self) -> list[list[str]]:
+        """Groups of relative paths whose files have identical content."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for record in self.images:
+            groups[record.sha256].append(record.path)
+        return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+    def per_class(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.classes, 0)
+        for record in self.images:
+            counts[record.label] += 1
+        return counts
+
+
+def canonical_label(folder_name: str) -> str:
+    """Map a class folder's name to its canonical label; unknown names are kept as they are."""
+    return CLASS_ALIASES.get(folder_name.strip().lower(), folder_name)
+
+
+def _is_hidden_or_junk(name: str) -> bool:
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not _is_hidden_or_junk(p.name))
+
+
+def _find_named(path: Path, names: tuple[str, ...]) -> Path | None:
+    for sub in _subdirs(path):
+        if sub.name.lower() in names:
+            return sub
+    return None
+
+
+def _resolve_root(root: Path) -> Path:
+    """Descend into a single wrapping folder (e.g. an unpacked ``archive/``) when needed."""
+    current = root
+    for _ in range(2):
+        subs = _subdirs(current)
+        if _find_named(current, TRAIN_DIR_NAMES) or len(subs) != 1:
+            return current
+        if any(f.is_file() for f in current.iterdir() if not _is_hidden_or_junk(f.name)):
+            return current
+        inner = subs[0]
+        if not (_find_named(inner, TRAIN_DIR_NAMES) or len(_subdirs(inner)) >= 2):
+            return current
+        current = inner
+    return current
+
+
+def _check_image(path: Path) -> str | None:
+    """Hash an image file and make sure it decodes; return the hash, or None if unreadable."""
+    try:
+        payload = path.read_bytes()
+    except OSError:
+        return None
+    if not payload:
+        return None
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            img.draft("RGB", (64, 64))  # full scan of the stream at a fraction of the cost
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _layout_name(folder_names: set[str], split_layout: bool) -> str:
+    lowered = {n.lower() for n in folder_names}
+    if not split_layout:
+        return "flat"
+    if {"glioma_tumor", "meningioma_tumor", "pituitary_tumor"} & lowered:
+        return "kaggle_classification"
+    if {"notumor", "glioma", "meningioma", "pituitary"} & lowered:
+        return "brain_tumor_mri"
+    return "train_test"
+
+
+def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
+    """Find the layout, classes and readable images under `root`.
+
+    Args:
+        root: The dataset folder.
+        workers: Threads used to hash and verify images (default: one per CPU).
+
+    Raises:
+        DataError: the folder is missing, holds no class folders, has fewer than two classes,
+            or has a class with no readable image.
+    """
+    given = Path(root).expanduser()
+    if not given.exists():
+        raise DataError(f"data folder not found: {given}")
+    if not given.is_dir():
+        raise DataError(f"data path is not a folder: {given}")
+    base = _resolve_root(given)
+
+    train_dir = _find_named(base, TRAIN_DIR_NAMES)
+    test_dir = _find_named(base, TEST_DIR_NAMES)
+    sources: list[tuple[Path, str | None]]
+    if train_dir is not None:
+        sources = [(train_dir, "Training")]
+        if test_dir is not None:
+            sources.append((test_dir, "Testing"))
+    else:
+        sources = [(base, None)]
+
+    candidates: list[tuple[Path, str, str | None]] = []
+    ignored: list[str] = []
+    folder_names: set[str] = set()
+    for source_dir, source in sources:
+        for class_dir in _subdirs(source_dir):
+            folder_names.add(class_dir.name)
+            label = canonical_label(class_dir.name)
+            for dirpath, dirnames, filenames in os.walk(class_dir):
+                dirnames[:] = sorted(d for d in dirnames if not _is_hidden_or_junk(d))
+                for name in sorted(filenames):
+                    path = Path(dirpath) / name
+                    rel = path.relative_to(base).as_posix()
+                    if _is_hidden_or_junk(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                        ignored.append(rel)
+                        continue
+                    candidates.append((path, label, source))
+
+    if not folder_names:
+        raise DataError(
+            f"no class folders in {given}: expected Training/ and Testing/ or one folder per class"
+        )
+
+    hashes: list[str | None] = []
+    with (
+        Progress(len(candidates), "checking images", min_total=500) as bar,
+        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
+    ):
+        for digest in pool.map(_check_image, (c[0] for c in candidates)):
+            hashes.append(digest)
+            bar.update()
+
+    images: list[ImageRecord] = []
+    unreadable: list[str] = []
+    for (path, label, source), digest in zip(candidates, hashes, strict=True):
+        rel = path.relative_to(base).as_posix()
+        if digest is None:
+            unreadable.append(rel)
+        else:
+            images.append(ImageRecord(rel, label, source, digest))
+
+    labels = sorted({canonical_label(n) for n in folder_names})
+    counts = {label: 0 for label in labels}
+    for record in images:
+        counts[record.label] += 1
+    empty = [label for label, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(
+            f"class {empty[0]!r} has no readable image in {given}"
+            + (f" ({len(unreadable)} unreadable files)" if unreadable else "")
+        )
+    if len(labels) < 2:
+        raise DataError(f"need at least 2 classes, found {len(labels)} ({labels[0]}) in {given}")
+
+    images.sort(key=lambda r: r.path)
+    return Dataset(
+        root=base,
+        layout=_layout_name(folder_names, train_dir is not None),
+        classes=tuple(labels),
+        images=tuple(images),
+        unreadable=tuple(sorted(unreadable)),
+        ignored=tuple(sorted(ignored)),
+    )

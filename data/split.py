@@ -1,0 +1,203 @@
+"""Split policies and the split manifest.
+
+``official`` keeps the dataset's own test folder as the test split and splits ``Training/``
+into train and validation; ``pooled`` pools every image and draws train, validation and test
+itself. Both are stratified by class, deterministic for a seed, and keep every copy of a
+duplicated image (same sha256) in one split so nothing leaks between splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from data.discovery import Dataset, ImageRecord
+from data.errors import DataError
+
+SPLITS = ("train", "val", "test")
+POLICIES = ("official", "pooled")
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """How to split a dataset.
+
+    Attributes:
+        policy: ``official`` or ``pooled``.
+        val_fraction: Fraction of the training pool (official) or of all images (pooled)
+            held out for validation.
+        test_fraction: Fraction of all images held out for test (pooled only).
+        seed: Seed of the shuffles.
+    """
+
+    policy: str = "official"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise DataError(
+                f"unknown split policy {self.policy!r}; choose one of {', '.join(POLICIES)}"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DataError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise DataError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise DataError("val_fraction + test_fraction must be below 1")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    label: str
+    split: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SplitManifest:
+    """Every image of a dataset with its label and split.
+
+    The fingerprint hashes classes and entries only (not the root folder), so any machine
+    holding the same files gets the same fingerprint.
+    """
+
+    layout: str
+    classes: tuple[str, ...]
+    policy: SplitPolicy
+    entries: tuple[ManifestEntry, ...]
+    unreadable: tuple[str, ...] = ()
+    duplicates: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        payload = json.dumps(
+            {
+                "classes": list(self.classes),
+                "entries": [[e.path, e.label, e.split, e.sha256] for e in self.entries],
+            },
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def split(self, name: str) -> tuple[ManifestEntry, ...]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}")
+        return tuple(e for e in self.entries if e.split == name)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split, per class."""
+        out = {s: dict.fromkeys(self.classes, 0) for s in SPLITS}
+        for e in self.entries:
+            out[e.split][e.label] += 1
+        return out
+
+    def cross_split_duplicates(self) -> list[list[str]]:
+        """Duplicate groups whose copies sit in more than one split (leaks)."""
+        split_of = {e.path: e.split for e in self.entries}
+        return [list(g) for g in self.duplicates if len({split_of[p] for p in g}) > 1]
+
+    def to_dict(self) -> dict:
+        return {
+            "layout": self.layout,
+            "classes": list(self.classes),
+            "policy": asdict(self.policy),
+            "fingerprint": self.fingerprint,
+            "entries": [asdict(e) for e in self.entries],
+            "unreadable": list(self.unreadable),
+            "duplicates": [list(g) for g in self.duplicates],
+        }
+
+
+def _groups(records: list[ImageRecord]) -> list[list[ImageRecord]]:
+    """Records grouped by content hash, in a machine-independent order."""
+    by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
+    for r in records:
+        by_hash[r.sha256].append(r)
+    groups = [sorted(g, key=lambda r: r.path) for g in by_hash.values()]
+    return sorted(groups, key=lambda g: g[0].path)
+
+
+def _assign(
+    groups: list[list[ImageRecord]],
+    fractions: dict[str, float],
+    rest: str,
+    rng: np.random.Generator,
+) -> dict[str, str]:
+    """Stratified assignment of whole duplicate groups to splits.
+
+    Each class's groups are shuffled, then the first ones fill each split in `fractions`
+    up to its share of that class's images; the remainder goes to `rest`.
+    """
+    by_label: dict[str, list[list[ImageRecord]]] = defaultdict(list)
+    for g in groups:
+        by_label[g[0].label].append(g)
+    assignment: dict[str, str] = {}
+    for label in sorted(by_label):
+        class_groups = by_label[label]
+        order = rng.permutation(len(class_groups))
+        n_images = sum(len(g) for g in class_groups)
+        targets = {name: int(round(frac * n_images)) for name, frac in fractions.items()}
+        filled = dict.fromkeys(fractions, 0)
+        for idx in order:
+            group = class_groups[idx]
+            split = rest
+            for name in fractions:
+                if filled[name] < targets[name]:
+                    split = name
+                    filled[name] += len(group)
+                    break
+            for r in group:
+                assignment[r.path] = split
+    return assignment
+
+
+def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
+    """Assign every readable image of `dataset` to train, val or test.
+
+    Raises:
+        DataError: ``official`` was asked for a dataset without a test folder.
+    """
+    rng = np.random.default_rng(policy.seed)
+    records = list(dataset.images)
+    if policy.policy == "official":
+        if not dataset.has_official_test:
+            raise DataError(
+                f"split 'official' needs Training/ and Testing/ folders, but {dataset.root} "
+                "has none; use split 'pooled'"
+            )
+        assignment = {r.path: "test" for r in records if r.source == "Testing"}
+        pool = [r for r in records if r.source != "Testing"]
+        assignment.update(_assign(_groups(pool), {"val": policy.val_fraction}, "train", rng))
+    else:
+        assignment = _assign(
+            _groups(records),
+            {"test": policy.test_fraction, "val": policy.val_fraction},
+            "train",
+            rng,
+        )
+    entries = tuple(
+        ManifestEntry(r.path, r.label, assignment[r.path], r.sha256)
+        for r in sorted(records, key=lambda r: r.path)
+    )
+    manifest = SplitManifest(
+        layout=dataset.layout,
+        classes=dataset.classes,
+        policy=policy,
+        entries=entries,
+        unreadable=dataset.unreadable,
+        duplicates=tuple(tuple(g) for g in dataset.duplicates()),
+    )
+    counts = manifest.counts()
+    for split in ("train", "val"):
+        if sum(counts[split].values()) == 0:
+            raise DataError(
+                f"split {split!r} is empty: the dataset is too small for these fractions"
+            )
+    return manifest

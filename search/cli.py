@@ -1,0 +1,87 @@
+"""The `tumor-search` command line.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug,
+130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from search.errors import InputError, one_line
+
+PROG = "tumor-search"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from data.errors import DataError
+    from models.errors import ModelError
+
+    return (InputError, DataError, ModelError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search import datacmd
+
+    common = _Parser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
+
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "Hyperparameter search for transfer-learning image classifiers (brain-tumour MRI "
+            "first): an Optuna study samples backbone, head, dropout and learning rate; each "
+            "trial trains a Keras model with pruning; results persist in SQLite or PostgreSQL "
+            "and optuna-dashboard shows them live."
+        ),
+        epilog=(
+            "Storage: --storage, else $TUMOR_SEARCH_STORAGE, else sqlite:///studies.db. "
+            "Exit codes: 0 ok, 2 bad input, 1 bug, 130/143 interrupted."
+        ),
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    datacmd.add_parsers(sub, common)
+    for module in _command_modules():
+        module.add_parsers(sub, common)
+    return parser
+
+
+def _command_modules() -> list:
+    from search import commands
+
+    return [commands]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from data.progress import set_quiet
+
+    set_quiet(bool(getattr(args, "quiet", False)))
+    bad_input = _bad_input_types()
+    try:
+        return int(args.handler(args) or 0)
+    except bad_input as exc:
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

@@ -1,0 +1,174 @@
+"""`tumor-search data synth` and `tumor-search data check`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from data.discovery import scan
+from data.split import SplitManifest, SplitPolicy, make_manifest
+from data.synth import synthesize
+
+
+def resolve_policy(name: str, has_official_test: bool) -> str:
+    """``auto`` is ``official`` when the dataset has its own test folder, else ``pooled``."""
+    if name == "auto":
+        return "official" if has_official_test else "pooled"
+    return name
+
+
+def check_summary(manifest: SplitManifest, root: str, ignored: tuple[str, ...]) -> dict:
+    """The `data check --json` object."""
+    counts = manifest.counts()
+    per_class = dict.fromkeys(manifest.classes, 0)
+    for e in manifest.entries:
+        per_class[e.label] += 1
+    return {
+        "root": root,
+        "layout": manifest.layout,
+        "classes": list(manifest.classes),
+        "images": len(manifest.entries),
+        "per_class": per_class,
+        "split_policy": {
+            "policy": manifest.policy.policy,
+            "seed": manifest.policy.seed,
+            "val_fraction": manifest.policy.val_fraction,
+            "test_fraction": manifest.policy.test_fraction,
+        },
+        "splits": counts,
+        "unreadable": list(manifest.unreadable),
+        "ignored": list(ignored),
+        "duplicates": [list(g) for g in manifest.duplicates],
+        "cross_split_duplicates": manifest.cross_split_duplicates(),
+        "fingerprint": manifest.fingerprint,
+    }
+
+
+def _print_text(summary: dict) -> None:
+    classes = summary["classes"]
+    policy = summary["split_policy"]
+    print(f"dataset:     {summary['root']}")
+    print(f"layout:      {summary['layout']}")
+    print(f"classes:     {', '.join(classes)}")
+    print(
+        f"images:      {summary['images']} readable, {len(summary['unreadable'])} unreadable, "
+        f"{len(summary['ignored'])} non-image files ignored"
+    )
+    extra = "" if policy["policy"] == "official" else f", test {policy['test_fraction']}"
+    print(
+        f"split:       {policy['policy']} (seed {policy['seed']}, val {policy['val_fraction']}{extra})"
+    )
+    width = max(len(c) for c in classes + ["class"])
+    print(f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6} {'total':>6}")
+    splits = summary["splits"]
+    for c in classes:
+        row = [splits[s][c] for s in ("train", "val", "test")]
+        print(f"  {c:<{width}}  {row[0]:>6} {row[1]:>6} {row[2]:>6} {sum(row):>6}")
+    totals = [sum(splits[s].values()) for s in ("train", "val", "test")]
+    print(f"  {'all':<{width}}  {totals[0]:>6} {totals[1]:>6} {totals[2]:>6} {sum(totals):>6}")
+    for path in summary["unreadable"][:20]:
+        print(f"unreadable:  {path}")
+    if len(summary["unreadable"]) > 20:
+        print(f"unreadable:  ... and {len(summary['unreadable']) - 20} more (see --json)")
+    dups = summary["duplicates"]
+    print(f"duplicates:  {len(dups)} groups of identical images" if dups else "duplicates:  none")
+    for group in dups[:10]:
+        print(f"  {' = '.join(group)}")
+    leaks = summary["cross_split_duplicates"]
+    if leaks:
+        print(f"warning:     {len(leaks)} duplicate groups span two splits (train/test leakage)")
+    print(f"fingerprint: {summary['fingerprint']}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    dataset = scan(args.dir)
+    policy = SplitPolicy(
+        policy=resolve_policy(args.split, dataset.has_official_test),
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
+    manifest = make_manifest(dataset, policy)
+    summary = check_summary(manifest, str(dataset.root), dataset.ignored)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_text(summary)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    result = synthesize(
+        args.out,
+        per_class=args.per_class,
+        size=args.size,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+    )
+    print(
+        f"wrote {result.train + result.test} phantom images ({result.train} Training, "
+        f"{result.test} Testing) at {result.size}px to {result.out}"
+    )
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    data = sub.add_parser(
+        "data",
+        help="make phantom data or check a dataset folder",
+        description="Make phantom MRI data, or check a dataset folder and show its split.",
+    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="{synth,check}", required=True)
+
+    synth = data_sub.add_parser(
+        "synth",
+        parents=[common],
+        help="write phantom MRI slices in the Kaggle layout",
+        description=(
+            "Write phantom axial MRI slices (glioma, meningioma, pituitary tumour, none) as "
+            "JPEG files in the Kaggle 'Brain Tumor Classification (MRI)' layout "
+            "(Training/ and Testing/). The same seed writes byte-identical files."
+        ),
+    )
+    synth.add_argument("--out", required=True, help="folder to write (new or empty)")
+    synth.add_argument(
+        "--per-class", type=int, default=200, help="images per class in total (default 200)"
+    )
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.12,
+        help="share of each class written under Testing/ (default 0.12)",
+    )
+    synth.set_defaults(handler=cmd_synth)
+
+    check = data_sub.add_parser(
+        "check",
+        parents=[common],
+        help="summarise a dataset: layout, classes, split, unreadable files, duplicates",
+        description=(
+            "Find the dataset's layout and classes, verify every image, split it and print "
+            "counts per split and class, unreadable files, duplicate images and the "
+            "fingerprint that workers compare."
+        ),
+    )
+    check.add_argument("dir", help="dataset folder")
+    check.add_argument(
+        "--split",
+        choices=("auto", "official", "pooled"),
+        default="auto",
+        help="split policy (default auto: official when the dataset has Testing/, else pooled)",
+    )
+    check.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    check.add_argument(
+        "--val-fraction", type=float, default=0.15, help="validation share (default 0.15)"
+    )
+    check.add_argument(
+        "--test-fraction", type=float, default=0.15, help="test share under pooled (default 0.15)"
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=cmd_check)
