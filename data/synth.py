@@ -107,12 +107,12 @@ def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
     brain = brain * (1.0 - vent) + 0.16 * vent
 
     # Tumour: added to the brain before the bias field and noise.
-    strength = rng.uniform(0.45, 1.0)
+    strength = rng.uniform(0.7, 1.0)
     if label == "glioma_tumor":
         side = rng.choice((-1.0, 1.0))
         cu0 = side * rng.uniform(0.22, 0.42)
         cv0 = rng.uniform(-0.45, 0.4)
-        radius = rng.uniform(0.11, 0.19)
+        radius = rng.uniform(0.13, 0.2)
         phi = np.arctan2(v - cv0, u - cu0)
         wobble = np.ones_like(phi)
         for k in range(2, 6):
@@ -121,25 +121,25 @@ def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
         core = _soft(1.0 - dist, 10.0)
         halo = _soft(1.7 - dist, 6.0) - core
         hetero = 0.08 * _smooth_noise(rng, size, 24)
-        brain = brain * (1.0 - core) + (0.5 + 0.28 * strength + hetero) * core
-        brain = brain - 0.2 * strength * halo
+        brain = brain * (1.0 - core) + (0.55 + 0.35 * strength + hetero) * core
+        brain = brain - 0.25 * strength * halo
     elif label == "meningioma_tumor":
         alpha = rng.uniform(0, 2 * np.pi)
-        radius = rng.uniform(0.09, 0.16)
+        radius = rng.uniform(0.11, 0.17)
         # Centre the mass just inside the inner skull, along a random direction.
         ru = (0.86 - radius / min(a, b) * 0.8) * a
         rv = (0.86 - radius / min(a, b) * 0.8) * b
         cu0, cv0 = ru * np.cos(alpha), rv * np.sin(alpha)
         dist = np.sqrt((u - cu0) ** 2 + (v - cv0) ** 2) / radius
         mass = _soft(1.0 - dist, 18.0) * brain_mask
-        brain = brain * (1.0 - mass) + (0.5 + 0.32 * strength) * mass
+        brain = brain * (1.0 - mass) + (0.55 + 0.4 * strength) * mass
     elif label == "pituitary_tumor":
-        radius = rng.uniform(0.065, 0.1)
+        radius = rng.uniform(0.08, 0.11)
         cu0 = rng.uniform(-0.03, 0.03)
         cv0 = b * rng.uniform(0.5, 0.62)
         dist = np.sqrt(((u - cu0) / 1.2) ** 2 + (v - cv0) ** 2) / radius
         mass = _soft(1.0 - dist, 14.0)
-        brain = brain * (1.0 - mass) + (0.5 + 0.34 * strength) * mass
+        brain = brain * (1.0 - mass) + (0.55 + 0.4 * strength) * mass
 
     img = brain * brain_mask + 0.22 * csf_rim + 0.08 * skull + 0.82 * scalp
 

@@ -64,6 +64,13 @@ def _command_modules() -> list:
     return [commands]
 
 
+def _quiet_libraries() -> None:
+    """Optuna logs every trial at INFO; our own lines say the same more briefly."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
@@ -71,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from data.progress import set_quiet
 
     set_quiet(bool(getattr(args, "quiet", False)))
+    _quiet_libraries()
     bad_input = _bad_input_types()
     try:
         return int(args.handler(args) or 0)

@@ -1,0 +1,352 @@
+"""Building transfer models from plain configs.
+
+`build_model(config, n_classes, input_size, weights)` returns a compiled Keras model that
+takes raw 0-255 RGB pixels: augmentation (training only), the backbone's own preprocessing,
+the backbone with global average pooling, the classifier head, and a float32 softmax.
+The model is made of named parts so that a head trained on cached features can be put
+back on its backbone (`HEAD_NAME`, `BACKBONE_NAME`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from models.backend import keras_module
+from models.config import Augmentation, TrialConfig
+from models.errors import ModelError
+from models.registry import Backbone, get_backbone
+from models.weights import WeightsPolicy, imagenet_unavailable_error, parse_weights
+
+BACKBONE_NAME = "backbone"
+HEAD_NAME = "head"
+PREPROCESS_NAME = "preprocess"
+AUGMENT_NAME = "augment"
+OUTPUT_NAME = "class_probabilities"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Batch-norm momentum for backbones trained from scratch: Keras applications use 0.99 or
+# 0.999, tuned for ImageNet-sized epochs; with 10-50 steps per epoch their moving
+# statistics stay stale and validation predicts a single class.
+FROM_SCRATCH_BN_MOMENTUM = 0.9
+
+
+def reference_preprocess(record: Backbone, pixels: np.ndarray) -> np.ndarray:
+    """What the backbone's own ``preprocess_input`` does to raw pixels, in numpy.
+
+    The in-graph preprocessing of `build_preprocessing` must equal this; the tests compare
+    both with `keras.applications.<module>.preprocess_input`.
+    """
+    x = pixels.astype(np.float32)
+    if record.preprocessing == "tf":
+        return x / 127.5 - 1.0
+    if record.preprocessing == "torch":
+        return (x / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(
+            IMAGENET_STD, np.float32
+        )
+    if record.preprocessing == "unit":
+        return x / 255.0
+    return x
+
+
+def build_preprocessing(record: Backbone) -> Any:
+    """The backbone's preprocessing as a Keras block of built-in layers (safe to reload)."""
+    keras = keras_module()
+    layers: list[Any] = []
+    if record.preprocessing == "tf":
+        layers.append(keras.layers.Rescaling(1.0 / 127.5, offset=-1.0))
+    elif record.preprocessing == "torch":
+        layers.append(keras.layers.Rescaling(1.0 / 255.0))
+        layers.append(
+            keras.layers.Normalization(
+                mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD]
+            )
+        )
+    elif record.preprocessing == "unit":
+        layers.append(keras.layers.Rescaling(1.0 / 255.0))
+    else:
+        layers.append(keras.layers.Identity())
+    return keras.Sequential(layers, name=PREPROCESS_NAME)
+
+
+def build_augmentation(augmentation: Augmentation, seed: int | None = None) -> Any | None:
+    """Random augmentation layers on raw pixels, or None when nothing is enabled."""
+    if not augmentation.enabled:
+        return None
+    keras = keras_module()
+    layers: list[Any] = []
+    if augmentation.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if augmentation.rotation > 0:
+        layers.append(
+            keras.layers.RandomRotation(augmentation.rotation, fill_mode="constant", seed=seed)
+        )
+    if augmentation.zoom > 0:
+        layers.append(keras.layers.RandomZoom(augmentation.zoom, fill_mode="constant", seed=seed))
+    if augmentation.translation > 0:
+        t = augmentation.translation
+        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="constant", seed=seed))
+    if augmentation.contrast > 0:
+        layers.append(
+            keras.layers.RandomContrast(augmentation.contrast, value_range=(0, 255), seed=seed)
+        )
+    return keras.Sequential(layers, name=AUGMENT_NAME)
+
+
+def build_small_cnn(input_size: int) -> Any:
+    """Our compact network: four conv / batch-norm / ReLU / max-pool blocks, then global
+    average pooling. Learns from a few hundred images from scratch.
+
+    Takes preprocessed input (x / 255); returns 128 pooled features.
+    """
+    keras = keras_module()
+    inputs = keras.Input((input_size, input_size, 3))
+    x = inputs
+    for i, filters in enumerate((16, 32, 64, 128)):
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv"
+        )(x)
+        x = keras.layers.BatchNormalization(
+            momentum=FROM_SCRATCH_BN_MOMENTUM, name=f"block{i + 1}_bn"
+        )(x)
+        x = keras.layers.ReLU(name=f"block{i + 1}_relu")(x)
+        x = keras.layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name="small_cnn")
+
+
+def build_backbone(record: Backbone, input_size: int, weights: WeightsPolicy) -> Any:
+    """The backbone alone: preprocessed pixels in, globally pooled features out.
+
+    Raises:
+        ModelError: the input is below the backbone's minimum size.
+        WeightsError: the weights cannot be found or loaded.
+    """
+    check_input_size(record, input_size)
+    keras = keras_module()
+    if record.constructor == "small_cnn":
+        backbone = build_small_cnn(input_size)
+        if weights.kind == "imagenet":
+            raise imagenet_unavailable_error(
+                record, input_size, reason="small_cnn has no ImageNet weights"
+            )
+    else:
+        constructor = getattr(keras.applications, record.constructor)
+        kwargs: dict[str, Any] = {
+            "input_shape": (input_size, input_size, 3),
+            "include_top": False,
+            "weights": "imagenet" if weights.kind == "imagenet" else None,
+            "pooling": "avg",
+        }
+        try:
+            with warnings.catch_warnings():
+                # "Weights for input shape (224, 224) will be loaded": noise for weights=None.
+                warnings.filterwarnings("ignore", message=".*input shape.*", category=UserWarning)
+                backbone = constructor(**kwargs)
+        except Exception as exc:
+            if weights.kind == "imagenet":
+                raise imagenet_unavailable_error(record, input_size, reason=str(exc)) from exc
+            raise
+    if weights.kind == "file":
+        weights.load_into(backbone)
+    if weights.kind == "none":
+        set_bn_momentum(backbone, FROM_SCRATCH_BN_MOMENTUM)
+    # The same layers under one name, so that every model finds its backbone the same way.
+    return keras.Model(backbone.inputs[0], backbone.outputs[0], name=BACKBONE_NAME)
+
+
+def check_input_size(record: Backbone, input_size: int) -> None:
+    if input_size < record.min_size:
+        raise ModelError(
+            f"input size {input_size}px is below {record.name}'s minimum of {record.min_size}px"
+        )
+
+
+def set_bn_momentum(model: Any, momentum: float) -> None:
+    """Set the moving-statistics momentum of every batch-norm layer (from-scratch training)."""
+    keras = keras_module()
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _all_layers(model: Any) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(_all_layers(layer))
+    return out
+
+
+def apply_fine_tuning(
+    backbone: Any,
+    fraction: float | None = None,
+    layers: int | None = None,
+    keep_bn_frozen: bool = True,
+) -> int:
+    """Make the top layers of `backbone` trainable and freeze the rest.
+
+    Args:
+        backbone: The backbone model.
+        fraction: Share of its layers to train, counted from the top (0 freezes all).
+        layers: Number of top layers to train (instead of `fraction`).
+        keep_bn_frozen: Keep batch-norm layers frozen, as the Keras transfer-learning
+            guide does for pretrained backbones.
+
+    Returns:
+        The number of layers made trainable.
+    """
+    keras = keras_module()
+    n = len(backbone.layers)
+    if layers is None:
+        layers = int(math.ceil((fraction or 0.0) * n))
+    layers = max(0, min(layers, n))
+    if layers == 0:
+        backbone.trainable = False
+        return 0
+    backbone.trainable = True
+    trainable = 0
+    for i, layer in enumerate(backbone.layers):
+        on = i >= n - layers
+        if on and keep_bn_frozen and isinstance(layer, keras.layers.BatchNormalization):
+            on = False
+        layer.trainable = on
+        trainable += int(on)
+    return trainable
+
+
+def build_head(feature_dim: int, config: TrialConfig, n_classes: int) -> Any:
+    """The classifier head: pooled features in, class probabilities (float32) out."""
+    keras = keras_module()
+    inputs = keras.Input((feature_dim,), name="features")
+    x = inputs
+    for i in range(config.head_depth):
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
+        x = keras.layers.Dense(
+            config.head_width, use_bias=not config.head_batchnorm, name=f"dense_{i + 1}"
+        )(x)
+        if config.head_batchnorm:
+            x = keras.layers.BatchNormalization(name=f"bn_{i + 1}")(x)
+        x = keras.layers.Activation(
+            config.head_activation, name=f"{config.head_activation}_{i + 1}"
+        )(x)
+    if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, name="dropout_out")(x)
+    # Logits and softmax in float32 so that mixed precision stays numerically safe.
+    x = keras.layers.Dense(n_classes, dtype="float32", name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
+    return keras.Model(inputs, outputs, name=HEAD_NAME)
+
+
+def _optimizer(config: TrialConfig) -> Any:
+    keras = keras_module()
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(
+            learning_rate=config.learning_rate, weight_decay=config.weight_decay
+        )
+    return keras.optimizers.Adam(learning_rate=config.learning_rate)
+
+
+def compile_model(model: Any, config: TrialConfig, jit_compile: bool | str = "auto") -> Any:
+    """Compile with the config's optimizer and (sparse) cross-entropy.
+
+    With label smoothing the loss is categorical cross-entropy on one-hot targets
+    (`encode_targets` makes them); without, sparse cross-entropy on integer labels.
+    """
+    keras = keras_module()
+    if config.label_smoothing > 0:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(
+        optimizer=_optimizer(config), loss=loss, metrics=["accuracy"], jit_compile=jit_compile
+    )
+    return model
+
+
+def encode_targets(y: np.ndarray, n_classes: int, config: TrialConfig) -> np.ndarray:
+    """Integer labels as the compiled loss expects them."""
+    if config.label_smoothing > 0:
+        return np.eye(n_classes, dtype=np.float32)[y]
+    return y
+
+
+def build_model(
+    config: TrialConfig,
+    n_classes: int,
+    input_size: int,
+    weights: str | WeightsPolicy = "none",
+    augmentation: Augmentation | None = None,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    compile: bool = True,
+    jit_compile: bool | str = "auto",
+    seed: int | None = None,
+) -> Any:
+    """Build (and compile) a transfer model for `config`.
+
+    Args:
+        config: The model's configuration (never an Optuna trial).
+        n_classes: Number of classes.
+        input_size: Side of the square input images, in pixels.
+        weights: ``imagenet``, ``none`` or a path to a weights file (see `models.weights`).
+        augmentation: Augmentation layers to put in front (training only).
+        class_names: Names stored in the model's output layer, in label order.
+        compile: Compile with the config's optimizer and loss.
+        jit_compile: Passed to `Model.compile` (XLA).
+        seed: Seed of the augmentation layers.
+
+    Raises:
+        ModelError: an impossible combination (unknown backbone, input too small, frozen
+            backbone without weights).
+        WeightsError: the weights cannot be found or loaded.
+    """
+    from models.layers import ClassProbabilities
+
+    keras = keras_module()
+    record = get_backbone(config.backbone)
+    policy = parse_weights(weights)
+    if policy.kind == "none" and config.fine_tune == 0:
+        raise ModelError(
+            f"a frozen {record.name} with weights 'none' has constant random features: "
+            "use weights 'imagenet' or a weights file, or set fine_tune above 0 to train it"
+        )
+    check_input_size(record, input_size)
+    if n_classes < 2:
+        raise ModelError(f"need at least 2 classes, got {n_classes}")
+    if class_names is not None and len(class_names) != n_classes:
+        raise ModelError(f"{len(class_names)} class names for {n_classes} classes")
+
+    backbone = build_backbone(record, input_size, policy)
+    pretrained = policy.kind != "none"
+    apply_fine_tuning(backbone, fraction=config.fine_tune, keep_bn_frozen=pretrained)
+
+    inputs = keras.Input((input_size, input_size, 3), name="pixels")
+    x = inputs
+    augment = build_augmentation(augmentation or Augmentation(), seed=seed)
+    if augment is not None:
+        x = augment(x)
+    x = build_preprocessing(record)(x)
+    # Pretrained backbones run in inference mode (frozen batch-norm statistics), as in the
+    # Keras transfer-learning guide; from-scratch backbones learn their statistics.
+    x = backbone(x, training=False) if pretrained else backbone(x)
+    x = build_head(record.feature_dim, config, n_classes)(x)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+    outputs = ClassProbabilities(names, name=OUTPUT_NAME)(x)
+    model = keras.Model(inputs, outputs, name=f"{record.name}_transfer")
+    if compile:
+        compile_model(model, config, jit_compile=jit_compile)
+    return model
+
+
+def count_params(model: Any) -> dict[str, int]:
+    """Total, trainable and non-trainable parameter counts."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}

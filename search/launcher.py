@@ -1,0 +1,129 @@
+"""Starting several worker processes: one per GPU (``--gpus 0,1``) or N on one machine.
+
+Each child is `tumor-search worker` with ``CUDA_VISIBLE_DEVICES`` set to its GPU; its output
+lines are prefixed with ``[gpu0]`` or ``[w1]``; Ctrl-C (or SIGTERM) is passed on to every
+child, and the launcher's exit code is the first non-zero child exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO
+
+from search.errors import InputError
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    label: str
+    gpu: str | None
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``"0,1,3"`` -> ``["0", "1", "3"]``.
+
+    Raises:
+        InputError: not a comma-separated list of distinct GPU indices.
+    """
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids or not all(i.isdigit() for i in ids):
+        raise InputError(f"--gpus takes comma-separated GPU indices such as 0,1; got {text!r}")
+    if len(set(ids)) != len(ids):
+        raise InputError(f"--gpus lists a GPU twice: {text!r}")
+    return ids
+
+
+def worker_specs(workers: int, gpus: list[str] | None) -> list[WorkerSpec]:
+    if gpus:
+        return [WorkerSpec(f"gpu{g}", g) for g in gpus]
+    return [WorkerSpec(f"w{i}", None) for i in range(workers)]
+
+
+def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> None:
+    for line in stream:
+        with lock:
+            out.write(f"[{prefix}] {line}" if line.endswith("\n") else f"[{prefix}] {line}\n")
+            out.flush()
+
+
+def launch(
+    specs: list[WorkerSpec],
+    study: str,
+    storage_url: str,
+    data_dir: str | None,
+    trials: int | None,
+    timeout: float | None,
+    quiet: bool = False,
+) -> int:
+    """Run one `tumor-search worker` process per spec and wait for all of them.
+
+    Returns:
+        0 when every worker exited 0; else the first non-zero exit code (130/143 when
+        interrupted).
+    """
+    base = [sys.executable, "-m", "search", "worker", "--study", study, "--storage", storage_url]
+    if data_dir:
+        base += ["--data", str(data_dir)]
+    if trials is not None:
+        base += ["--trials", str(trials)]
+    if timeout is not None:
+        base += ["--timeout", str(timeout)]
+    if quiet:
+        base.append("--quiet")
+    procs: list[tuple[WorkerSpec, subprocess.Popen[str]]] = []
+    lock = threading.Lock()
+    pumps: list[threading.Thread] = []
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for spec in specs:
+            env = dict(os.environ)
+            if spec.gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = spec.gpu
+            proc = subprocess.Popen(
+                base,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,  # Ctrl-C reaches the children through us, once
+            )
+            procs.append((spec, proc))
+            assert proc.stdout is not None
+            pump = threading.Thread(
+                target=_pump, args=(proc.stdout, spec.label, sys.stderr, lock), daemon=True
+            )
+            pump.start()
+            pumps.append(pump)
+        codes = {}
+        while len(codes) < len(procs):
+            for spec, proc in procs:
+                if spec.label not in codes and proc.poll() is not None:
+                    codes[spec.label] = proc.returncode
+            time.sleep(0.2)
+        for pump in pumps:
+            pump.join(timeout=5)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    for spec, _ in procs:
+        code = codes[spec.label]
+        if code:
+            print(f"[{spec.label}] worker exited with code {code}", file=sys.stderr)
+    if received:
+        return 128 + received[0]
+    return next((codes[spec.label] for spec, _ in procs if codes[spec.label]), 0)

@@ -1,0 +1,84 @@
+"""The objective: one trial's configuration, trained with pruning, recorded on the trial."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+
+from data.progress import log
+from models.config import TrialConfig
+from search.config import StudyConfig
+from search.space import suggest
+from search.study import TRIAL_CONFIG_ATTR
+from search.study_data import TrainVal
+from search.training import EpochRecorder, FitResult, fit
+
+
+class Objective:
+    """Callable on an Optuna trial; returns the best validation metric of its fit.
+
+    Args:
+        config: The study config.
+        data: Train and validation arrays (the test split is not among them).
+    """
+
+    def __init__(self, config: StudyConfig, data: TrainVal) -> None:
+        self.config = config
+        self.data = data
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial_config = suggest(trial, self.config.space)
+        trial.set_user_attr(TRIAL_CONFIG_ATTR, trial_config.to_dict())
+        prefix = f"[trial {trial.number}]"
+        log(f"{prefix} {trial_config.describe()}")
+        # Imported here: optuna_integration imports Keras, which must load through
+        # models.backend (quietly) first.
+        from optuna_integration import KerasPruningCallback
+
+        recorder = EpochRecorder(prefix, self.config.training.epochs)
+        pruning = KerasPruningCallback(trial, self.config.objective.metric)
+        start = time.perf_counter()
+        try:
+            result = fit(trial_config, self.config, self.data, recorder, callbacks=[pruning])
+        except optuna.TrialPruned:
+            _record_partial(trial, recorder, time.perf_counter() - start)
+            log(f"{prefix} pruned after epoch {recorder.epochs_run}")
+            raise
+        except BaseException:
+            _record_partial(trial, recorder, time.perf_counter() - start)
+            raise
+        record_result(trial, trial_config, result, time.perf_counter() - start)
+        return result.best_value
+
+
+def _record_partial(trial: optuna.Trial, recorder: EpochRecorder, wall: float) -> None:
+    try:
+        trial.set_user_attr("history", recorder.history)
+        trial.set_user_attr("epochs_run", recorder.epochs_run)
+        trial.set_user_attr("wall_seconds", round(wall, 3))
+        if recorder.epoch_seconds:
+            trial.set_user_attr(
+                "seconds_per_epoch",
+                round(sum(recorder.epoch_seconds) / len(recorder.epoch_seconds), 3),
+            )
+    except Exception:  # noqa: BLE001 - recording must never hide the original error
+        pass
+
+
+def record_result(trial: Any, trial_config: TrialConfig, result: FitResult, wall: float) -> None:
+    """The trial's user attributes: history, size, timing and the best epoch's metrics."""
+    trial.set_user_attr("history", result.history)
+    trial.set_user_attr("epochs_run", result.epochs_run)
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    trial.set_user_attr("params", result.params["total"])
+    trial.set_user_attr("trainable_params", result.params["trainable"])
+    trial.set_user_attr("seconds_per_epoch", round(result.seconds_per_epoch, 3))
+    trial.set_user_attr("wall_seconds", round(wall, 3))
+    trial.set_user_attr(
+        "validation",
+        {k: round(v, 6) for k, v in result.metrics_at_best().items() if k.startswith("val_")},
+    )
+    if result.feature_cache:
+        trial.set_user_attr("feature_cache", result.feature_cache)

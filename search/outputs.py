@@ -1,0 +1,77 @@
+"""Writing result files safely: check the target before long work, write atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.cache import atomic_write_bytes
+from search.errors import InputError
+
+
+def check_writable_file(path: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Refuse an output file that cannot be written, before any work is done.
+
+    Raises:
+        InputError: the folder is missing or read-only, or the path is a folder.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise InputError(f"{flag} {target} is a folder; give a file name")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {flag} {target}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InputError(f"cannot write {flag} {target}: permission denied")
+    return target
+
+
+def check_writable_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot be made or written (it is not created here).
+
+    Raises:
+        InputError: the path is a file, its parent is missing, or it is read-only.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{flag} {target} exists and is not a folder")
+    existing = target if target.exists() else target.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot write {flag} {target}: folder {existing} does not exist")
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"cannot write {flag} {target}: permission denied")
+    return target
+
+
+def write_document(path: Path, payload: Any) -> None:
+    """Write `payload` as YAML when the name ends in .yaml/.yml, else as JSON; atomically."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        text = yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(payload, indent=2) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+def read_document(path: str | os.PathLike[str], flag: str = "--config") -> Any:
+    """Read a JSON or YAML document written by `write_document`.
+
+    Raises:
+        InputError: missing, unreadable or malformed.
+    """
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise InputError(f"{flag} {source} not found")
+    try:
+        text = source.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {flag} {source}: {exc}") from None
+    try:
+        if source.suffix.lower() in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{flag} {source} is malformed: {' '.join(str(exc).split())}") from None

@@ -1,0 +1,138 @@
+"""`tumor-search status` and the summaries `run` prints at the end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.study import FAIL_REASON_ATTR, budget, budget_used, describe_storage, open_study
+
+
+def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
+    """Counts by state, budget, best trial and running trials, as one mapping."""
+    study, config = open_study(study_name, storage_url)
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for t in trials:
+        counts[t.state.name.lower()] += 1
+    now = dt.datetime.now()
+    running = []
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        steps = sorted(t.intermediate_values)
+        running.append(
+            {
+                "number": t.number,
+                "params": t.params,
+                "started": t.datetime_start.isoformat(timespec="seconds")
+                if t.datetime_start
+                else None,
+                "elapsed_seconds": round((now - t.datetime_start).total_seconds(), 1)
+                if t.datetime_start
+                else None,
+                "epochs_reported": len(steps),
+                "last_value": t.intermediate_values[steps[-1]] if steps else None,
+            }
+        )
+    best = None
+    try:
+        b = study.best_trial
+        best = {
+            "number": b.number,
+            "value": b.value,
+            "params": b.params,
+            "trial_config": b.user_attrs.get("trial_config"),
+        }
+    except ValueError:
+        pass
+    failures = [
+        {"number": t.number, "reason": t.user_attrs.get(FAIL_REASON_ATTR, "unknown")}
+        for t in trials
+        if t.state == TrialState.FAIL
+    ]
+    return {
+        "study": study_name,
+        "storage": describe_storage(storage_url),
+        "metric": config.objective.metric,
+        "direction": config.objective.direction,
+        "budget": budget(study),
+        "budget_used": budget_used(trials),
+        "counts": counts,
+        "best": best,
+        "running": running,
+        "failed": failures,
+        "train_best": study.user_attrs.get("train_best"),
+    }
+
+
+def print_status(status: dict[str, Any]) -> None:
+    counts = status["counts"]
+    print(f"study:    {status['study']}  ({status['storage']})")
+    print(
+        f"trials:   {status['budget_used']}/{status['budget']} of the budget; "
+        + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    )
+    best = status["best"]
+    if best:
+        print(f"best:     {status['metric']} {best['value']:.4f} (trial {best['number']})")
+        print(f"          {best['params']}")
+    else:
+        print("best:     no completed trial yet")
+    for r in status["running"]:
+        last = (
+            f", last {status['metric']} {r['last_value']:.4f}"
+            if r["last_value"] is not None
+            else ""
+        )
+        print(
+            f"running:  trial {r['number']} for {r['elapsed_seconds']:.0f}s, {r['epochs_reported']} epochs{last}"
+        )
+    for f in status["failed"][-5:]:
+        print(f"failed:   trial {f['number']}: {f['reason']}")
+    tb = status.get("train_best")
+    if tb:
+        print(
+            f"test:     accuracy {tb['test']['accuracy']:.4f} (train-best of trial {tb.get('trial')})"
+        )
+
+
+def top_trials_table(study: optuna.Study, metric: str, k: int = 5) -> str:
+    from search.export import completed_trials
+
+    rows = completed_trials(study)[:k]
+    if not rows:
+        return "no completed trial"
+    lines = [
+        f"{'trial':>5}  {metric:>12}  {'epochs':>6}  {'params':>9}  {'s/epoch':>7}  configuration"
+    ]
+    for t in rows:
+        config = t.user_attrs.get("trial_config", t.params)
+        head = (
+            "linear"
+            if config.get("head_depth") == 0
+            else f"{config.get('head_depth')}x{config.get('head_width')}"
+        )
+        desc = (
+            f"{config.get('backbone')}, head {head}, dropout {config.get('dropout', 0):.2f}, "
+            f"lr {config.get('learning_rate', 0):.1e}"
+        )
+        lines.append(
+            f"{t.number:>5}  {t.value:>12.4f}  {t.user_attrs.get('epochs_run', '-'):>6}  "
+            f"{t.user_attrs.get('params', '-'):>9}  {t.user_attrs.get('seconds_per_epoch', '-'):>7}  {desc}"
+        )
+    return "\n".join(lines)
+
+
+def dashboard_commands(storage_url: str) -> list[str]:
+    """The two ways to browse a storage: ours and optuna-dashboard's own."""
+    masked = describe_storage(storage_url)
+    quoted = shlex.quote(masked)
+    return [
+        f"tumor-search dashboard --storage {quoted}",
+        f"optuna-dashboard {quoted}",
+    ]

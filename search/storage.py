@@ -1,0 +1,225 @@
+"""Optuna storage from a URL alone, built in one place.
+
+``--storage``, else ``$TUMOR_SEARCH_STORAGE``, else ``sqlite:///studies.db``. SQLite serves one
+machine (busy timeout and WAL so the dashboard reads while workers write); PostgreSQL
+(``postgresql+psycopg2://...``) serves workers on several machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.errors import StorageError, mask_password
+
+DEFAULT_STORAGE = "sqlite:///studies.db"
+STORAGE_ENV = "TUMOR_SEARCH_STORAGE"
+SQLITE_TIMEOUT_S = 60
+SUPPORTED = ("sqlite", "postgresql", "mysql")
+
+
+def resolve_url(url: str | None) -> str:
+    """The storage URL in force: the argument, else the environment, else the default."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed, checked storage URL."""
+
+    url: str
+    backend: str  # sqlite | postgresql | mysql
+    sqlite_path: Path | None
+
+    @property
+    def masked(self) -> str:
+        return mask_password(self.url)
+
+
+def parse_url(url: str) -> StorageURL:
+    """Check a storage URL's form (no connection is made).
+
+    Raises:
+        StorageError: not a URL SQLAlchemy understands, or not a supported database.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StorageError(
+            f"malformed storage URL {mask_password(url)!r}: expected e.g. sqlite:///studies.db or "
+            f"postgresql+psycopg2://user:password@host:5432/db ({exc})"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise StorageError(
+            f"unsupported storage {backend!r} in {mask_password(url)!r}; use sqlite:///FILE or postgresql+psycopg2://..."
+        )
+    try:
+        parsed.get_dialect()
+    except Exception as exc:  # NoSuchModuleError and friends: a driver that is not installed
+        raise StorageError(f"no database driver for {parsed.drivername!r} ({exc})") from None
+    sqlite_path = None
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            raise StorageError("an in-memory SQLite storage cannot be shared; use sqlite:///FILE")
+        sqlite_path = Path(database).expanduser()
+    return StorageURL(url, backend, sqlite_path)
+
+
+def _engine_kwargs(parsed: StorageURL) -> dict[str, Any]:
+    if parsed.backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    if parsed.backend == "postgresql":
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {"pool_pre_ping": True}
+
+
+def open_storage(
+    url: str | None,
+    create: bool = False,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+) -> Any:
+    """An `optuna.storages.RDBStorage` for `url`.
+
+    Args:
+        url: Storage URL (None: see `resolve_url`).
+        create: Create the tables (and an SQLite file) if missing. Without it a missing
+            SQLite file is an error, so a mistyped path never leaves an empty database behind.
+        heartbeat_interval: Seconds between a running trial's heartbeats (workers only).
+        grace_period: Seconds without a heartbeat after which a trial is stale.
+        max_retry: Times a stale trial is retried (`RetryHeartbeatStaleTrialCallback`).
+
+    Raises:
+        StorageError: malformed URL, missing SQLite file, or a database that cannot be reached.
+    """
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = parse_url(resolve_url(url))
+    if parsed.sqlite_path is not None:
+        path = parsed.sqlite_path
+        if not path.exists() and not create:
+            raise StorageError(
+                f"no study database at {path} (storage {parsed.masked}); create a study first"
+            )
+        if create and not path.parent.is_dir():
+            raise StorageError(f"cannot create {path}: folder {path.parent} does not exist")
+    kwargs: dict[str, Any] = {
+        "engine_kwargs": _engine_kwargs(parsed),
+        "skip_table_creation": not create,
+    }
+    try:
+        with _quiet_optuna_experimental():
+            if heartbeat_interval is not None:
+                kwargs["heartbeat_interval"] = heartbeat_interval
+                kwargs["grace_period"] = grace_period
+                kwargs["heartbeat_stale_trial_callback"] = (
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+                )
+            if create and parsed.sqlite_path is not None:
+                with file_lock(_lock_path(parsed.sqlite_path)):
+                    storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
+                    _enable_wal(storage)
+            else:
+                storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
+                if not create:
+                    storage.get_all_studies()  # fails now, not later, if the tables are missing
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(f"cannot open storage {parsed.masked}: {_first_line(exc)}") from None
+    except RuntimeError as exc:  # optuna's schema-version check
+        raise StorageError(f"storage {parsed.masked} is not usable: {_first_line(exc)}") from None
+    return storage
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return mask_password(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _enable_wal(storage: Any) -> None:
+    """Readers (the dashboard) do not block writers (workers) in WAL mode; it persists."""
+    from sqlalchemy import text
+
+    with storage.engine.connect() as conn:
+        conn.execute(text("PRAGMA journal_mode=WAL"))
+
+
+@contextlib.contextmanager
+def _quiet_optuna_experimental() -> Iterator[None]:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _lock_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".lock")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def rdb(storage: Any) -> Any:
+    """The RDBStorage under Optuna's caching wrapper (`study._storage`)."""
+    return getattr(storage, "_backend", storage)
+
+
+class StudyLock:
+    """A lock shared by every worker of one study, held while a worker claims a trial.
+
+    It makes "count the trials, then create one" atomic, so concurrent workers meet the
+    study's budget exactly: an flock next to an SQLite file, a PostgreSQL advisory lock, or
+    MySQL's GET_LOCK.
+    """
+
+    def __init__(self, storage: Any, study_name: str) -> None:
+        self._storage = rdb(storage)
+        self._key = zlib.crc32(f"tumor-search:{study_name}".encode()) & 0x7FFFFFFF
+        url = self._storage.engine.url
+        self._backend = url.get_backend_name()
+        self._path = _lock_path(Path(url.database)) if self._backend == "sqlite" else None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._path is not None:
+            with file_lock(self._path):
+                yield
+            return
+        from sqlalchemy import text
+
+        with self._storage.engine.connect() as conn:
+            if self._backend == "postgresql":
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                    conn.commit()
+            else:
+                conn.execute(text("SELECT GET_LOCK(:k, 600)"), {"k": str(self._key)})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": str(self._key)})

@@ -1,0 +1,241 @@
+"""Creating and opening studies: config and data fingerprint in the study, seeds enqueued
+once, sampler and pruner built from the config, and the shared trial budget."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from data.progress import log
+from search.config import StudyConfig
+from search.errors import InputError
+from search.space import seed_trials
+from search.storage import open_storage, parse_url, resolve_url
+from search.study_data import StudyData
+
+CONFIG_ATTR = "config"
+FINGERPRINT_ATTR = "data_fingerprint"
+COUNTS_ATTR = "data_counts"
+CLASSES_ATTR = "classes"
+BUDGET_ATTR = "trials"
+TRIAL_CONFIG_ATTR = "trial_config"
+FAIL_REASON_ATTR = "fail_reason"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that decide a result."""
+    out = {"python": platform.python_version()}
+    for name in ("tumor-search", "optuna", "optuna-integration", "keras", "tensorflow", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    s = config.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    p, epochs = config.pruner, config.training.epochs
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource, max_resource=epochs, reduction_factor=p.reduction_factor
+        )
+    if p.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource, reduction_factor=p.reduction_factor
+        )
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+    )
+
+
+def study_exists(storage: Any, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    study: optuna.Study
+    created: bool
+    enqueued: int
+
+
+def create_study(
+    name: str,
+    storage_url: str | None,
+    config: StudyConfig,
+    data: StudyData,
+) -> CreateResult:
+    """Create the storage tables and the study once, before any worker starts.
+
+    Writes the whole config, the data fingerprint and counts into the study's user
+    attributes and enqueues the seed study's configurations that fit the space. An existing
+    study with the same config and data is left as it is; a different one is an error.
+
+    Raises:
+        StorageError: the storage cannot be opened.
+        InputError: a study of that name exists with another config or data.
+    """
+    storage = open_storage(storage_url, create=True)
+    if study_exists(storage, name):
+        study = optuna.load_study(study_name=name, storage=storage)
+        _check_same(study, config, data)
+        return CreateResult(study, False, 0)
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction=config.objective.direction,
+            sampler=make_sampler(config),
+            pruner=make_pruner(config),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another process created it a moment ago.
+        study = optuna.load_study(study_name=name, storage=storage)
+        _check_same(study, config, data)
+        return CreateResult(study, False, 0)
+    try:
+        study.set_user_attr(CONFIG_ATTR, config.to_dict())
+        study.set_user_attr(FINGERPRINT_ATTR, data.fingerprint)
+        study.set_user_attr(COUNTS_ATTR, data.counts())
+        study.set_user_attr(CLASSES_ATTR, list(data.classes))
+        study.set_user_attr(BUDGET_ATTR, config.trials)
+        study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        study.set_user_attr("versions", versions())
+        seeds = seed_trials(config.space, config.data.image_size)[: config.trials]
+        for params in seeds:
+            study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
+        _dashboard_labels(study, config)
+    except BaseException:
+        optuna.delete_study(study_name=name, storage=storage)  # never leave a half-made study
+        raise
+    return CreateResult(study, True, len(seeds))
+
+
+def _dashboard_labels(study: optuna.Study, config: StudyConfig) -> None:
+    """Name the objective and describe the study in optuna-dashboard."""
+    import warnings
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([config.objective.metric])
+    backbones = ", ".join(config.space.backbones)
+    optuna_dashboard.save_note(
+        study,
+        f"# {study.study_name}\n\n"
+        f"Objective: best **{config.objective.metric}** on the validation split "
+        f"({config.objective.direction}). Budget: {config.trials} trials.\n\n"
+        f"Backbones: {backbones}. Weights: `{config.weights}`. Input: {config.data.image_size}px, "
+        f"split `{config.data.split}` (seed {config.data.seed}).\n\n"
+        f"Sampler `{config.sampler.name}`, pruner `{config.pruner.name}`, up to "
+        f"{config.training.epochs} epochs per trial.\n",
+    )
+
+
+def _check_same(study: optuna.Study, config: StudyConfig, data: StudyData) -> None:
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        raise InputError(f"study {study.study_name!r} exists but was not made by tumor-search")
+    theirs = StudyConfig.from_dict(stored)
+    # The budget may change on resume and the data may live elsewhere; the rest must match.
+    same = theirs.with_overrides(trials=config.trials, data_path=config.data.path)
+    if same.to_dict() != config.to_dict():
+        raise InputError(
+            f"study {study.study_name!r} already exists with a different config; "
+            "choose another --study name or resume it without --config"
+        )
+    if study.user_attrs.get(FINGERPRINT_ATTR) != data.fingerprint:
+        raise InputError(
+            f"study {study.study_name!r} already exists with different data (fingerprint "
+            f"{str(study.user_attrs.get(FINGERPRINT_ATTR))[:12]}, here {data.fingerprint[:12]})"
+        )
+
+
+def load_study(name: str, storage: Any) -> optuna.Study:
+    """Open an existing tumor-search study.
+
+    Raises:
+        InputError: no study of that name (the message lists the ones there are).
+    """
+    if not study_exists(storage, name):
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        where = parse_url(storage.url).masked
+        known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
+        raise InputError(f"study {name!r} not found in {where}{known}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    if CONFIG_ATTR not in study.user_attrs:
+        raise InputError(f"study {name!r} was not made by tumor-search (no config attribute)")
+    return study
+
+
+def study_config(study: optuna.Study) -> StudyConfig:
+    return StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR], source=f"study {study.study_name}")
+
+
+def open_study(
+    name: str, storage_url: str | None, **storage_kwargs: Any
+) -> tuple[optuna.Study, StudyConfig]:
+    """Open an existing study with the sampler and pruner its config names."""
+    storage = open_storage(storage_url, **storage_kwargs)
+    study = load_study(name, storage)
+    config = study_config(study)
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=make_sampler(config), pruner=make_pruner(config)
+    )
+    return study, config
+
+
+def budget(study: optuna.Study) -> int:
+    return int(study.user_attrs.get(BUDGET_ATTR, 0))
+
+
+def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that a retry (heartbeat or interrupt) replaced."""
+    out: set[int] = set()
+    for t in trials:
+        out.update(int(n) for n in t.system_attrs.get("retry_history", []))
+    return out
+
+
+def budget_used(trials: list[FrozenTrial]) -> int:
+    """Trials that count against the budget: all but the failed ones a retry replaced."""
+    replaced = superseded(trials)
+    return sum(1 for t in trials if t.number not in replaced)
+
+
+def describe_storage(storage_url: str | None) -> str:
+    return parse_url(resolve_url(storage_url)).masked
+
+
+def log_created(result: CreateResult, storage_url: str | None) -> None:
+    where = describe_storage(storage_url)
+    if result.created:
+        log(
+            f"created study {result.study.study_name!r} in {where}; enqueued {result.enqueued} seed configurations"
+        )
+    else:
+        done = len(
+            result.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        )
+        log(f"resuming study {result.study.study_name!r} in {where} ({done} trials finished)")

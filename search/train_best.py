@@ -1,0 +1,198 @@
+"""`tumor-search train-best`: retrain the exported configuration and evaluate it once on the
+held-out test split.
+
+With ``--seeds N`` the configuration is trained N times (seeds differ); each model is
+evaluated once on the test split; the model with the best validation score is saved, and
+the metrics file holds its test metrics and the mean and standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.progress import log
+from search.errors import InputError, one_line
+from search.export import read_export
+from search.outputs import check_writable_dir, read_document, write_document
+from search.study_data import check_matches, load_test, load_train_val, prepare
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
+) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix
+    (rows: true class, columns: predicted class)."""
+    k = len(classes)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = int(matrix[i, i])
+        predicted = int(matrix[:, i].sum())
+        actual = int(matrix[i, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    accuracy = float(np.trace(matrix) / matrix.sum()) if matrix.sum() else 0.0
+    return {
+        "accuracy": accuracy,
+        "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "classes": list(classes),
+    }
+
+
+def _save_model_atomically(model: Any, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def train_best(
+    best_path: str,
+    data_dir: str | None,
+    out_dir: str,
+    seeds: int = 1,
+    storage_url: str | None = None,
+    record: bool = True,
+) -> dict[str, Any]:
+    """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``.
+
+    Raises:
+        InputError, ConfigError, DataError: before any training starts.
+    """
+    from search.training import EpochRecorder, fit
+
+    if seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {seeds}")
+    payload = read_document(best_path, flag="--config")
+    config, trial_config = read_export(payload, str(best_path))
+    out = check_writable_dir(out_dir)
+    config.weights_policy()  # a weights file must exist here too
+    data = prepare(config, data_dir)
+    check_matches(data, payload["study"], payload["data_fingerprint"], payload.get("data_counts"))
+    out.mkdir(parents=True, exist_ok=True)
+    train_val = load_train_val(data, config.data.image_size)
+    test = load_test(data, config.data.image_size)
+    classes = list(data.classes)
+    log(
+        f"retraining trial {payload.get('trial')} of study {payload['study']!r}: {trial_config.describe()}"
+    )
+
+    runs = []
+    best_model, best_val = None, None
+    direction = config.objective.direction
+    for i in range(seeds):
+        seed = config.training.seed + i
+        recorder = EpochRecorder(f"[seed {seed}]", config.training.epochs)
+        result = fit(trial_config, config, train_val, recorder, seed=seed)
+        probs = result.model.predict(test.x, batch_size=trial_config.batch_size, verbose=0)
+        metrics = classification_metrics(test.y, probs.argmax(axis=1), classes)
+        runs.append(
+            {
+                "seed": seed,
+                "best_epoch": result.best_epoch,
+                config.objective.metric: result.best_value,
+                "validation": result.metrics_at_best(),
+                "test": metrics,
+            }
+        )
+        log(
+            f"[seed {seed}] best {config.objective.metric} {result.best_value:.4f}, test accuracy {metrics['accuracy']:.4f}"
+        )
+        better = best_val is None or (
+            result.best_value > best_val
+            if direction == "maximize"
+            else result.best_value < best_val
+        )
+        if better:
+            best_model, best_val, best_index = result.model, result.best_value, i
+    accuracies = np.array([r["test"]["accuracy"] for r in runs])
+    selected = runs[best_index]
+    summary = {
+        "study": payload["study"],
+        "trial": payload.get("trial"),
+        "trial_config": trial_config.to_dict(),
+        "data_fingerprint": data.fingerprint,
+        "classes": classes,
+        "test_images": len(test.y),
+        "selected_seed": selected["seed"],
+        "selected_by": f"best {config.objective.metric} on the validation split",
+        "test": selected["test"],
+        "test_accuracy_mean": float(accuracies.mean()),
+        "test_accuracy_std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
+        "seeds": runs,
+        "model": "model.keras",
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    assert best_model is not None
+    _save_model_atomically(best_model, out / "model.keras")
+    write_document(out / "metrics.json", summary)
+    if record:
+        _record_on_study(payload, summary, storage_url)
+    return summary
+
+
+def _record_on_study(
+    payload: dict[str, Any], summary: dict[str, Any], storage_url: str | None
+) -> None:
+    """Attach the result to the study (user attribute and dashboard note); a storage that
+    cannot be reached only costs a warning, never the trained model."""
+    import optuna
+
+    from search.storage import STORAGE_ENV, open_storage
+
+    url = storage_url or os.environ.get(STORAGE_ENV) or payload.get("storage")
+    if not url or "***" in url:
+        log("not recorded on the study: pass --storage (the exported URL hides its password)")
+        return
+    try:
+        storage = open_storage(url)
+        study = optuna.load_study(study_name=payload["study"], storage=storage)
+        compact = {k: v for k, v in summary.items() if k != "seeds"}
+        study.set_user_attr("train_best", json.loads(json.dumps(compact)))
+        try:
+            import optuna_dashboard
+
+            optuna_dashboard.save_note(study, _note(payload, summary))
+        except ImportError:
+            pass
+        log(f"recorded the test result on study {payload['study']!r}")
+    except Exception as exc:  # noqa: BLE001 - the model and metrics are already written
+        log(f"warning: could not record the result on the study: {one_line(str(exc))}")
+
+
+def _note(payload: dict[str, Any], summary: dict[str, Any]) -> str:
+    test = summary["test"]
+    rows = "\n".join(
+        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in test["per_class"].items()
+    )
+    seeds = len(summary["seeds"])
+    spread = (
+        f" (mean {summary['test_accuracy_mean']:.4f} ± {summary['test_accuracy_std']:.4f} over {seeds} seeds)"
+        if seeds > 1
+        else ""
+    )
+    return (
+        f"# {payload['study']}\n\n"
+        f"## Held-out test result (train-best, {summary['trained_at']})\n\n"
+        f"Trial {payload.get('trial')}: `{json.dumps(summary['trial_config'])}`\n\n"
+        f"Test accuracy **{test['accuracy']:.4f}** on {summary['test_images']} images{spread}.\n\n"
+        f"| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n{rows}\n"
+    )

@@ -1,0 +1,175 @@
+"""Fitting one TrialConfig on a study's train split, validated every epoch.
+
+Shared by trials (with a pruning callback) and by `train-best` (with several seeds).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from data.progress import log
+from models.backend import configure_precision, keras_module, use_xla
+from models.builder import build_model, count_params, encode_targets
+from models.config import TrialConfig
+from search.config import StudyConfig
+from search.study_data import TrainVal
+
+keras = keras_module()
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Keeps every epoch's metrics (also when a trial is pruned mid-fit) and logs one line
+    per epoch instead of Keras' per-batch progress bar."""
+
+    def __init__(self, prefix: str, epochs: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.epochs = epochs
+        self.history: dict[str, list[float]] = {}
+        self.epoch_seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._start
+        self.epoch_seconds.append(seconds)
+        for key, value in (logs or {}).items():
+            if isinstance(value, int | float | np.floating):
+                self.history.setdefault(key, []).append(float(value))
+        logs = logs or {}
+        parts = [
+            f"{name} {logs[key]:.3f}"
+            for key, name in (
+                ("loss", "loss"),
+                ("accuracy", "acc"),
+                ("val_loss", "val_loss"),
+                ("val_accuracy", "val_acc"),
+            )
+            if key in logs
+        ]
+        log(f"{self.prefix} epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  ({seconds:.1f}s)")
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epoch_seconds)
+
+
+@dataclass
+class FitResult:
+    model: Any
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based
+    best_value: float
+    epochs_run: int
+    seconds: float
+    seconds_per_epoch: float
+    params: dict[str, int]
+    feature_cache: dict[str, Any] = field(default_factory=dict)
+
+    def metrics_at_best(self) -> dict[str, float]:
+        return {
+            key: values[self.best_epoch - 1]
+            for key, values in self.history.items()
+            if len(values) >= self.best_epoch
+        }
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Weights n / (k * count) per class, as scikit-learn's "balanced"."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    counts[counts == 0] = 1.0
+    return {i: float(len(y) / (n_classes * c)) for i, c in enumerate(counts)}
+
+
+def best_epoch(history: dict[str, list[float]], metric: str, direction: str) -> tuple[int, float]:
+    """1-based epoch and value of the best monitored metric."""
+    values = history.get(metric) or []
+    if not values:
+        raise RuntimeError(f"metric {metric!r} was not recorded")
+    clean = [
+        v if math.isfinite(v) else (-math.inf if direction == "maximize" else math.inf)
+        for v in values
+    ]
+    index = int(np.argmax(clean) if direction == "maximize" else np.argmin(clean))
+    return index + 1, values[index]
+
+
+def fit(
+    trial_config: TrialConfig,
+    config: StudyConfig,
+    data: TrainVal,
+    recorder: EpochRecorder,
+    callbacks: list[Any] | None = None,
+    seed: int | None = None,
+) -> FitResult:
+    """Build and train a model for `trial_config`; restore its best epoch's weights.
+
+    Args:
+        trial_config: The model to build and the optimisation settings.
+        config: The study config (epochs, early stopping, weights, augmentation, ...).
+        data: Train and validation arrays.
+        recorder: Records every epoch and prints one line each.
+        callbacks: More Keras callbacks (the pruning callback of a trial).
+        seed: Seed for weights initialisation, shuffling and augmentation.
+    """
+    start = time.perf_counter()
+    training = config.training
+    metric, direction = config.objective.metric, config.objective.direction
+    keras.utils.set_random_seed(training.seed if seed is None else seed)
+    configure_precision(training.mixed_precision)
+    model = build_model(
+        trial_config,
+        data.n_classes,
+        data.image_size,
+        config.weights_policy(),
+        augmentation=training.augmentation,
+        class_names=list(data.classes),
+        jit_compile=use_xla(training.xla),
+        seed=training.seed if seed is None else seed,
+    )
+    all_callbacks: list[Any] = [recorder]
+    if training.early_stopping_patience > 0:
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=metric,
+                mode="max" if direction == "maximize" else "min",
+                patience=training.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    all_callbacks.extend(callbacks or [])
+    class_weight = (
+        balanced_class_weights(data.y_train, data.n_classes)
+        if training.class_weights == "balanced"
+        else None
+    )
+    model.fit(
+        data.x_train,
+        encode_targets(data.y_train, data.n_classes, trial_config),
+        validation_data=(data.x_val, encode_targets(data.y_val, data.n_classes, trial_config)),
+        epochs=training.epochs,
+        batch_size=trial_config.batch_size,
+        class_weight=class_weight,
+        callbacks=all_callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    epoch, value = best_epoch(recorder.history, metric, direction)
+    seconds = time.perf_counter() - start
+    return FitResult(
+        model=model,
+        history=recorder.history,
+        best_epoch=epoch,
+        best_value=value,
+        epochs_run=recorder.epochs_run,
+        seconds=seconds,
+        seconds_per_epoch=float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0,
+        params=count_params(model),
+    )

@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.backend import keras_module
+from models.builder import (
+    apply_fine_tuning,
+    build_backbone,
+    build_model,
+    encode_targets,
+)
+from models.config import Augmentation, TrialConfig
+from models.errors import ModelError, WeightsError
+from models.registry import get_backbone
+from models.weights import WeightsPolicy, parse_weights
+
+keras = keras_module()
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights file for mobilenet_v2 at 32 px, made here (ImageNet cannot be downloaded)."""
+    keras.utils.set_random_seed(7)
+    backbone = build_backbone(get_backbone("mobilenet_v2"), 32, WeightsPolicy("none"))
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2.weights.h5"
+    backbone.save_weights(path)
+    return path
+
+
+def _n_trainable(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_weights_file_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(3)
+    original = build_backbone(get_backbone("efficientnet_b0"), 32, WeightsPolicy("none"))
+    path = tmp_path / "effnet.weights.h5"
+    original.save_weights(path)
+    model = build_model(TrialConfig("efficientnet_b0", fine_tune=0.0), 4, 32, str(path))
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3)).astype("float32")
+    # The model's backbone sees the preprocessed pixels (EfficientNet normalises inside).
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("backbone")(pixels, training=False)),
+        np.asarray(original(pixels, training=False)),
+    )
+
+
+def test_frozen_backbone_trains_only_the_head(mobilenet_v2_weights: Path) -> None:
+    config = TrialConfig("mobilenet_v2", head_depth=1, head_width=16, fine_tune=0.0)
+    model = build_model(config, 4, 32, str(mobilenet_v2_weights))
+    head = model.get_layer("head")
+    assert _n_trainable(model) == _n_trainable(head) == 1280 * 16 + 16 + 16 * 4 + 4
+    assert not model.get_layer("backbone").trainable
+
+
+def test_fine_tuning_trains_top_layers_with_batch_norm_frozen(mobilenet_v2_weights: Path) -> None:
+    counts = {}
+    for fraction in (0.0, 0.25, 1.0):
+        model = build_model(
+            TrialConfig("mobilenet_v2", head_depth=0, fine_tune=fraction),
+            4,
+            32,
+            str(mobilenet_v2_weights),
+        )
+        backbone = model.get_layer("backbone")
+        counts[fraction] = _n_trainable(model)
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                assert not layer.trainable
+        if fraction == 0.25:
+            trainable_layers = [
+                i for i, layer in enumerate(backbone.layers) if layer.trainable and layer.weights
+            ]
+            assert min(trainable_layers) >= int(0.75 * len(backbone.layers)) - 1
+    assert counts[0.0] < counts[0.25] < counts[1.0]
+    all_bn = sum(
+        int(np.prod(w.shape))
+        for layer in model.get_layer("backbone").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for w in layer.weights
+    )
+    assert counts[1.0] == model.count_params() - all_bn
+
+
+def test_fine_tuning_by_layer_count() -> None:
+    backbone = build_backbone(get_backbone("small_cnn"), 32, WeightsPolicy("none"))
+    assert apply_fine_tuning(backbone, layers=3, keep_bn_frozen=False) == 3
+    assert [layer.trainable for layer in backbone.layers[-3:]] == [True, True, True]
+    assert not any(layer.trainable for layer in backbone.layers[:-3])
+
+
+def test_from_scratch_trains_batch_norm_with_faster_momentum() -> None:
+    model = build_model(TrialConfig("mobilenet_v3_small", fine_tune=1.0), 4, 32, "none")
+    bns = [
+        layer
+        for layer in model.get_layer("backbone").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert bns and all(layer.trainable and layer.momentum == 0.9 for layer in bns)
+
+
+def test_frozen_backbone_without_weights_is_refused() -> None:
+    with pytest.raises(ModelError, match="constant"):
+        build_model(TrialConfig("mobilenet", fine_tune=0.0), 4, 32, "none")
+
+
+def test_input_below_minimum_is_refused() -> None:
+    with pytest.raises(ModelError, match="minimum of 71px"):
+        build_model(TrialConfig("xception", fine_tune=1.0), 4, 64, "none")
+
+
+def test_imagenet_offline_names_the_file_and_the_alternatives(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError) as info:
+        build_model(TrialConfig("mobilenet_v3_small"), 4, 64, "imagenet")
+    message = str(info.value)
+    assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in message
+    assert "keras-home" in message  # $KERAS_HOME/models, set by the test fixture
+    assert "'none'" in message and "weights.h5" in message
+    assert "\n" not in message
+
+
+def test_missing_or_wrong_weights_file_is_refused(
+    tmp_path: Path, mobilenet_v2_weights: Path
+) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        parse_weights(tmp_path / "nope.weights.h5")
+    (tmp_path / "w.txt").write_text("x")
+    with pytest.raises(WeightsError, match="must end"):
+        parse_weights(tmp_path / "w.txt")
+    with pytest.raises(WeightsError, match="cannot load"):
+        build_model(TrialConfig("efficientnet_b0"), 4, 32, str(mobilenet_v2_weights))
+
+
+def test_head_depth_zero_is_a_linear_classifier() -> None:
+    model = build_model(
+        TrialConfig("small_cnn", head_depth=0, dropout=0.0, fine_tune=1.0), 4, 32, "none"
+    )
+    dense = [
+        layer for layer in model.get_layer("head").layers if isinstance(layer, keras.layers.Dense)
+    ]
+    assert len(dense) == 1 and dense[0].units == 4
+
+
+def test_head_layers_width_dropout_and_batch_norm() -> None:
+    config = TrialConfig(
+        "small_cnn",
+        head_depth=3,
+        head_width=32,
+        dropout=0.2,
+        head_batchnorm=True,
+        head_activation="gelu",
+        fine_tune=1.0,
+    )
+    head = build_model(config, 5, 32, "none").get_layer("head")
+    dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [32, 32, 32, 5]
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in head.layers) == 3
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in head.layers) == 4
+
+
+def test_output_stays_float32_under_mixed_precision() -> None:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(TrialConfig("small_cnn", fine_tune=1.0), 4, 32, "none")
+        assert model.get_layer("head").get_layer("dense_1").compute_dtype == "float16"
+        probs = model(np.zeros((1, 32, 32, 3), "float32"))
+        assert keras.backend.standardize_dtype(probs.dtype) == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_optimizer_and_label_smoothing() -> None:
+    config = TrialConfig(
+        "small_cnn", fine_tune=1.0, optimizer="adamw", label_smoothing=0.1, learning_rate=3e-4
+    )
+    model = build_model(config, 4, 32, "none")
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    y = np.array([0, 3])
+    assert encode_targets(y, 4, config).shape == (2, 4)
+    assert encode_targets(y, 4, TrialConfig("small_cnn")).shape == (2,)
+
+
+def test_augmentation_is_in_the_graph_and_inactive_at_inference() -> None:
+    aug = Augmentation(flip=True, rotation=0.05, zoom=0.1, translation=0.05, contrast=0.1)
+    model = build_model(
+        TrialConfig("small_cnn", fine_tune=1.0), 4, 32, "none", augmentation=aug, seed=1
+    )
+    assert model.get_layer("augment") is not None
+    pixels = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), model.predict(pixels, verbose=0))
+
+
+def test_saved_model_reloads_in_safe_mode_with_class_names(tmp_path: Path) -> None:
+    model = build_model(
+        TrialConfig("densenet121", fine_tune=1.0), 3, 32, "none", class_names=["a", "b", "c"]
+    )
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert loaded.get_layer("class_probabilities").class_names == ["a", "b", "c"]
+    pixels = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"head_depth": 5},
+        {"dropout": 1.5},
+        {"learning_rate": 0.0},
+        {"optimizer": "sgd"},
+        {"fine_tune": 2.0},
+        {"batch_size": 0},
+    ],
+)
+def test_trial_config_rejects_out_of_range_values(kwargs: dict) -> None:
+    with pytest.raises(ModelError):
+        TrialConfig("small_cnn", **kwargs)
+
+
+def test_trial_config_round_trips_through_a_dict() -> None:
+    config = TrialConfig("xception", head_depth=3, head_width=128, dropout=0.5, learning_rate=2e-5)
+    assert TrialConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ModelError, match="unknown"):
+        TrialConfig.from_dict({"backbone": "x", "depth": 3})
