@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@test -d $(DEMO_DATA) || $(BIN)/tumor-search data synth --out $(DEMO_DATA) --per-class 300 --size 96 --seed 0
-	$(BIN)/tumor-search data check $(DEMO_DATA)
+	@test -d $(DEMO_DATA) || $(BIN)/tumor-search data synth --out $(DEMO_DATA) --per-class 250 --size 64 --seed 0
+	$(BIN)/tumor-search run --config demo --data $(DEMO_DATA) --study demo --storage sqlite:///studies.db
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

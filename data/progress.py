@@ -40,8 +40,8 @@ def log(message: str) -> None:
 class Progress:
     """A progress bar over `total` steps.
 
-    On a terminal it redraws one line; elsewhere it prints at most about ten lines, so CI logs
-    and worker logs stay readable.
+    On a terminal it redraws one line; elsewhere it prints a line every five seconds and the
+    final count, so CI logs and worker logs stay readable.
     """
 
     def __init__(self, total: int, label: str, min_total: int = 50) -> None:
@@ -51,8 +51,7 @@ class Progress:
         self.start = time.perf_counter()
         self._enabled = not _quiet and self.total >= min_total
         self._tty = sys.stderr.isatty()
-        self._last_draw = 0.0
-        self._next_line = 0
+        self._last_draw = self.start
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -64,8 +63,9 @@ class Progress:
                 self._last_draw = now
                 sys.stderr.write("\r" + self._line(now))
                 sys.stderr.flush()
-        elif self.done >= self._next_line or self.done >= self.total:
-            self._next_line = self.done + max(self.total // 10, 1)
+        elif self.done >= self.total or now - self._last_draw >= 5.0:
+            # In logs: a line every few seconds and the final count, not a redraw per item.
+            self._last_draw = now
             print(self._line(now), file=sys.stderr, flush=True)
 
     def close(self) -> None:

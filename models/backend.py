@@ -44,10 +44,15 @@ def keras_module() -> ModuleType:
             import tensorflow as tf
 
             tf.get_logger().setLevel("ERROR")
-            for gpu in tf.config.list_physical_devices("GPU"):
+            gpus = tf.config.list_physical_devices("GPU")
+            for gpu in gpus:
                 # Grow GPU memory as needed rather than taking it all at start.
                 with contextlib.suppress(RuntimeError, ValueError):
                     tf.config.experimental.set_memory_growth(gpu, True)
+            if not gpus:
+                # On a CPU, Grappler's graph rewrites cost more per trial than they save
+                # (MobileNetV3 first epoch 30 s -> 21 s, later epochs unchanged).
+                tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     return keras
 
 

@@ -115,7 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from search.launcher import launch, parse_gpus, worker_specs
     from search.status import dashboard_commands, top_trials_table
-    from search.storage import open_storage, parse_url, resolve_url
+    from search.storage import has_tables, open_storage, parse_url, resolve_url
     from search.study import BUDGET_ATTR, create_study, log_created, open_study, study_exists
     from search.study_data import prepare
     from search.worker import ensure_weights, run_worker
@@ -126,10 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     parsed = parse_url(url)
     name = args.study or config.name
     data = prepare(config, args.data)
-    exists = False
-    if parsed.sqlite_path is None or parsed.sqlite_path.exists():
-        exists = study_exists(open_storage(url, create=True), name)
-    if not exists:
+    # Nothing is written to the storage until the data and the weights are known to be good.
+    if not (has_tables(url) and study_exists(open_storage(url), name)):
         ensure_weights(config)
     result = create_study(name, url, config, data)
     if not result.created and args.trials is not None:
@@ -138,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     specs = worker_specs(args.workers, gpus)
     if len(specs) == 1 and gpus is None:
-        report = run_worker(name, url, args.data, None, args.timeout)
+        report = run_worker(name, url, args.data, None, args.timeout, prepared=data)
         code = report.exit_code
     else:
         log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")

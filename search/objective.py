@@ -41,7 +41,14 @@ class Objective:
         pruning = KerasPruningCallback(trial, self.config.objective.metric)
         start = time.perf_counter()
         try:
-            result = fit(trial_config, self.config, self.data, recorder, callbacks=[pruning])
+            result = fit(
+                trial_config,
+                self.config,
+                self.data,
+                recorder,
+                callbacks=[pruning],
+                need_model=False,
+            )
         except optuna.TrialPruned:
             _record_partial(trial, recorder, time.perf_counter() - start)
             log(f"{prefix} pruned after epoch {recorder.epochs_run}")

@@ -143,6 +143,28 @@ def open_storage(
     return storage
 
 
+def has_tables(url: str | None) -> bool:
+    """Whether the storage already holds Optuna's tables (never creates anything).
+
+    Raises:
+        StorageError: malformed URL or a server that cannot be reached.
+    """
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = parse_url(resolve_url(url))
+    if parsed.sqlite_path is not None and not parsed.sqlite_path.exists():
+        return False
+    engine = sqlalchemy.create_engine(parsed.url, **_engine_kwargs(parsed))
+    try:
+        with engine.connect() as conn:
+            return sqlalchemy.inspect(conn).has_table("studies")
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot open storage {parsed.masked}: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return mask_password(text.splitlines()[0] if text else type(exc).__name__)

@@ -14,8 +14,17 @@ import numpy as np
 
 from data.progress import log
 from models.backend import configure_precision, keras_module, use_xla
-from models.builder import build_model, count_params, encode_targets
+from models.builder import (
+    HEAD_NAME,
+    build_head,
+    build_model,
+    build_training_state,
+    compile_model,
+    count_params,
+    encode_targets,
+)
 from models.config import TrialConfig
+from models.registry import get_backbone
 from search.config import StudyConfig
 from search.study_data import TrainVal
 
@@ -63,6 +72,9 @@ class EpochRecorder(keras.callbacks.Callback):
 
 @dataclass
 class FitResult:
+    """What `fit` produced. `model` is the whole model (backbone and trained head); it is None
+    when the head was trained on cached features and the caller did not ask for it."""
+
     model: Any
     history: dict[str, list[float]]
     best_epoch: int  # 1-based
@@ -72,6 +84,7 @@ class FitResult:
     seconds_per_epoch: float
     params: dict[str, int]
     feature_cache: dict[str, Any] = field(default_factory=dict)
+    head: Any = None
 
     def metrics_at_best(self) -> dict[str, float]:
         return {
@@ -101,6 +114,32 @@ def best_epoch(history: dict[str, list[float]], metric: str, direction: str) -> 
     return index + 1, values[index]
 
 
+def uses_feature_cache(trial_config: TrialConfig, config: StudyConfig) -> bool:
+    """A frozen pretrained backbone without augmentation: its features never change."""
+    return (
+        config.training.feature_cache
+        and trial_config.fine_tune == 0
+        and config.weights_kind != "none"
+        and not config.training.augmentation.enabled
+    )
+
+
+def _callbacks(config: StudyConfig, recorder: EpochRecorder, extra: list[Any] | None) -> list[Any]:
+    metric, direction = config.objective.metric, config.objective.direction
+    out: list[Any] = [recorder]
+    if config.training.early_stopping_patience > 0:
+        out.append(
+            keras.callbacks.EarlyStopping(
+                monitor=metric,
+                mode="max" if direction == "maximize" else "min",
+                patience=config.training.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    out.extend(extra or [])
+    return out
+
+
 def fit(
     trial_config: TrialConfig,
     config: StudyConfig,
@@ -108,8 +147,12 @@ def fit(
     recorder: EpochRecorder,
     callbacks: list[Any] | None = None,
     seed: int | None = None,
+    need_model: bool = True,
 ) -> FitResult:
     """Build and train a model for `trial_config`; restore its best epoch's weights.
+
+    A frozen pretrained backbone trains only its head, on cached features (see
+    `search.feature_cache`), unless the config switches the cache off.
 
     Args:
         trial_config: The model to build and the optimisation settings.
@@ -118,58 +161,98 @@ def fit(
         recorder: Records every epoch and prints one line each.
         callbacks: More Keras callbacks (the pruning callback of a trial).
         seed: Seed for weights initialisation, shuffling and augmentation.
+        need_model: Return the whole model even when only the head was trained (trials
+            do not need it; `train-best` saves it).
     """
     start = time.perf_counter()
     training = config.training
-    metric, direction = config.objective.metric, config.objective.direction
-    keras.utils.set_random_seed(training.seed if seed is None else seed)
+    seed = training.seed if seed is None else seed
+    keras.utils.set_random_seed(seed)
     configure_precision(training.mixed_precision)
-    model = build_model(
-        trial_config,
-        data.n_classes,
-        data.image_size,
-        config.weights_policy(),
-        augmentation=training.augmentation,
-        class_names=list(data.classes),
-        jit_compile=use_xla(training.xla),
-        seed=training.seed if seed is None else seed,
-    )
-    all_callbacks: list[Any] = [recorder]
-    if training.early_stopping_patience > 0:
-        all_callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=metric,
-                mode="max" if direction == "maximize" else "min",
-                patience=training.early_stopping_patience,
-                restore_best_weights=True,
-            )
-        )
-    all_callbacks.extend(callbacks or [])
+    jit = use_xla(training.xla)
+    y_train = encode_targets(data.y_train, data.n_classes, trial_config)
+    y_val = encode_targets(data.y_val, data.n_classes, trial_config)
     class_weight = (
         balanced_class_weights(data.y_train, data.n_classes)
         if training.class_weights == "balanced"
         else None
     )
-    model.fit(
-        data.x_train,
-        encode_targets(data.y_train, data.n_classes, trial_config),
-        validation_data=(data.x_val, encode_targets(data.y_val, data.n_classes, trial_config)),
+    weights = config.weights_policy()
+    head = None
+    cache_info: dict[str, Any] = {}
+    if uses_feature_cache(trial_config, config):
+        from search.feature_cache import get_features
+
+        features = get_features(
+            trial_config.backbone,
+            weights,
+            data.image_size,
+            data.fingerprint,
+            data.x_train,
+            data.x_val,
+        )
+        cache_info = {"hit": features.hit, "seconds": round(features.seconds, 3)}
+        keras.utils.set_random_seed(seed)
+        head = build_head(
+            get_backbone(trial_config.backbone).feature_dim, trial_config, data.n_classes
+        )
+        compile_model(head, trial_config, jit_compile=jit)
+        trainee, x_fit, x_val = head, features.train, features.val
+    else:
+        trainee = build_model(
+            trial_config,
+            data.n_classes,
+            data.image_size,
+            weights,
+            augmentation=training.augmentation,
+            class_names=list(data.classes),
+            jit_compile=jit,
+            seed=seed,
+        )
+        x_fit, x_val = data.x_train, data.x_val
+    build_training_state(trainee, x_fit, y_train)
+    trainee.fit(
+        x_fit,
+        y_train,
+        validation_data=(x_val, y_val),
         epochs=training.epochs,
         batch_size=trial_config.batch_size,
         class_weight=class_weight,
-        callbacks=all_callbacks,
+        callbacks=_callbacks(config, recorder, callbacks),
         shuffle=True,
         verbose=0,
     )
-    epoch, value = best_epoch(recorder.history, metric, direction)
-    seconds = time.perf_counter() - start
+    epoch, value = best_epoch(recorder.history, config.objective.metric, config.objective.direction)
+    if head is None:
+        model, params = trainee, count_params(trainee)
+    else:
+        head_params = count_params(head)
+        params = {
+            "total": features.extractor_params + head_params["total"],
+            "trainable": head_params["trainable"],
+            "non_trainable": features.extractor_params + head_params["non_trainable"],
+        }
+        model = None
+        if need_model:
+            model = build_model(
+                trial_config,
+                data.n_classes,
+                data.image_size,
+                weights,
+                augmentation=training.augmentation,
+                class_names=list(data.classes),
+                jit_compile=jit,
+            )
+            model.get_layer(HEAD_NAME).set_weights(head.get_weights())
     return FitResult(
         model=model,
         history=recorder.history,
         best_epoch=epoch,
         best_value=value,
         epochs_run=recorder.epochs_run,
-        seconds=seconds,
+        seconds=time.perf_counter() - start,
         seconds_per_epoch=float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0,
-        params=count_params(model),
+        params=params,
+        feature_cache=cache_info,
+        head=head,
     )

@@ -36,7 +36,7 @@ from search.study import (
     budget_used,
     open_study,
 )
-from search.study_data import check_matches, load_train_val, prepare
+from search.study_data import StudyData, check_matches, load_train_val, prepare
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -173,8 +173,17 @@ def run_worker(
     data_dir: str | None = None,
     max_trials: int | None = None,
     timeout: float | None = None,
+    prepared: StudyData | None = None,
 ) -> WorkerReport:
     """Run trials of an existing study; see the module docstring.
+
+    Args:
+        study_name: The study.
+        storage_url: Its storage.
+        data_dir: This machine's copy of the data (default: the config's path).
+        max_trials: Run at most this many trials.
+        timeout: Start no trial after this many seconds.
+        prepared: The data already scanned by the caller (`run`), to skip a second scan.
 
     Raises:
         InputError, StorageError, DataError: before any trial starts (bad input).
@@ -184,7 +193,9 @@ def run_worker(
     signals.install()
     report = WorkerReport()
     try:
-        return _run(study_name, storage_url, data_dir, max_trials, timeout, start, signals, report)
+        return _run(
+            study_name, storage_url, data_dir, max_trials, timeout, start, signals, report, prepared
+        )
     except WorkerInterrupted as exc:
         log(f"worker interrupted by {signal.Signals(exc.signum).name}")
         report.exit_code = exc.exit_code
@@ -203,11 +214,12 @@ def _run(
     start: float,
     signals: _Signals,
     report: WorkerReport,
+    prepared: StudyData | None,
 ) -> WorkerReport:
     from search.objective import Objective
 
     study, config = _open(study_name, storage_url)
-    data = prepare(config, data_dir)
+    data = prepared if prepared is not None else prepare(config, data_dir)
     check_matches(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)
     )

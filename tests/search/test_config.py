@@ -1,0 +1,94 @@
+"""Study config validation: every error names the bad key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search.config import StudyConfig, load_config
+from search.errors import ConfigError
+from tests.search.helpers import TINY_CONFIG
+
+
+def _with(path: str, value: object) -> dict:
+    raw = copy.deepcopy(TINY_CONFIG)
+    node = raw
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return raw
+
+
+def test_shipped_configs_validate_and_round_trip() -> None:
+    for name in ("demo", "kaggle"):
+        config = load_config(name)
+        assert StudyConfig.from_dict(config.to_dict()) == config
+    kaggle = load_config("kaggle")
+    assert kaggle.weights == "imagenet" and kaggle.data.image_size == 224 and kaggle.trials == 100
+    assert kaggle.pruner.name == "hyperband" and kaggle.training.epochs == 30
+    assert {"mobilenet", "xception", "convnext_tiny"} <= set(kaggle.space.backbones)
+    assert kaggle.space.get("fine_tune") is not None
+    demo = load_config("demo")
+    assert demo.weights == "none" and demo.data.image_size == 64 and demo.pruner.name == "median"
+    assert "small_cnn" in demo.space.backbones
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragments"),
+    [
+        ("colour", "blue", ["unknown key colour", "allowed keys"]),
+        ("training.epoch", 3, ["unknown key training.epoch", "epochs"]),
+        ("space.dropout", {"low": 0.0, "high": 1.5}, ["space.dropout", "1.5"]),
+        ("space.learning_rate", {"low": 0.0, "high": 0.1}, ["space.learning_rate", "positive"]),
+        (
+            "space.learning_rate",
+            {"low": 0.0, "high": 0.1, "log": True},
+            ["space.learning_rate", "log"],
+        ),
+        ("space.backbone", ["resnet9000"], ["unknown backbone", "small_cnn", "convnext_tiny"]),
+        ("space.backbone", ["xception"], ["data.image_size", "minimum input size of 71"]),
+        ("space.fine_tune", [0.0, 1.0], ["space.fine_tune", "constant features"]),
+        ("space.head_depth", {"low": 0, "high": 7}, ["space.head_depth", "0-4"]),
+        ("space.head_width", {"low": 8.5, "high": 64}, ["space.head_width", "integer"]),
+        ("space.optimizer", ["sgd"], ["space.optimizer", "adam"]),
+        ("space.shape", [1], ["unknown key space.shape", "head_depth"]),
+        ("sampler.name", "bayes", ["sampler.name", "tpe"]),
+        ("pruner.name", "sometimes", ["pruner.name", "hyperband"]),
+        ("objective.metric", "f1", ["objective.metric", "val_accuracy"]),
+        ("data.split", "random", ["data.split", "official"]),
+        ("data.val_fraction", 1.2, ["data.val_fraction"]),
+        ("trials", 0, ["trials"]),
+        ("trials", "many", ["trials", "int"]),
+        ("weights", "weights.txt", ["weights", "imagenet"]),
+        ("training.augmentation", {"flip": True, "spin": 3}, ["training.augmentation.spin"]),
+    ],
+)
+def test_bad_values_name_the_key(path: str, value: object, fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        StudyConfig.from_dict(_with(path, value))
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nspace: [unclosed\n")
+    with pytest.raises(ConfigError, match="YAML syntax error at line"):
+        load_config(str(path))
+
+
+def test_missing_config_names_the_builtin_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="demo or kaggle"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_non_mapping_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(str(path))

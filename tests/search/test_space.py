@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import re
+
+import optuna
+import pytest
+
+from models.config import TrialConfig
+from search.config import load_config
+from search.space import SearchSpace, replay, seed_trials, suggest
+from tests.conftest import ROOT
+
+
+def test_suggest_returns_a_frozen_trial_config_and_replays_exactly() -> None:
+    space = load_config("kaggle").space
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(20):
+        trial = study.ask()
+        config = suggest(trial, space)
+        assert isinstance(config, TrialConfig)
+        study.tell(trial, 0.5)
+        assert replay(study.trials[-1].params, space) == config
+    with pytest.raises(AttributeError):
+        config.backbone = "x"  # type: ignore[misc]
+
+
+def test_fixed_values_are_not_sampled() -> None:
+    space = SearchSpace.from_dict({"backbone": ["small_cnn"], "fine_tune": [1.0], "dropout": 0.2})
+    trial = optuna.create_study().ask()
+    config = suggest(trial, space)
+    assert trial.params == {}
+    assert (config.backbone, config.fine_tune, config.dropout) == ("small_cnn", 1.0, 0.2)
+
+
+def test_seed_configurations_fit_the_space() -> None:
+    seeds = seed_trials(load_config("kaggle").space, 224)
+    assert [s["backbone"] for s in seeds] == ["mobilenet", "xception"]
+    assert (
+        seeds[0] | {"head_depth": 3, "head_width": 128, "dropout": 0.3, "learning_rate": 1e-5}
+        == seeds[0]
+    )
+    assert seeds[1]["dropout"] == 0.5 and seeds[1]["learning_rate"] == 2e-5
+    assert seed_trials(load_config("demo").space, 64) == []  # neither backbone in the demo space
+    # Xception needs 71 px: at 64 px only MobileNet's configuration is enqueued.
+    space = SearchSpace.from_dict(
+        {"backbone": ["mobilenet", "xception"], "head_depth": {"low": 0, "high": 4}}
+    )
+    assert [s["backbone"] for s in seed_trials(space, 64)] == ["mobilenet"]
+
+
+def test_only_space_py_calls_trial_suggest() -> None:
+    pattern = re.compile(r"\.suggest_(categorical|int|float|uniform|loguniform|discrete_uniform)\(")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in ("search", "models", "data", "bench")
+        for path in (ROOT / package).rglob("*.py")
+        if pattern.search(path.read_text()) and path.name != "space.py"
+    ]
+    assert offenders == []
