@@ -90,7 +90,9 @@ def imagenet_unavailable_error(record: Backbone, input_size: int, reason: str) -
             f"{keras_models_dir() / filename} and could not download it"
         )
     first_line = reason.strip().splitlines()[0] if reason.strip() else ""
-    detail = f" ({first_line[:160]})" if first_line and filename is not None else ""
+    if "URL fetch failure" in first_line and " -- " in first_line:
+        first_line = "download failed: " + first_line.split(" -- ", 1)[1]
+    detail = f" ({first_line[:200]})" if first_line and filename is not None else ""
     return WeightsError(
         f"{where}{detail}; copy that file there, or use weights 'none' (train from scratch) "
         "or weights '/path/to/backbone.weights.h5'"

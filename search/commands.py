@@ -89,6 +89,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     from search.study_data import prepare
 
     config = _load_config(args)
+    config.weights_policy()  # a weights file must exist where the study is made
     url = resolve_url(args.storage)
     parse_url(url)
     data = prepare(config, args.data)

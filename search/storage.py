@@ -136,8 +136,11 @@ def open_storage(
                 storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
                 if not create:
                     storage.get_all_studies()  # fails now, not later, if the tables are missing
-    except (SQLAlchemyError, OSError) as exc:
-        raise StorageError(f"cannot open storage {parsed.masked}: {_first_line(exc)}") from None
+    except (SQLAlchemyError, OSError, optuna.exceptions.StorageInternalError) as exc:
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+        raise StorageError(
+            f"cannot open storage {parsed.masked}: {_first_line(cause or exc)}"
+        ) from None
     except RuntimeError as exc:  # optuna's schema-version check
         raise StorageError(f"storage {parsed.masked} is not usable: {_first_line(exc)}") from None
     return storage

@@ -325,9 +325,9 @@ def ensure_weights(config: StudyConfig) -> None:
 
     keras = keras_module()
     for name in missing:
-        log(f"fetching ImageNet weights for {name}")
-        build_backbone(get_backbone(name), config.data.image_size, policy)
+        build_backbone(get_backbone(name), config.data.image_size, policy)  # downloads them
         keras.backend.clear_session()
+        log(f"fetched ImageNet weights for {name}")
 
 
 def _run_trial(

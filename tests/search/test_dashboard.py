@@ -58,7 +58,7 @@ def test_dashboard_serves_the_study_and_its_learning_curves(tiny_study: TinyStud
                 assert proc.poll() is None, proc.communicate()[1]
                 time.sleep(0.5)
         assert studies is not None, "dashboard did not answer"
-        entry = next(s for s in studies["studies"] if s["study_name"] == "tiny")
+        entry = next(s for s in studies["study_summaries"] if s["study_name"] == "tiny")
         detail = _get(f"{base}/api/studies/{entry['study_id']}")
         study = optuna.load_study(study_name="tiny", storage=tiny_study.storage)
         assert len(detail["trials"]) == len(study.trials) == 3
@@ -69,7 +69,8 @@ def test_dashboard_serves_the_study_and_its_learning_curves(tiny_study: TinyStud
             assert [v["value"] for v in served["intermediate_values"]] == [
                 stored.intermediate_values[k] for k in sorted(stored.intermediate_values)
             ]
-        assert detail["metric_names"] == ["val_accuracy"]
+        assert detail["objective_names"] == ["val_accuracy"]
+        assert "Objective" in detail["note"]["body"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

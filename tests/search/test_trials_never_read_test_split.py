@@ -15,7 +15,7 @@ from search.worker import run_worker
 from tests.search.helpers import write_config
 
 
-class TestSplitRead(AssertionError):
+class ForbiddenSplitRead(AssertionError):
     pass
 
 
@@ -27,7 +27,7 @@ def guarded_load_split(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def guarded(manifest, root, split, size, cache_dir=None):  # noqa: ANN001, ANN202
         seen.append(split)
         if split == "test":
-            raise TestSplitRead("the test split was loaded")
+            raise ForbiddenSplitRead("the test split was loaded")
         return original(manifest, root, split, size, cache_dir)
 
     monkeypatch.setattr(study_data, "load_split", guarded)
@@ -54,5 +54,5 @@ def test_the_guard_can_fail(tiny_data: Path, tmp_path: Path, guarded_load_split:
     config = load_config(str(write_config(tmp_path / "c.yaml"))).with_overrides(
         data_path=str(tiny_data)
     )
-    with pytest.raises(TestSplitRead):
+    with pytest.raises(ForbiddenSplitRead):
         study_data.load_test(prepare(config), 32)
