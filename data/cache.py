@@ -40,6 +40,13 @@ def entry_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def default_mode() -> int:
+    """The mode `open()` would give a new file (mkstemp's 0600 is too private for results)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, payload: bytes, durable: bool = True) -> None:
     """Write `payload` to `path` so that readers see either nothing or the whole file.
 
@@ -56,6 +63,7 @@ def atomic_write_bytes(path: Path, payload: bytes, durable: bool = True) -> None
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -72,6 +80,7 @@ def atomic_save_arrays(path: Path, **arrays: np.ndarray) -> None:
             np.savez(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -128,10 +128,12 @@ def open_storage(
                 kwargs["heartbeat_stale_trial_callback"] = (
                     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
                 )
-            if create and parsed.sqlite_path is not None:
-                with file_lock(_lock_path(parsed.sqlite_path)):
+            if create:
+                # Concurrent first runs must not race to create the tables.
+                with _creation_lock(parsed):
                     storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
-                    _enable_wal(storage)
+                    if parsed.sqlite_path is not None:
+                        _enable_wal(storage)
             else:
                 storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
                 if not create:
@@ -211,6 +213,44 @@ def rdb(storage: Any) -> Any:
     return getattr(storage, "_backend", storage)
 
 
+@contextlib.contextmanager
+def _advisory_lock(conn: Any, backend: str, key: int) -> Iterator[None]:
+    """A database-wide named lock held by `conn` (PostgreSQL advisory lock, MySQL GET_LOCK)."""
+    from sqlalchemy import text
+
+    if backend == "postgresql":
+        acquire, release, arg = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)", key
+    else:
+        acquire, release, arg = "SELECT GET_LOCK(:k, 600)", "SELECT RELEASE_LOCK(:k)", str(key)
+    conn.execute(text(acquire), {"k": arg})
+    try:
+        yield
+    finally:
+        conn.execute(text(release), {"k": arg})
+        conn.commit()
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(f"tumor-search:{name}".encode()) & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def _creation_lock(parsed: StorageURL) -> Iterator[None]:
+    if parsed.sqlite_path is not None:
+        with file_lock(_lock_path(parsed.sqlite_path)):
+            yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(parsed.url, poolclass=NullPool, **_engine_kwargs(parsed))
+    try:
+        with engine.connect() as conn, _advisory_lock(conn, parsed.backend, _lock_key("tables")):
+            yield
+    finally:
+        engine.dispose()
+
+
 class StudyLock:
     """A lock shared by every worker of one study, held while a worker claims a trial.
 
@@ -221,7 +261,7 @@ class StudyLock:
 
     def __init__(self, storage: Any, study_name: str) -> None:
         self._storage = rdb(storage)
-        self._key = zlib.crc32(f"tumor-search:{study_name}".encode()) & 0x7FFFFFFF
+        self._key = _lock_key(f"study:{study_name}")
         url = self._storage.engine.url
         self._backend = url.get_backend_name()
         self._path = _lock_path(Path(url.database)) if self._backend == "sqlite" else None
@@ -232,19 +272,5 @@ class StudyLock:
             with file_lock(self._path):
                 yield
             return
-        from sqlalchemy import text
-
-        with self._storage.engine.connect() as conn:
-            if self._backend == "postgresql":
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-                try:
-                    yield
-                finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-                    conn.commit()
-            else:
-                conn.execute(text("SELECT GET_LOCK(:k, 600)"), {"k": str(self._key)})
-                try:
-                    yield
-                finally:
-                    conn.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": str(self._key)})
+        with self._storage.engine.connect() as conn, _advisory_lock(conn, self._backend, self._key):
+            yield

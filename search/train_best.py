@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from data.cache import default_mode
 from data.progress import log
 from search.errors import InputError, one_line
 from search.export import read_export
@@ -56,6 +57,7 @@ def _save_model_atomically(model: Any, target: Path) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

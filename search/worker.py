@@ -140,6 +140,15 @@ def _current_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _device_text() -> str:
+    from models.backend import gpu_count
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = gpu_count()
+    where = f"{gpus} GPU" + ("s" if gpus != 1 else "") if gpus else "CPU"
+    return where + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
+
+
 def _progress_line(study: optuna.Study, total: int) -> str:
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -227,7 +236,7 @@ def _run(
     arrays = load_train_val(data, config.data.image_size)
     total = budget(study)
     log(
-        f"worker {os.getpid()} on study {study_name!r}: {len(arrays.y_train)} train / "
+        f"worker {os.getpid()} on study {study_name!r} ({_device_text()}): {len(arrays.y_train)} train / "
         f"{len(arrays.y_val)} val images at {config.data.image_size}px "
         f"({'from cache' if arrays.from_cache else 'decoded'} in {arrays.seconds:.1f}s)"
     )

@@ -63,6 +63,47 @@ def assert_bad_input(result: CliResult, *fragments: str) -> None:
         assert fragment.lower() in line.lower(), line
 
 
+PG_ENV = "TUMOR_SEARCH_TEST_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The PostgreSQL test database from $TUMOR_SEARCH_TEST_POSTGRES (.ci/run sets it).
+
+    Unset: the test is skipped. Set but unreachable: the test fails.
+    """
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set")
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        pytest.fail(f"{PG_ENV} is set but the server cannot be reached: {exc}")
+    finally:
+        engine.dispose()
+    return url
+
+
+def start_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start `python -m search ARGS` in the background (stdout and stderr captured)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", *args],
+        cwd=cwd or ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small phantom dataset in the Kaggle layout (16 images per class, 48 px)."""

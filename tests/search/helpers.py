@@ -38,3 +38,57 @@ def write_config(path: Path, **changes: Any) -> Path:
             config[key] = value
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def wait_for(
+    predicate, timeout: float = 120.0, interval: float = 0.3, what: str = "condition"
+) -> None:  # noqa: ANN001
+    """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def trials_of(storage: str, study: str) -> list:
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def running_with_epochs(storage: str, study: str, epochs: int = 1) -> bool:
+    """A trial is running and has reported at least `epochs` epochs."""
+    from optuna.trial import TrialState
+
+    try:
+        trials = trials_of(storage, study)
+    except KeyError:  # the study is not created yet
+        return False
+    return any(
+        t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs for t in trials
+    )
+
+
+def create_tiny_study(root: Path, data: Path, storage: str, name: str, **changes: Any) -> Path:
+    """`study create` through the CLI for a tiny config; returns the config file."""
+    from tests.conftest import run_cli
+
+    config = write_config(root / f"{name}.yaml", **changes)
+    result = run_cli(
+        "study",
+        "create",
+        "--study",
+        name,
+        "--config",
+        str(config),
+        "--data",
+        str(data),
+        "--storage",
+        storage,
+    )
+    assert result.returncode == 0, result.stderr
+    return config

@@ -1,0 +1,123 @@
+"""Killed workers, interrupts and resume, with real worker processes."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.config import load_config
+from search.study import create_study
+from search.study_data import prepare
+from tests.conftest import run_cli, start_cli
+from tests.search.helpers import (
+    create_tiny_study,
+    running_with_epochs,
+    trials_of,
+    wait_for,
+    write_config,
+)
+
+LONG_TRIALS = {"training": {"epochs": 12, "early_stopping_patience": 0}}
+
+
+def test_a_worker_killed_mid_trial_is_failed_and_retried_by_the_next(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    create_tiny_study(tmp_path, tiny_data, storage, "killed", trials=2, **LONG_TRIALS)
+    first = start_cli("worker", "--study", "killed", "--storage", storage, "--data", str(tiny_data))
+    wait_for(lambda: running_with_epochs(storage, "killed", 2), timeout=120, what="a trial mid-way")
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    victim = next(t for t in trials_of(storage, "killed") if t.state == TrialState.RUNNING)
+
+    second = run_cli("worker", "--study", "killed", "--storage", storage, "--data", str(tiny_data))
+    assert second.returncode == 0, second.stderr
+    trials = {t.number: t for t in trials_of(storage, "killed")}
+    assert trials[victim.number].state == TrialState.FAIL
+    retry = next(t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    finished = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+    assert len(finished) == 2  # the budget is met, the failed trial replaced
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_worker_fails_its_trial_and_queues_it_again(
+    tmp_path: Path, tiny_data: Path, signum: signal.Signals, code: int
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'i.db'}"
+    create_tiny_study(tmp_path, tiny_data, storage, "stopped", trials=3, **LONG_TRIALS)
+    worker = start_cli(
+        "worker", "--study", "stopped", "--storage", storage, "--data", str(tiny_data)
+    )
+    wait_for(
+        lambda: running_with_epochs(storage, "stopped", 1), timeout=120, what="a running trial"
+    )
+    import time
+
+    sent = time.monotonic()
+    worker.send_signal(signum)
+    _, err = worker.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert worker.returncode == code, err
+    assert "Traceback" not in err
+    trials = trials_of(storage, "stopped")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert failed[0].user_attrs["fail_reason"] == f"interrupted by {signum.name}"
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == failed[0].params
+
+
+def test_run_again_resumes_to_the_budget_without_restarting(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    config = write_config(tmp_path / "c.yaml", trials=2, training={"epochs": 1})
+    args = ("run", "--config", str(config), "--data", str(tiny_data), "--storage", storage)
+    assert run_cli(*args).returncode == 0
+    first = [(t.number, t.params) for t in trials_of(storage, "tiny")]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "resuming study" in again.stderr
+    assert [(t.number, t.params) for t in trials_of(storage, "tiny")] == first
+    more = run_cli(*args, "--trials", "3")
+    assert more.returncode == 0, more.stderr
+    trials = trials_of(storage, "tiny")
+    assert len(trials) == 3 and [(t.number, t.params) for t in trials[:2]] == first
+
+
+def test_seed_configurations_are_enqueued_once(tmp_path: Path, tiny_data: Path) -> None:
+    path = write_config(
+        tmp_path / "seeded.yaml",
+        trials=4,
+        data={"image_size": 75},
+        space={
+            "backbone": ["small_cnn", "mobilenet", "xception"],
+            "head_depth": {"low": 0, "high": 4},
+            "head_width": [16, 128],
+            "dropout": {"low": 0.0, "high": 0.5},
+            "learning_rate": {"low": 1.0e-5, "high": 1.0e-2, "log": True},
+        },
+    )
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
+    storage = f"sqlite:///{tmp_path / 'seed.db'}"
+    data = prepare(config)
+    first = create_study("seeded", storage, config, data)
+    assert first.created and first.enqueued == 2
+    again = create_study("seeded", storage, config, data)
+    assert not again.created and again.enqueued == 0
+    waiting = optuna.load_study(study_name="seeded", storage=storage).get_trials(
+        states=(TrialState.WAITING,)
+    )
+    queued = [t.system_attrs["fixed_params"] for t in waiting]
+    assert [p["backbone"] for p in queued] == ["mobilenet", "xception"]
+    assert (
+        queued[0] | {"head_depth": 3, "head_width": 128, "dropout": 0.3, "learning_rate": 1e-5}
+        == queued[0]
+    )
+    assert queued[1]["dropout"] == 0.5 and queued[1]["learning_rate"] == 2e-5
