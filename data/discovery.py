@@ -134,6 +134,11 @@ def _resolve_root(root: Path) -> Path:
     return current
 
 
+def is_readable_image(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is an image file that decodes completely."""
+    return _check_image(Path(path)) is not None
+
+
 def _check_image(path: Path) -> str | None:
     """Hash an image file and make sure it decodes; return the hash, or None if unreadable."""
     try:

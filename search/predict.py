@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from data.decode import decode_image
-from data.discovery import IMAGE_EXTENSIONS, JUNK_NAMES
+from data.discovery import IMAGE_EXTENSIONS, JUNK_NAMES, is_readable_image
 from data.errors import DataError
 from data.progress import log
 from search.errors import InputError
@@ -86,6 +86,9 @@ def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> li
     unreadable file inside a folder is skipped with a warning."""
     files = collect_images(paths)
     direct = {Path(p).expanduser() for p in paths}
+    for path in direct:
+        if path.is_file() and not is_readable_image(path):
+            raise InputError(f"not an image: {path}")
     model = load_model(model_path)
     size = int(model.input_shape[1])
     names = class_names(model)

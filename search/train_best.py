@@ -78,8 +78,6 @@ def train_best(
     Raises:
         InputError, ConfigError, DataError: before any training starts.
     """
-    from search.training import EpochRecorder, fit
-
     if seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {seeds}")
     payload = read_document(best_path, flag="--config")
@@ -88,6 +86,8 @@ def train_best(
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)
     check_matches(data, payload["study"], payload["data_fingerprint"], payload.get("data_counts"))
+    from search.training import EpochRecorder, fit  # imports Keras: only once the input is good
+
     out.mkdir(parents=True, exist_ok=True)
     train_val = load_train_val(data, config.data.image_size)
     test = load_test(data, config.data.image_size)

@@ -225,14 +225,14 @@ def _run(
     report: WorkerReport,
     prepared: StudyData | None,
 ) -> WorkerReport:
-    from search.objective import Objective
-
     study, config = _open(study_name, storage_url)
     data = prepared if prepared is not None else prepare(config, data_dir)
     check_matches(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)
     )
     ensure_weights(config)
+    from search.objective import Objective  # imports Keras: only once the input is good
+
     arrays = load_train_val(data, config.data.image_size)
     total = budget(study)
     log(

@@ -195,9 +195,10 @@ def test_augmentation_is_in_the_graph_and_inactive_at_inference() -> None:
     np.testing.assert_allclose(model.predict(pixels, verbose=0), model.predict(pixels, verbose=0))
 
 
-def test_saved_model_reloads_in_safe_mode_with_class_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backbone", ["small_cnn", "mobilenet_v3_small"])
+def test_saved_model_reloads_in_safe_mode_with_class_names(tmp_path: Path, backbone: str) -> None:
     model = build_model(
-        TrialConfig("densenet121", fine_tune=1.0), 3, 32, "none", class_names=["a", "b", "c"]
+        TrialConfig(backbone, fine_tune=1.0), 3, 32, "none", class_names=["a", "b", "c"]
     )
     path = tmp_path / "m.keras"
     model.save(path)
@@ -230,3 +231,18 @@ def test_trial_config_round_trips_through_a_dict() -> None:
     assert TrialConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ModelError, match="unknown"):
         TrialConfig.from_dict({"backbone": "x", "depth": 3})
+
+
+@pytest.mark.parametrize("mode_of", ["densenet121", "xception"])
+def test_in_graph_preprocessing_reloads_in_safe_mode(tmp_path: Path, mode_of: str) -> None:
+    """DenseNet's ImageNet normalisation and the "tf" scaling survive a save and a safe load."""
+    from models.builder import build_preprocessing
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, build_preprocessing(get_backbone(mode_of))(inputs))
+    model.save(tmp_path / "p.keras")
+    loaded = keras.saving.load_model(tmp_path / "p.keras", safe_mode=True)
+    pixels = np.random.default_rng(2).uniform(0, 255, size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-6
+    )

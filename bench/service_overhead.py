@@ -1,0 +1,86 @@
+"""service_overhead: one trial run by `tumor-search worker` divided by a bare `model.fit`
+of the same model on the same cached arrays, both timed as whole processes."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from bench.common import ROOT, cli, note, phantoms, report, timed, write_yaml
+
+EPOCHS = 12
+
+
+def run(workdir: Path) -> float:
+    data = phantoms(workdir, per_class=150, size=64)
+    config = write_yaml(
+        workdir / "overhead.yaml",
+        {
+            "name": "bench-overhead",
+            "trials": 1,
+            "weights": "none",
+            "data": {
+                "path": str(data),
+                "split": "official",
+                "seed": 0,
+                "val_fraction": 0.15,
+                "image_size": 64,
+            },
+            "training": {"epochs": EPOCHS, "early_stopping_patience": 0, "seed": 0},
+            "space": {
+                "backbone": ["small_cnn"],
+                "fine_tune": [1.0],
+                "head_depth": [1],
+                "head_width": [128],
+                "dropout": [0.2],
+                "learning_rate": [1e-3],
+                "batch_size": [32],
+            },
+            "heartbeat": {"interval": 20, "grace_period": 120},
+        },
+    )
+    worker_times, bare_times = [], []
+    for round_ in range(2):
+        storage = f"sqlite:///{workdir / f'overhead-{round_}.db'}"
+        cli(
+            "study",
+            "create",
+            "--study",
+            "overhead",
+            "--config",
+            str(config),
+            "--data",
+            str(data),
+            "--storage",
+            storage,
+        )
+        seconds, _ = cli(
+            "worker", "--study", "overhead", "--storage", storage, "--data", str(data), "--quiet"
+        )
+        worker_times.append(seconds)
+        seconds, _ = timed(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "bare_fit.py"),
+                "--config",
+                str(config),
+                "--data",
+                str(data),
+            ]
+        )
+        bare_times.append(seconds)
+        note(
+            f"service overhead round {round_ + 1}: worker {worker_times[-1]:.1f}s, bare fit {bare_times[-1]:.1f}s"
+        )
+    worker, bare = statistics.median(worker_times), statistics.median(bare_times)
+    ratio = worker / bare
+    report(
+        "service_overhead",
+        ratio,
+        worker_s=f"{worker:.1f}",
+        bare_fit_s=f"{bare:.1f}",
+        epochs=EPOCHS,
+        target="<= 1.05",
+    )
+    return ratio

@@ -1,0 +1,151 @@
+"""The feature cache: trained on cached features, the whole model predicts the same; two
+processes asking for the same features compute them once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.backend import keras_module
+from models.builder import build_backbone
+from models.config import TrialConfig
+from models.registry import get_backbone
+from models.weights import WeightsPolicy
+from search.config import load_config
+from search.study_data import load_train_val, prepare
+from search.training import EpochRecorder, fit, uses_feature_cache
+from tests.conftest import ROOT
+from tests.search.helpers import write_config
+
+keras = keras_module()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mobilenet_v2 weights made here (offline, ImageNet cannot be fetched)."""
+    keras.utils.set_random_seed(5)
+    backbone = build_backbone(get_backbone("mobilenet_v2"), 32, WeightsPolicy("none"))
+    path = tmp_path_factory.mktemp("w") / "mobilenet_v2.weights.h5"
+    backbone.save_weights(path)
+    keras.backend.clear_session()
+    return path
+
+
+def _frozen_config(tmp_path: Path, data: Path, weights: Path, cache: bool = True):  # noqa: ANN202
+    path = write_config(
+        tmp_path / f"frozen-{cache}.yaml",
+        weights=str(weights),
+        space={
+            "backbone": ["mobilenet_v2"],
+            "fine_tune": [0.0],
+            "head_depth": [1],
+            "head_width": [16],
+        },
+        training={"epochs": 3, "early_stopping_patience": 0, "feature_cache": cache},
+    )
+    return load_config(str(path)).with_overrides(data_path=str(data))
+
+
+def test_head_trained_on_cached_features_predicts_like_the_whole_model(
+    tmp_path: Path, tiny_data: Path, weights_file: Path
+) -> None:
+    config = _frozen_config(tmp_path, tiny_data, weights_file)
+    trial_config = TrialConfig(
+        "mobilenet_v2", head_depth=1, head_width=16, fine_tune=0.0, learning_rate=1e-2
+    )
+    assert uses_feature_cache(trial_config, config)
+    data = load_train_val(prepare(config), 32)
+    first = fit(trial_config, config, data, EpochRecorder("[t]", 3))
+    assert first.feature_cache["hit"] is False and first.head is not None
+    from search.feature_cache import get_features
+
+    features = get_features(
+        "mobilenet_v2", config.weights_policy(), 32, data.fingerprint, data.x_train, data.x_val
+    )
+    assert features.hit
+    end_to_end = first.model.predict(data.x_val.astype("float32"), verbose=0)
+    from_cache = first.head.predict(features.val, verbose=0)
+    np.testing.assert_allclose(end_to_end, from_cache, atol=1e-5)
+    assert first.params["total"] == first.model.count_params()
+    second = fit(trial_config, config, data, EpochRecorder("[t]", 3))
+    assert second.feature_cache["hit"] is True
+
+
+def test_cache_is_skipped_when_switched_off_or_fine_tuning(
+    tmp_path: Path, tiny_data: Path, weights_file: Path
+) -> None:
+    config = _frozen_config(tmp_path, tiny_data, weights_file, cache=False)
+    assert not uses_feature_cache(TrialConfig("mobilenet_v2", fine_tune=0.0), config)
+    on = _frozen_config(tmp_path, tiny_data, weights_file)
+    assert not uses_feature_cache(TrialConfig("mobilenet_v2", fine_tune=0.5), on)
+
+
+def test_trials_record_cache_hits(tmp_path: Path, tiny_data: Path, weights_file: Path) -> None:
+    import optuna
+
+    from search.study import create_study
+    from search.worker import run_worker
+
+    config = _frozen_config(tmp_path, tiny_data, weights_file).with_overrides(trials=2)
+    storage = f"sqlite:///{tmp_path / 'fc.db'}"
+    create_study("cached", storage, config, prepare(config))
+    report = run_worker("cached", storage)
+    assert report.completed == 2
+    records = [
+        t.user_attrs["feature_cache"]
+        for t in optuna.load_study(study_name="cached", storage=storage).trials
+    ]
+    assert [r["hit"] for r in records] == [True, True] or [r["hit"] for r in records] == [
+        False,
+        True,
+    ]
+    assert all(r["seconds"] >= 0 for r in records)
+
+
+SCRIPT = """
+import hashlib, json, sys
+import numpy as np
+from models.weights import parse_weights
+from search.feature_cache import get_features
+rng = np.random.default_rng(0)
+x_train = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
+x_val = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)
+f = get_features("mobilenet_v2", parse_weights(sys.argv[1]), 32, "concurrent-test", x_train, x_val)
+print(json.dumps({"hit": f.hit, "train": hashlib.sha256(f.train.tobytes()).hexdigest()}))
+"""
+
+
+def test_two_processes_compute_the_same_features_once(tmp_path: Path, weights_file: Path) -> None:
+    env_cache = tmp_path / "shared-cache"
+    import os
+
+    env = dict(os.environ, TUMOR_SEARCH_CACHE=str(env_cache))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(weights_file)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["hit"] for r in results) == [False, True]
+    assert results[0]["train"] == results[1]["train"]
+    entries = list((env_cache / "features").iterdir())
+    assert len(entries) == 1
+    assert sorted(p.name for p in entries[0].iterdir() if not p.name.endswith(".lock")) == [
+        "features.npz",
+        "meta.json",
+    ]
