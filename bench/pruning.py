@@ -1,6 +1,13 @@
-"""pruning_epoch_fraction: epochs trained by a 20-trial study with median pruning divided by
-the same study without pruning (same sampler seed); rss_growth: a worker's resident memory
-after trial 20 divided by after trial 2 (from the unpruned study's worker)."""
+"""pruning_epoch_fraction and rss_growth.
+
+pruning_epoch_fraction: epochs trained by a 20-trial study with median pruning divided by the
+same study without pruning (same sampler seed), both studies' best values beside it. The
+study is a transfer search: a small_cnn backbone pretrained on other phantom images (a weights
+file), frozen, with heads trained on its cached features.
+
+rss_growth: a worker's resident memory after trial 20 divided by after trial 2, in a study of
+20 short trials that each train a whole network (where Keras' per-model memory shows).
+"""
 
 from __future__ import annotations
 
@@ -9,45 +16,69 @@ from pathlib import Path
 from bench.common import cli, note, phantoms, report, write_yaml
 
 TRIALS = 20
-EPOCHS = 8
+EPOCHS = 20
+SIZE = 48
 
 
-def _study(workdir: Path, data: Path, pruner: str) -> tuple[int, float, list[float]]:
+def _pretrained_backbone(workdir: Path) -> Path:
+    """small_cnn trained on a different phantom set (seed 1), saved as a weights file."""
+    path = workdir / "small_cnn-phantoms.weights.h5"
+    if path.exists():
+        return path
+    from models.backend import keras_module
+    from models.builder import build_model, build_training_state
+    from models.config import TrialConfig
+    from search.config import StudyConfig
+    from search.study_data import load_train_val, prepare
+
+    keras = keras_module()
+    source = phantoms(workdir, per_class=150, size=SIZE, seed=1)
+    config = StudyConfig.from_dict(
+        {
+            "space": {"backbone": ["small_cnn"], "fine_tune": [1.0]},
+            "weights": "none",
+            "data": {"path": str(source), "image_size": SIZE},
+        }
+    )
+    data = load_train_val(prepare(config), SIZE)
+    keras.utils.set_random_seed(1)
+    model = build_model(
+        TrialConfig(
+            "small_cnn", head_depth=1, head_width=64, dropout=0.2, fine_tune=1.0, learning_rate=2e-3
+        ),
+        4,
+        SIZE,
+        "none",
+    )
+    build_training_state(model, data.x_train, data.y_train)
+    history = model.fit(
+        data.x_train,
+        data.y_train,
+        validation_data=(data.x_val, data.y_val),
+        epochs=15,
+        batch_size=32,
+        verbose=0,
+    )
+    note(
+        f"pretrained small_cnn on other phantoms: val_accuracy {max(history.history['val_accuracy']):.3f}"
+    )
+    model.get_layer("backbone").save_weights(path)
+    keras.backend.clear_session()
+    return path
+
+
+def _run_study(workdir: Path, name: str, payload: dict, data: Path) -> list:
     import optuna
 
-    config = write_yaml(
-        workdir / f"pruning-{pruner}.yaml",
-        {
-            "name": f"bench-{pruner}",
-            "trials": TRIALS,
-            "weights": "none",
-            "data": {
-                "path": str(data),
-                "split": "official",
-                "seed": 0,
-                "val_fraction": 0.2,
-                "image_size": 48,
-            },
-            "training": {"epochs": EPOCHS, "early_stopping_patience": 0, "seed": 0},
-            "space": {
-                "backbone": ["small_cnn"],
-                "fine_tune": [1.0],
-                "head_depth": {"low": 0, "high": 2},
-                "head_width": [32, 64, 128],
-                "dropout": {"low": 0.0, "high": 0.5},
-                "learning_rate": {"low": 1.0e-5, "high": 3.0e-2, "log": True},
-                "batch_size": [32],
-            },
-            "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 6},
-            "pruner": {"name": pruner, "n_startup_trials": 4, "n_warmup_steps": 1},
-        },
-    )
-    storage = f"sqlite:///{workdir / f'pruning-{pruner}.db'}"
+    db = workdir / f"{name}.db"
+    db.unlink(missing_ok=True)
+    storage = f"sqlite:///{db}"
+    config = write_yaml(workdir / f"{name}.yaml", payload)
     cli(
         "study",
         "create",
         "--study",
-        "p",
+        name,
         "--config",
         str(config),
         "--data",
@@ -55,37 +86,102 @@ def _study(workdir: Path, data: Path, pruner: str) -> tuple[int, float, list[flo
         "--storage",
         storage,
     )
-    seconds, _ = cli("worker", "--study", "p", "--storage", storage, "--data", str(data), "--quiet")
-    study = optuna.load_study(study_name="p", storage=storage)
-    trials = sorted(study.trials, key=lambda t: t.number)
-    epochs = sum(len(t.intermediate_values) for t in trials)
-    rss = [t.user_attrs.get("rss_mb", float("nan")) for t in trials]
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
-    note(
-        f"pruner {pruner}: {epochs} epochs, {pruned} pruned, best {study.best_value:.4f}, {seconds:.0f}s"
+    seconds, _ = cli(
+        "worker", "--study", name, "--storage", storage, "--data", str(data), "--quiet"
     )
-    return epochs, study.best_value, rss
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    epochs = sum(len(t.intermediate_values) for t in trials)
+    note(
+        f"{name}: {len(trials)} trials, {pruned} pruned, {epochs} epochs, best {study.best_value:.4f}, {seconds:.0f}s"
+    )
+    return trials
+
+
+def _search_config(weights: Path, data: Path, pruner: str) -> dict:
+    return {
+        "name": f"pruning-{pruner}",
+        "trials": TRIALS,
+        "weights": str(weights),
+        "data": {
+            "path": str(data),
+            "split": "official",
+            "seed": 0,
+            "val_fraction": 0.25,
+            "image_size": SIZE,
+        },
+        "training": {"epochs": EPOCHS, "early_stopping_patience": 0, "seed": 0},
+        "space": {
+            "backbone": ["small_cnn"],
+            "fine_tune": [0.0],
+            "head_depth": {"low": 0, "high": 3},
+            "head_width": [16, 32, 64, 128, 256],
+            "dropout": {"low": 0.0, "high": 0.6},
+            "learning_rate": {"low": 1.0e-5, "high": 1.0e-1, "log": True},
+            "batch_size": [16, 32, 64],
+        },
+        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 8},
+        "pruner": {"name": pruner, "n_startup_trials": 4, "n_warmup_steps": 2},
+    }
 
 
 def run(workdir: Path) -> tuple[float, float]:
-    data = phantoms(workdir, per_class=120, size=48)
-    pruned_epochs, pruned_best, _ = _study(workdir, data, "median")
-    full_epochs, full_best, rss = _study(workdir, data, "none")
-    fraction = pruned_epochs / full_epochs
+    weights = _pretrained_backbone(workdir)
+    data = phantoms(workdir, per_class=150, size=SIZE, seed=0)
+    best = {}
+    epochs = {}
+    for pruner in ("median", "none"):
+        trials = _run_study(
+            workdir, f"pruning-{pruner}", _search_config(weights, data, pruner), data
+        )
+        epochs[pruner] = sum(len(t.intermediate_values) for t in trials)
+        best[pruner] = max(t.value for t in trials if t.value is not None)
+    fraction = epochs["median"] / epochs["none"]
     report(
         "pruning_epoch_fraction",
         fraction,
-        best_pruned=f"{pruned_best:.4f}",
-        best_unpruned=f"{full_best:.4f}",
-        best_difference=f"{abs(pruned_best - full_best):.4f}",
+        best_pruned=f"{best['median']:.4f}",
+        best_unpruned=f"{best['none']:.4f}",
+        best_difference=f"{abs(best['median'] - best['none']):.4f}",
         target="<= 0.6, best within 0.02",
     )
-    growth = rss[-1] / rss[1]
+
+    small = phantoms(workdir, per_class=40, size=32, seed=2)
+    trials = _run_study(
+        workdir,
+        "memory",
+        {
+            "name": "memory",
+            "trials": TRIALS,
+            "weights": "none",
+            "data": {
+                "path": str(small),
+                "split": "official",
+                "seed": 0,
+                "val_fraction": 0.2,
+                "image_size": 32,
+            },
+            "training": {"epochs": 2, "early_stopping_patience": 0, "seed": 0},
+            "space": {
+                "backbone": ["small_cnn"],
+                "fine_tune": [1.0],
+                "head_depth": {"low": 0, "high": 2},
+                "head_width": [32, 64],
+                "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+            },
+            "pruner": {"name": "none"},
+        },
+        small,
+    )
+    rss = [t.user_attrs["rss_mb"] for t in trials]
+    growth = rss[19] / rss[1]
     report(
         "rss_growth",
         growth,
         rss_trial2_mb=f"{rss[1]:.0f}",
-        rss_trial20_mb=f"{rss[-1]:.0f}",
+        rss_trial20_mb=f"{rss[19]:.0f}",
+        rss_max_mb=f"{max(rss):.0f}",
         target="<= 1.10",
     )
     return fraction, growth

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.common import ROOT, cli, note, phantoms, report, timed, write_yaml
 
-EPOCHS = 12
+EPOCHS = 16
 
 
 def run(workdir: Path) -> float:
@@ -41,8 +41,10 @@ def run(workdir: Path) -> float:
         },
     )
     worker_times, bare_times = [], []
-    for round_ in range(2):
-        storage = f"sqlite:///{workdir / f'overhead-{round_}.db'}"
+    for round_ in range(3):
+        db = workdir / f"overhead-{round_}.db"
+        db.unlink(missing_ok=True)
+        storage = f"sqlite:///{db}"
         cli(
             "study",
             "create",

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from data.progress import log
@@ -99,13 +100,27 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     return 0
 
 
+_STARTED_AT = time.time()  # when this process started: --timeout counts from here
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     from search.storage import resolve_url
-    from search.worker import run_worker
+    from search.worker import RestartState, restart_process, restart_state, run_worker
 
-    report = run_worker(args.study, resolve_url(args.storage), args.data, args.trials, args.timeout)
+    restarted = RestartState.take_from_environment()
+    report = run_worker(
+        args.study,
+        resolve_url(args.storage),
+        args.data,
+        args.trials,
+        args.timeout,
+        restarted=restarted,
+    )
+    if report.restart:
+        started = restarted.started_at if restarted else _STARTED_AT
+        restart_process(restart_state(report, started))
     log(
         f"worker done: {report.completed} completed, {report.pruned} pruned, {report.failed} failed"
         + (f" ({report.reason})" if report.reason else "")
@@ -119,8 +134,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search.storage import has_tables, open_storage, parse_url, resolve_url
     from search.study import BUDGET_ATTR, create_study, log_created, open_study, study_exists
     from search.study_data import prepare
-    from search.worker import ensure_weights, run_worker
+    from search.worker import (
+        RestartState,
+        ensure_weights,
+        restart_process,
+        restart_state,
+        run_worker,
+    )
 
+    restarted = RestartState.take_from_environment()
     gpus = parse_gpus(args.gpus) if args.gpus else None
     config = _load_config(args)
     url = resolve_url(args.storage)
@@ -137,7 +159,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     specs = worker_specs(args.workers, gpus)
     if len(specs) == 1 and gpus is None:
-        report = run_worker(name, url, args.data, None, args.timeout, prepared=data)
+        report = run_worker(
+            name, url, args.data, None, args.timeout, prepared=data, restarted=restarted
+        )
+        if report.restart:
+            started = restarted.started_at if restarted else _STARTED_AT
+            restart_process(restart_state(report, started))
         code = report.exit_code
     else:
         log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")

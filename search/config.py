@@ -88,6 +88,20 @@ class HeartbeatConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """How workers behave.
+
+    Attributes:
+        max_memory_growth: A worker restarts its own process (same PID, same arguments)
+            before its resident memory would exceed that after its first trial by more than
+            this fraction: Keras with TensorFlow keeps tens of MB per trained model however
+            the session is cleared. 0 turns restarts off.
+    """
+
+    max_memory_growth: float = 0.08
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study config (see the module docstring)."""
 
@@ -102,6 +116,7 @@ class StudyConfig:
     heartbeat: HeartbeatConfig
     trials: int
     timeout: float | None = None
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping that `from_dict` reads back (and YAML or JSON can hold)."""
@@ -117,6 +132,7 @@ class StudyConfig:
             "pruner": asdict(self.pruner),
             "objective": asdict(self.objective),
             "heartbeat": asdict(self.heartbeat),
+            "worker": asdict(self.worker),
         }
         return out
 
@@ -143,6 +159,7 @@ class StudyConfig:
             "pruner",
             "objective",
             "heartbeat",
+            "worker",
         }
         _no_unknown(raw, top, source, "")
         if "space" not in raw:
@@ -168,6 +185,7 @@ class StudyConfig:
             pruner=_section(PrunerConfig, raw.get("pruner"), source, "pruner"),
             objective=_section(ObjectiveConfig, raw.get("objective"), source, "objective"),
             heartbeat=_section(HeartbeatConfig, raw.get("heartbeat"), source, "heartbeat"),
+            worker=_section(WorkerConfig, raw.get("worker"), source, "worker"),
             trials=_typed(raw.get("trials", 20), int, source, "trials"),
             timeout=_typed(raw.get("timeout"), float, source, "timeout", optional=True),
         )
@@ -239,6 +257,8 @@ class StudyConfig:
             raise bad("trials", f"must be at least 1, got {self.trials}")
         if self.timeout is not None and self.timeout <= 0:
             raise bad("timeout", f"must be positive, got {self.timeout}")
+        if not self.worker.max_memory_growth >= 0.0:
+            raise bad("worker.max_memory_growth", "must not be negative (0 turns restarts off)")
         hb = self.heartbeat
         if hb.interval < 1 or hb.grace_period <= hb.interval:
             raise bad("heartbeat", "interval must be at least 1 and grace_period above interval")

@@ -84,22 +84,13 @@ def _engine_kwargs(parsed: StorageURL) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
-def open_storage(
-    url: str | None,
-    create: bool = False,
-    heartbeat_interval: int | None = None,
-    grace_period: int | None = None,
-    max_retry: int | None = 3,
-) -> Any:
+def open_storage(url: str | None, create: bool = False) -> Any:
     """An `optuna.storages.RDBStorage` for `url`.
 
     Args:
         url: Storage URL (None: see `resolve_url`).
         create: Create the tables (and an SQLite file) if missing. Without it a missing
             SQLite file is an error, so a mistyped path never leaves an empty database behind.
-        heartbeat_interval: Seconds between a running trial's heartbeats (workers only).
-        grace_period: Seconds without a heartbeat after which a trial is stale.
-        max_retry: Times a stale trial is retried (`RetryHeartbeatStaleTrialCallback`).
 
     Raises:
         StorageError: malformed URL, missing SQLite file, or a database that cannot be reached.
@@ -122,12 +113,6 @@ def open_storage(
     }
     try:
         with _quiet_optuna_experimental():
-            if heartbeat_interval is not None:
-                kwargs["heartbeat_interval"] = heartbeat_interval
-                kwargs["grace_period"] = grace_period
-                kwargs["heartbeat_stale_trial_callback"] = (
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-                )
             if create:
                 # Concurrent first runs must not race to create the tables.
                 with _creation_lock(parsed):
@@ -146,6 +131,23 @@ def open_storage(
     except RuntimeError as exc:  # optuna's schema-version check
         raise StorageError(f"storage {parsed.masked} is not usable: {_first_line(exc)}") from None
     return storage
+
+
+def enable_heartbeat(storage: Any, interval: int, grace_period: int, max_retry: int | None) -> None:
+    """Give an open RDBStorage the heartbeat a worker needs (what its constructor's
+    ``heartbeat_interval``, ``grace_period`` and ``heartbeat_stale_trial_callback`` set), so
+    that the study config read from the storage can decide them without a second connection.
+    Stale trials are retried with `RetryHeartbeatStaleTrialCallback`.
+    """
+    import optuna
+
+    backend = rdb(storage)
+    with _quiet_optuna_experimental():
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    backend.heartbeat_interval = interval
+    backend.grace_period = grace_period
+    backend.heartbeat_stale_trial_callback = retry
+    backend.failed_trial_callback = retry
 
 
 def has_tables(url: str | None) -> bool:

@@ -17,7 +17,7 @@ from data.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
 from search.space import seed_trials
-from search.storage import open_storage, parse_url, resolve_url
+from search.storage import enable_heartbeat, open_storage, parse_url, resolve_url
 from search.study_data import StudyData
 
 CONFIG_ATTR = "config"
@@ -194,12 +194,21 @@ def study_config(study: optuna.Study) -> StudyConfig:
 
 
 def open_study(
-    name: str, storage_url: str | None, **storage_kwargs: Any
+    name: str, storage_url: str | None, heartbeat: bool = False
 ) -> tuple[optuna.Study, StudyConfig]:
-    """Open an existing study with the sampler and pruner its config names."""
-    storage = open_storage(storage_url, **storage_kwargs)
+    """Open an existing study with the sampler and pruner its config names.
+
+    Args:
+        name: The study.
+        storage_url: Its storage.
+        heartbeat: Turn on the heartbeat the config asks for (workers).
+    """
+    storage = open_storage(storage_url)
     study = load_study(name, storage)
     config = study_config(study)
+    if heartbeat:
+        hb = config.heartbeat
+        enable_heartbeat(storage, hb.interval, hb.grace_period, hb.max_retry)
     study = optuna.load_study(
         study_name=name, storage=storage, sampler=make_sampler(config), pruner=make_pruner(config)
     )

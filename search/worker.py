@@ -10,7 +10,6 @@ parameters back in the queue, and exit with 130 or 143.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import signal
 import threading
@@ -125,6 +124,51 @@ class WorkerReport:
     failed: int = 0
     exit_code: int = 0
     reason: str = ""
+    trials_run: int = 0  # counting those of earlier processes of this worker
+    restart: bool = False  # memory grew too much: the caller should restart the process
+
+
+RESTART_ENV = "TUMOR_SEARCH_WORKER_RESTART"
+
+
+@dataclass(frozen=True)
+class RestartState:
+    """What a restarted worker process carries over: its limits count from the first start."""
+
+    started_at: float  # time.time() of the first start
+    trials_run: int
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+
+    @classmethod
+    def take_from_environment(cls) -> RestartState | None:
+        """Read (and remove, so children do not inherit it) the state a restart left."""
+        raw = os.environ.pop(RESTART_ENV, None)
+        if not raw:
+            return None
+        started, *counts = raw.split(",")
+        return cls(float(started), *(int(n) for n in counts))
+
+
+def restart_state(report: WorkerReport, started_at: float) -> RestartState:
+    return RestartState(
+        started_at, report.trials_run, report.completed, report.pruned, report.failed
+    )
+
+
+def restart_process(state: RestartState) -> None:
+    """Replace this process by a fresh run of the same command (same PID, same pipes)."""
+    import sys
+
+    env = dict(os.environ)
+    env[RESTART_ENV] = ",".join(
+        str(v)
+        for v in (state.started_at, state.trials_run, state.completed, state.pruned, state.failed)
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "search", *sys.argv[1:]], env)
 
 
 def _current_rss_mb() -> float:
@@ -170,6 +214,11 @@ def claim_trial(study: optuna.Study, lock: StudyLock) -> optuna.Trial | None:
         return study.ask()
 
 
+def _work_left(study: optuna.Study) -> bool:
+    trials = study.get_trials(deepcopy=False)
+    return any(t.state == TrialState.WAITING for t in trials) or budget_used(trials) < budget(study)
+
+
 def _retry_later(study: optuna.Study, trial_id: int) -> None:
     """Queue a failed trial's parameters again (the heartbeat callback's own mechanism)."""
     frozen = study._storage.get_trial(trial_id)
@@ -183,6 +232,7 @@ def run_worker(
     max_trials: int | None = None,
     timeout: float | None = None,
     prepared: StudyData | None = None,
+    restarted: RestartState | None = None,
 ) -> WorkerReport:
     """Run trials of an existing study; see the module docstring.
 
@@ -193,14 +243,18 @@ def run_worker(
         max_trials: Run at most this many trials.
         timeout: Start no trial after this many seconds.
         prepared: The data already scanned by the caller (`run`), to skip a second scan.
+        restarted: Carried over from this worker's earlier process (see `restart_process`).
 
     Raises:
         InputError, StorageError, DataError: before any trial starts (bad input).
     """
-    start = time.monotonic()
+    start = time.monotonic() - (time.time() - restarted.started_at if restarted else 0.0)
     signals = _Signals()
     signals.install()
     report = WorkerReport()
+    if restarted is not None:
+        report.trials_run, report.completed = restarted.trials_run, restarted.completed
+        report.pruned, report.failed = restarted.pruned, restarted.failed
     try:
         return _run(
             study_name, storage_url, data_dir, max_trials, timeout, start, signals, report, prepared
@@ -225,7 +279,7 @@ def _run(
     report: WorkerReport,
     prepared: StudyData | None,
 ) -> WorkerReport:
-    study, config = _open(study_name, storage_url)
+    study, config = open_study(study_name, storage_url, heartbeat=True)
     data = prepared if prepared is not None else prepare(config, data_dir)
     check_matches(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)
@@ -246,9 +300,10 @@ def _run(
 
     keras = keras_module()
     consecutive_failures = 0
-    run_count = 0
+    first_rss: float | None = None
+    previous_rss: float | None = None
     while True:
-        if max_trials is not None and run_count >= max_trials:
+        if max_trials is not None and report.trials_run >= max_trials:
             break
         if timeout is not None and time.monotonic() - start >= timeout:
             log(f"worker timeout of {timeout:g}s reached")
@@ -267,16 +322,15 @@ def _run(
         signals.check()
         if trial is None:
             break
-        run_count += 1
+        report.trials_run += 1
         state, value, reason = _run_trial(study, trial, objective, config, signals)
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # and collects garbage: the next model starts clean
+        rss = _current_rss_mb()
         with signals.shielded():
-            study._storage.set_trial_user_attr(
-                trial._trial_id, "rss_mb", round(_current_rss_mb(), 1)
-            )
+            study._storage.set_trial_user_attr(trial._trial_id, "rss_mb", round(rss, 1))
             _tell(study, trial, state, value, reason)
         signals.check()
+        first_rss = rss if first_rss is None else first_rss
         if state == TrialState.COMPLETE:
             report.completed += 1
             consecutive_failures = 0
@@ -292,22 +346,19 @@ def _run(
                 log(f"stopping: {report.reason}")
                 break
         log(_progress_line(study, total))
+        limit = config.worker.max_memory_growth
+        growth = max(rss - previous_rss, 0.0) if previous_rss is not None else 0.0
+        previous_rss = rss
+        more = (max_trials is None or report.trials_run < max_trials) and _work_left(study)
+        # Restart before the next trial would take memory past the limit.
+        if more and limit > 0 and rss + growth > first_rss * (1 + limit):
+            log(
+                f"worker memory grew from {first_rss:.0f} MB to {rss:.0f} MB (Keras keeps memory "
+                "across models): restarting the worker process to release it"
+            )
+            report.restart = True
+            break
     return report
-
-
-def _open(study_name: str, storage_url: str | None) -> tuple[optuna.Study, StudyConfig]:
-    """Open the study with the heartbeat its config asks for."""
-    from search.study import open_study as _open_plain
-
-    _, config = _open_plain(study_name, storage_url)
-    hb = config.heartbeat
-    return open_study(
-        study_name,
-        storage_url,
-        heartbeat_interval=hb.interval,
-        grace_period=hb.grace_period,
-        max_retry=hb.max_retry,
-    )
 
 
 def ensure_weights(config: StudyConfig) -> None:
@@ -398,12 +449,6 @@ def _quiet_experimental() -> Iterator[None]:
         # We run the heartbeat ourselves around ask/tell, as Study.optimize does.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         yield
-
-
-def worker_exit_code(report: WorkerReport) -> int:
-    if report.exit_code:
-        return report.exit_code
-    return 0
 
 
 __all__ = ["InputError", "WorkerInterrupted", "run_worker", "claim_trial"]

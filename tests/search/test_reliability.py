@@ -119,3 +119,40 @@ def test_seed_configurations_are_enqueued_once(tmp_path: Path, tiny_data: Path) 
         == queued[0]
     )
     assert queued[1]["dropout"] == 0.5 and queued[1]["learning_rate"] == 2e-5
+
+
+def test_a_worker_restarts_its_process_when_memory_grows(tmp_path: Path, tiny_data: Path) -> None:
+    """Keras keeps memory across models; the worker restarts itself (same PID) to release it,
+    and its --trials limit counts across restarts."""
+    import re
+
+    storage = f"sqlite:///{tmp_path / 'm.db'}"
+    create_tiny_study(
+        tmp_path,
+        tiny_data,
+        storage,
+        "memory",
+        trials=5,
+        training={"epochs": 1},
+        worker={"max_memory_growth": 1e-6},
+    )
+    result = run_cli(
+        "worker",
+        "--study",
+        "memory",
+        "--storage",
+        storage,
+        "--data",
+        str(tiny_data),
+        "--trials",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    # Each process sets its baseline on its first trial and restarts after its second,
+    # unless its work is done: trials 1-2, restart, trials 3-4.
+    assert result.stderr.count("restarting the worker process") == 1
+    pids = set(re.findall(r"worker (\d+) on study", result.stderr))
+    assert len(pids) == 1  # exec: the same process, so launchers and signals still reach it
+    assert "worker done: 4 completed" in result.stderr
+    trials = trials_of(storage, "memory")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
