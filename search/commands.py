@@ -47,6 +47,11 @@ def _port(text: str) -> int:
     return value
 
 
+def _add_study(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, metavar="NAME", help="study name")
+    _add_storage(parser)
+
+
 def _add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
@@ -363,8 +368,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         description="Run trials of an existing study until its budget, --trials or --timeout. "
         "Everything else comes from the study; the local data must match its fingerprint.",
     )
-    p.add_argument("--study", required=True, metavar="NAME", help="study name")
-    _add_storage(p)
+    _add_study(p)
     p.add_argument(
         "--trials", type=_positive_int, metavar="N", help="at most N trials from this worker"
     )
@@ -383,8 +387,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         help="trial counts, best value and running trials",
         description="Show a study's trials by state, its budget, the best trial, running trials and failures.",
     )
-    p.add_argument("--study", required=True, metavar="NAME", help="study name")
-    _add_storage(p)
+    _add_study(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_status)
 
@@ -396,8 +399,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "configuration, the study config, its validation metrics, the data fingerprint and "
         "library versions (YAML when the name ends in .yaml).",
     )
-    p.add_argument("--study", required=True, metavar="NAME", help="study name")
-    _add_storage(p)
+    _add_study(p)
     p.add_argument(
         "--out", default="best.json", metavar="FILE", help="output file (default best.json)"
     )
@@ -449,8 +451,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         help="write a self-contained HTML report of a study",
         description="Write one HTML file (opens offline) with plotly figures of the study.",
     )
-    p.add_argument("--study", required=True, metavar="NAME", help="study name")
-    _add_storage(p)
+    _add_study(p)
     p.add_argument("--out", required=True, metavar="report.html", help="output file")
     p.set_defaults(handler=cmd_report)
 

@@ -178,6 +178,19 @@ def fit(
         else None
     )
     weights = config.weights_policy()
+
+    def whole_model() -> Any:
+        return build_model(
+            trial_config,
+            data.n_classes,
+            data.image_size,
+            weights,
+            augmentation=training.augmentation,
+            class_names=list(data.classes),
+            jit_compile=jit,
+            seed=seed,
+        )
+
     head = None
     cache_info: dict[str, Any] = {}
     if uses_feature_cache(trial_config, config):
@@ -199,16 +212,7 @@ def fit(
         compile_model(head, trial_config, jit_compile=jit)
         trainee, x_fit, x_val = head, features.train, features.val
     else:
-        trainee = build_model(
-            trial_config,
-            data.n_classes,
-            data.image_size,
-            weights,
-            augmentation=training.augmentation,
-            class_names=list(data.classes),
-            jit_compile=jit,
-            seed=seed,
-        )
+        trainee = whole_model()
         x_fit, x_val = data.x_train, data.x_val
     build_training_state(trainee, x_fit, y_train)
     trainee.fit(
@@ -234,15 +238,7 @@ def fit(
         }
         model = None
         if need_model:
-            model = build_model(
-                trial_config,
-                data.n_classes,
-                data.image_size,
-                weights,
-                augmentation=training.augmentation,
-                class_names=list(data.classes),
-                jit_compile=jit,
-            )
+            model = whole_model()
             model.get_layer(HEAD_NAME).set_weights(head.get_weights())
     return FitResult(
         model=model,
