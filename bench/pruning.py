@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import cli, note, phantoms, report, write_yaml
 
 TRIALS = 20
-EPOCHS = 20
+EPOCHS = 30
 SIZE = 48
 
 
@@ -121,8 +121,8 @@ def _search_config(weights: Path, data: Path, pruner: str) -> dict:
             "learning_rate": {"low": 1.0e-5, "high": 1.0e-1, "log": True},
             "batch_size": [16, 32, 64],
         },
-        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 8},
-        "pruner": {"name": pruner, "n_startup_trials": 4, "n_warmup_steps": 2},
+        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 10},
+        "pruner": {"name": pruner, "n_startup_trials": 3, "n_warmup_steps": 1},
     }
 
 

@@ -92,3 +92,14 @@ def test_non_mapping_config_is_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="mapping"):
         load_config(str(path))
+
+
+def test_gp_sampler_needs_pytorch() -> None:
+    import importlib.util
+
+    raw = _with("sampler", {"name": "gp"})
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(ConfigError, match="PyTorch"):
+            StudyConfig.from_dict(raw)
+    else:
+        assert StudyConfig.from_dict(raw).sampler.name == "gp"

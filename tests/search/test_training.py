@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.training import balanced_class_weights, best_epoch
+
+
+def test_balanced_class_weights_match_the_usual_formula() -> None:
+    y = np.array([0, 0, 0, 1, 2, 2])
+    weights = balanced_class_weights(y, 4)
+    assert weights[0] == pytest.approx(6 / (4 * 3)) and weights[1] == pytest.approx(6 / 4)
+    assert weights[3] == pytest.approx(6 / 4)  # an absent class does not divide by zero
+
+
+def test_best_epoch_follows_the_direction() -> None:
+    history = {"val_accuracy": [0.3, 0.7, 0.6], "val_loss": [1.2, 0.9, float("nan")]}
+    assert best_epoch(history, "val_accuracy", "maximize") == (2, 0.7)
+    assert best_epoch(history, "val_loss", "minimize") == (2, 0.9)
+
+
+def test_a_failing_trial_is_recorded_and_the_worker_goes_on(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build or fit that fails (here: out of memory on the first trial) fails that trial
+    with its reason; the worker runs the rest of the budget."""
+    import search.objective as objective
+    from search.config import load_config
+    from search.study import create_study
+    from search.study_data import prepare
+    from search.worker import run_worker
+    from tests.search.helpers import write_config
+
+    real_fit = objective.fit
+    calls = []
+
+    def fit_that_fails_once(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("OOM when allocating tensor")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "fit", fit_that_fails_once)
+    config = load_config(str(write_config(tmp_path / "c.yaml", trials=3))).with_overrides(
+        data_path=str(tiny_data)
+    )
+    storage = f"sqlite:///{tmp_path / 'f.db'}"
+    create_study("failing", storage, config, prepare(config))
+    report = run_worker("failing", storage)
+    assert (report.failed, report.completed, report.exit_code) == (1, 2, 0)
+    trials = optuna.load_study(study_name="failing", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[0].user_attrs["fail_reason"] == "MemoryError: OOM when allocating tensor"
