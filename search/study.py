@@ -40,13 +40,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, trial_number: int = 0) -> optuna.samplers.BaseSampler:
+    """The config's sampler, seeded for the trial numbered `trial_number`.
+
+    Samplers keep their random state in the process; a fixed seed in every worker process
+    would draw the same "random" configurations in each. Seeding per trial number keeps
+    studies reproducible and workers distinct.
+    """
     s = config.sampler
+    seed = None if s.seed is None else s.seed + trial_number
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:

@@ -33,6 +33,7 @@ from search.study import (
     FINGERPRINT_ATTR,
     budget,
     budget_used,
+    make_sampler,
     open_study,
 )
 from search.study_data import StudyData, check_matches, load_train_val, prepare
@@ -204,13 +205,19 @@ def _progress_line(study: optuna.Study, total: int) -> str:
     return f"study {study.study_name}: {done}/{total} trials done, {best_text}"
 
 
-def claim_trial(study: optuna.Study, lock: StudyLock) -> optuna.Trial | None:
-    """Start the next trial if the budget allows: a queued one first, else a new one."""
+def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> optuna.Trial | None:
+    """Start the next trial if the budget allows: a queued one first, else a new one.
+
+    The sampler is seeded from the config's seed and the trial's number, so that workers
+    (and a worker's restarted process) never repeat each other's random draws, and one
+    worker with one seed reproduces the same sequence.
+    """
     with lock.hold():
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and budget_used(trials) >= budget(study):
             return None
+        study.sampler = make_sampler(config, trial_number=len(trials))
         return study.ask()
 
 
@@ -311,7 +318,7 @@ def _run(
         with signals.shielded():
             with _quiet_experimental():
                 optuna.storages.fail_stale_trials(study)
-                trial = claim_trial(study, lock)
+                trial = claim_trial(study, lock, config)
             if trial is not None and signals.pending is not None:
                 _fail(
                     study,

@@ -156,3 +156,5 @@ def test_a_worker_restarts_its_process_when_memory_grows(tmp_path: Path, tiny_da
     assert "worker done: 4 completed" in result.stderr
     trials = trials_of(storage, "memory")
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    # The restarted process does not draw the first process's configurations again.
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
