@@ -133,7 +133,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _stored_config(url: str, name: str) -> Any:
+    """The config stored in study `name`, or None when there is no such study yet."""
+    from search.storage import has_tables, open_storage
+    from search.study import study_config, study_exists
+
+    if not has_tables(url):
+        return None
+    storage = open_storage(url)
+    if not study_exists(storage, name):
+        return None
+    import optuna
+
+    return study_config(optuna.load_study(study_name=name, storage=storage))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from search.config import load_config
     from search.launcher import launch, parse_gpus, worker_specs
     from search.status import dashboard_commands, top_trials_table
     from search.storage import has_tables, open_storage, parse_url, resolve_url
@@ -149,9 +165,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     restarted = RestartState.take_from_environment()
     gpus = parse_gpus(args.gpus) if args.gpus else None
-    config = _load_config(args)
     url = resolve_url(args.storage)
     parsed = parse_url(url)
+    # Without --config an existing study resumes with its own config (a second machine
+    # needs only --study and --storage); a new one gets the demo config.
+    stored = None if args.config else _stored_config(url, args.study or load_config("demo").name)
+    config = (stored or load_config(args.config or "demo")).with_overrides(
+        data_path=args.data, trials=args.trials
+    )
     name = args.study or config.name
     data = prepare(config, args.data)
     # Nothing is written to the storage until the data and the weights are known to be good.
@@ -314,7 +335,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         description="Create the study (or resume it), run workers until the trial budget is "
         "met, then print the top trials, the best configuration and how to open the dashboard.",
     )
-    p.add_argument("--config", default="demo", help=config_help)
+    p.add_argument(
+        "--config",
+        help="study config: demo, kaggle, or a path to a YAML file (default: the existing "
+        "study's own config, else demo)",
+    )
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")
     p.add_argument("--study", metavar="NAME", help="study name (default: the config's name)")
     _add_storage(p)

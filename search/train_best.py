@@ -24,6 +24,8 @@ from search.export import read_export
 from search.outputs import check_writable_dir, read_document, write_document
 from search.study_data import check_matches, load_test, load_train_val, prepare
 
+TEST_NOTE_HEADING = "## Held-out test result"
+
 
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
@@ -171,7 +173,9 @@ def _record_on_study(
         try:
             import optuna_dashboard
 
-            optuna_dashboard.save_note(study, _note(payload, summary))
+            # Keep the study's description; replace an earlier test result.
+            before = (optuna_dashboard.get_note(study) or "").split(TEST_NOTE_HEADING)[0].rstrip()
+            optuna_dashboard.save_note(study, f"{before}\n\n{_note(payload, summary)}".lstrip())
         except ImportError:
             pass
         log(f"recorded the test result on study {payload['study']!r}")
@@ -192,8 +196,7 @@ def _note(payload: dict[str, Any], summary: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f"# {payload['study']}\n\n"
-        f"## Held-out test result (train-best, {summary['trained_at']})\n\n"
+        f"{TEST_NOTE_HEADING} (train-best, {summary['trained_at']})\n\n"
         f"Trial {payload.get('trial')}: `{json.dumps(summary['trial_config'])}`\n\n"
         f"Test accuracy **{test['accuracy']:.4f}** on {summary['test_images']} images{spread}.\n\n"
         f"| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n{rows}\n"

@@ -129,6 +129,10 @@ def test_train_best_then_predict(tiny_study: TinyStudy, tmp_path: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     recorded = _study(tiny_study).user_attrs["train_best"]
     assert recorded["test"]["accuracy"] == test["accuracy"]
+    import optuna_dashboard
+
+    note = optuna_dashboard.get_note(_study(tiny_study))
+    assert "Objective" in note and note.count("## Held-out test result") == 1
 
     images = tiny_study.data / "Testing" / "glioma_tumor"
     one_file = next(images.iterdir())

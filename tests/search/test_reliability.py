@@ -81,7 +81,8 @@ def test_run_again_resumes_to_the_budget_without_restarting(
     args = ("run", "--config", str(config), "--data", str(tiny_data), "--storage", storage)
     assert run_cli(*args).returncode == 0
     first = [(t.number, t.params) for t in trials_of(storage, "tiny")]
-    again = run_cli(*args, "--trials", "3")
+    # No --config and no --data: the study resumes with the config (and data path) it holds.
+    again = run_cli("run", "--study", "tiny", "--storage", storage, "--trials", "3")
     assert again.returncode == 0, again.stderr
     assert "resuming study 'tiny'" in again.stderr and "2 trials finished" in again.stderr
     trials = trials_of(storage, "tiny")
