@@ -33,17 +33,23 @@ def check_writable_file(path: str | os.PathLike[str], flag: str = "--out") -> Pa
 def check_writable_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
     """Refuse an output folder that cannot be made or written (it is not created here).
 
+    Missing parent folders are fine (they are made when the results are written): what
+    counts is the nearest folder that exists.
+
     Raises:
-        InputError: the path is a file, its parent is missing, or it is read-only.
+        InputError: the path or one of its parents is a file, or the nearest existing
+            folder is read-only.
     """
     target = Path(path).expanduser()
     if target.exists() and not target.is_dir():
         raise InputError(f"{flag} {target} exists and is not a folder")
-    existing = target if target.exists() else target.parent
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     if not existing.is_dir():
-        raise InputError(f"cannot write {flag} {target}: folder {existing} does not exist")
+        raise InputError(f"cannot write {flag} {target}: {existing} is not a folder")
     if not os.access(existing, os.W_OK):
-        raise InputError(f"cannot write {flag} {target}: permission denied")
+        raise InputError(f"cannot write {flag} {target}: permission denied on {existing}")
     return target
 
 

@@ -90,7 +90,6 @@ def train_best(
     check_matches(data, payload["study"], payload["data_fingerprint"], payload.get("data_counts"))
     from search.training import EpochRecorder, fit  # imports Keras: only once the input is good
 
-    out.mkdir(parents=True, exist_ok=True)
     train_val = load_train_val(data, config.data.image_size)
     test = load_test(data, config.data.image_size)
     classes = list(data.classes)
@@ -145,6 +144,7 @@ def train_best(
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     assert best_model is not None
+    out.mkdir(parents=True, exist_ok=True)
     _save_model_atomically(best_model, out / "model.keras")
     write_document(out / "metrics.json", summary)
     if record:

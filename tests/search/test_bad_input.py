@@ -239,6 +239,18 @@ def test_out_paths_that_cannot_be_written(tiny_study: TinyStudy, tmp_path: Path)
     )
     assert_bad_input(
         run_cli(
+            "train-best",
+            "--config",
+            str(best),
+            "--data",
+            str(tiny_study.data),
+            "--out",
+            str(a_file / "sub" / "run"),
+        ),
+        "is not a folder",
+    )
+    assert_bad_input(
+        run_cli(
             "report", "--study", "tiny", "--storage", tiny_study.storage, "--out", str(missing_dir)
         ),
         "does not exist",

@@ -104,7 +104,7 @@ def test_train_best_then_predict(tiny_study: TinyStudy, tmp_path: Path) -> None:
         ).returncode
         == 0
     )
-    out = tmp_path / "run"
+    out = tmp_path / "runs" / "best"  # parent folders are made
     result = run_cli(
         "train-best",
         "--config",
