@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit codes: 0 ok, 2 bad input, 1 bug, 130/143 interrupted."
         ),
     )
+    # Also accepted before the command; its own dest, or the command's default would win.
+    parser.add_argument(
+        "--quiet", "-q", dest="quiet_all", action="store_true", help="no progress output on stderr"
+    )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from data.progress import set_quiet
 
-    set_quiet(bool(getattr(args, "quiet", False)))
+    set_quiet(bool(getattr(args, "quiet", False) or args.quiet_all))
     _quiet_libraries()
     bad_input = _bad_input_types()
     try:

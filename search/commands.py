@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from data.progress import log
+from data.progress import is_quiet, log
 from search.errors import InputError
 
 
@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = report.exit_code
     else:
         log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")
-        code = launch(specs, name, url, args.data, None, args.timeout, quiet=args.quiet)
+        code = launch(specs, name, url, args.data, None, args.timeout, quiet=is_quiet())
 
     study, _ = open_study(name, url)
     print(f"\nTop trials of study {name!r} ({config.objective.metric}, validation split):")

@@ -26,3 +26,5 @@ def test_synth_shows_progress_unless_quiet(tmp_path: Path) -> None:
     )
     assert quiet.returncode == 0 and quiet.stderr == ""
     assert quiet.stdout.startswith("wrote 240 phantom images")
+    before = run_cli("-q", "data", "synth", "--out", str(tmp_path / "c"), "--per-class", "60")
+    assert before.returncode == 0 and before.stderr == ""  # also accepted before the command
