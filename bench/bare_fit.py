@@ -25,8 +25,9 @@ def main() -> None:
     trial_config = suggest(optuna.trial.FixedTrial({}), config.space)  # the space is all fixed
     data = load_train_val(prepare(config), config.data.image_size)
     assert data.from_cache, "run the worker first so that both read the decode cache"
-    import keras
+    from models.backend import keras_module
 
+    keras = keras_module()  # the TensorFlow settings a worker runs with
     keras.utils.set_random_seed(config.training.seed)
     model = build_model(
         trial_config,

@@ -1,10 +1,11 @@
 """service_overhead: one trial run by `tumor-search worker` divided by a bare `model.fit`
-of the same model on the same cached arrays, both timed as whole processes.
+of the same model on the same cached arrays, both timed as whole processes and both with
+the TensorFlow settings of `models.backend` (Grappler off on a CPU).
 
 A worker process pays about 2 s that a bare fit does not: importing Optuna, SQLAlchemy and
 Alembic and opening the storage (about 1.5 s), and the pruning callback's report and
-should-prune queries after every epoch (about 20 ms each). The trial is long enough (24
-epochs, about 55 s here; real trials take minutes) that this is a few per cent."""
+should-prune queries after every epoch (about 20 ms each). The trial is long enough (28
+epochs, about a minute here; real trials take minutes) that this is a few per cent."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from bench.common import ROOT, cli, note, phantoms, report, timed, write_yaml
 
-EPOCHS = 24
+EPOCHS = 28
 ROUNDS = 3
 
 
