@@ -4,7 +4,7 @@ the TensorFlow settings of `models.backend` (Grappler off on a CPU).
 
 A worker process pays about 2 s that a bare fit does not: importing Optuna, SQLAlchemy and
 Alembic and opening the storage (about 1.5 s), and the pruning callback's report and
-should-prune queries after every epoch (about 20 ms each). The trial is long enough (22
+should-prune queries after every epoch (about 20 ms each). The trial is long enough (28
 epochs, about a minute here; real trials take minutes) that this is a few per cent."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import ROOT, cli, note, phantoms, report, timed, write_yaml
 
-EPOCHS = 22
+EPOCHS = 28
 ROUNDS = 3
 
 
