@@ -225,30 +225,9 @@ def test_out_paths_that_cannot_be_written(tiny_study: TinyStudy, tmp_path: Path)
         ).returncode
         == 0
     )
-    assert_bad_input(
-        run_cli(
-            "train-best",
-            "--config",
-            str(best),
-            "--data",
-            str(tiny_study.data),
-            "--out",
-            str(a_file),
-        ),
-        "not a folder",
-    )
-    assert_bad_input(
-        run_cli(
-            "train-best",
-            "--config",
-            str(best),
-            "--data",
-            str(tiny_study.data),
-            "--out",
-            str(a_file / "sub" / "run"),
-        ),
-        "is not a folder",
-    )
+    train_best = ("train-best", "--config", str(best), "--data", str(tiny_study.data), "--out")
+    for out in (a_file, a_file / "sub" / "run"):  # a file, and a folder below a file
+        assert_bad_input(run_cli(*train_best, str(out)), "is not a folder")
     assert_bad_input(
         run_cli(
             "report", "--study", "tiny", "--storage", tiny_study.storage, "--out", str(missing_dir)
