@@ -140,9 +140,7 @@ def _stored_config(url: str, name: str) -> Any:
 
     if not has_tables(url):
         return None
-    # Under the creation lock: a `run` started at the same moment may still be creating
-    # the tables, and opening them half-made races it for Alembic's version row.
-    storage = open_storage(url, create=True)
+    storage = open_storage(url)
     if not study_exists(storage, name):
         return None
     import optuna

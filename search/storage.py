@@ -113,14 +113,14 @@ def open_storage(url: str | None, create: bool = False) -> Any:
     }
     try:
         with _quiet_optuna_experimental():
-            if create:
-                # Concurrent first runs must not race to create the tables.
-                with _creation_lock(parsed):
-                    storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
-                    if parsed.sqlite_path is not None:
-                        _enable_wal(storage)
-            else:
+            # Every open takes the lock, not only creation: RDBStorage writes Optuna's
+            # version rows (its own and Alembic's) whenever it finds them missing, so a
+            # plain open that meets tables another process is still creating races it
+            # for those rows ("UNIQUE constraint failed: alembic_version.version_num").
+            with _creation_lock(parsed, required=create):
                 storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
+                if create and parsed.sqlite_path is not None:
+                    _enable_wal(storage)
             if parsed.sqlite_path is not None:
                 _sync_normal(storage)
             if not create:
@@ -251,9 +251,21 @@ def _lock_key(name: str) -> int:
 
 
 @contextlib.contextmanager
-def _creation_lock(parsed: StorageURL) -> Iterator[None]:
+def _creation_lock(parsed: StorageURL, required: bool = True) -> Iterator[None]:
+    """Held while Optuna creates or initialises the tables of `parsed`'s database.
+
+    Args:
+        required: When False (a plain open) and no SQLite lock file can be made next to
+            the database (a read-only folder), go on without it, so that a read-only
+            copy of a study can still be read.
+    """
     if parsed.sqlite_path is not None:
-        with file_lock(_lock_path(parsed.sqlite_path)):
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(file_lock(_lock_path(parsed.sqlite_path)))
+            except OSError:
+                if required:
+                    raise
             yield
         return
     import sqlalchemy

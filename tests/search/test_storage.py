@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
+import sqlalchemy
+from optuna.storages._rdb import models
 
 from search.errors import StorageError, mask_password, one_line
-from search.storage import open_storage, parse_url, resolve_url
+from search.storage import _creation_lock, open_storage, parse_url, resolve_url
 
 
 def test_storage_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +44,23 @@ def test_unreachable_postgres_is_one_clear_error() -> None:
     with pytest.raises(StorageError) as info:
         open_storage("postgresql+psycopg2://user:hunter2@127.0.0.1:1/none")
     assert "hunter2" not in str(info.value) and "cannot open storage" in str(info.value)
+
+
+def test_plain_open_waits_while_another_process_creates_the_tables(tmp_path: Path) -> None:
+    """Optuna writes its version rows on any open that finds them missing, so a plain open
+    meeting half-made tables must wait for the creator, not race it for those rows."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    opened: list[Any] = []
+    with _creation_lock(parse_url(url)):
+        # What a creator has made half-way: the tables, not yet Optuna's version rows.
+        engine = sqlalchemy.create_engine(url)
+        models.BaseModel.metadata.create_all(engine)
+        engine.dispose()
+        opener = threading.Thread(target=lambda: opened.append(open_storage(url)), daemon=True)
+        opener.start()
+        opener.join(1.0)
+        assert opener.is_alive() and not opened  # it waits for the lock
+        optuna.storages.RDBStorage(url)  # the creator finishes: version rows written
+    opener.join(30)
+    assert len(opened) == 1
+    assert optuna.get_all_study_names(url) == []
