@@ -162,7 +162,7 @@ def run(workdir: Path) -> tuple[float, float]:
                 "val_fraction": 0.2,
                 "image_size": 32,
             },
-            "training": {"epochs": 2, "early_stopping_patience": 0, "seed": 0},
+            "training": {"epochs": 1, "early_stopping_patience": 0, "seed": 0},
             "space": {
                 "backbone": ["small_cnn"],
                 "fine_tune": [1.0],
