@@ -55,9 +55,16 @@ def wait_for(
 
 
 def trials_of(storage: str, study: str) -> list:
+    """The trials of `study`, read the way the CLI opens storage: while a process is still
+    creating the tables this waits for it (a bare Optuna open would race it for the version
+    rows)."""
     import optuna
 
-    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    from search.storage import open_storage
+
+    return optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(
+        deepcopy=False
+    )
 
 
 def running_with_epochs(storage: str, study: str, epochs: int = 1) -> bool:
