@@ -28,7 +28,10 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_by_the_next(
     tmp_path: Path, tiny_data: Path
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'k.db'}"
-    create_tiny_study(tmp_path, tiny_data, storage, "killed", trials=2, **LONG_TRIALS)
+    # No pruner: the retry must run to the end (the median pruner may stop it, fairly).
+    create_tiny_study(
+        tmp_path, tiny_data, storage, "killed", trials=2, pruner={"name": "none"}, **LONG_TRIALS
+    )
     first = start_cli("worker", "--study", "killed", "--storage", storage, "--data", str(tiny_data))
     wait_for(lambda: running_with_epochs(storage, "killed", 2), timeout=120, what="a trial mid-way")
     first.send_signal(signal.SIGKILL)
