@@ -45,9 +45,9 @@ def test_a_failing_trial_is_recorded_and_the_worker_goes_on(
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(objective, "fit", fit_that_fails_once)
-    config = load_config(str(write_config(tmp_path / "c.yaml", trials=3))).with_overrides(
-        data_path=str(tiny_data)
-    )
+    # No restarts for memory (0): run in this process, a restart would end run_worker early.
+    path = write_config(tmp_path / "c.yaml", trials=3, worker={"max_memory_growth": 0})
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
     storage = f"sqlite:///{tmp_path / 'f.db'}"
     create_study("failing", storage, config, prepare(config))
     report = run_worker("failing", storage)
