@@ -8,8 +8,8 @@ should-prune queries (about 9 ms per epoch), claiming and telling the trial, and
 `clear_session` after it (0.2 s). It saves about 1 s at exit that a plain script pays: it
 freezes its long-lived objects before training (`gc.freeze`), so the interpreter's final
 collection skips TensorFlow's objects. Before that change the figure was 0.96-1.09 in five
-runs (1.32 once, on a busy spell); the trial is long enough (28 epochs, 20-60 s here; real trials take minutes) that the
-rest is a few per cent.
+runs (1.32 once, on a busy spell); the trial is long enough (28 epochs, 20-60 s here; real
+trials take minutes) that the rest is a few per cent.
 
 The figure is the median over rounds of worker/bare, each round's two runs back to back (in
 alternating order): a busy spell of this shared machine then slows both sides of a ratio
