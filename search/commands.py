@@ -176,7 +176,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.study or config.name
     data = prepare(config, args.data)
     # Nothing is written to the storage until the data and the weights are known to be good.
-    if not (has_tables(url) and study_exists(open_storage(url), name)):
+    # Without --config the look above already told whether the study exists.
+    exists = stored is not None or (
+        args.config is not None and has_tables(url) and study_exists(open_storage(url), name)
+    )
+    if not exists:
         ensure_weights(config)
     result = create_study(name, url, config, data)
     if not result.created and args.trials is not None:
