@@ -70,6 +70,30 @@ class EpochRecorder(keras.callbacks.Callback):
         return len(self.epoch_seconds)
 
 
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch that is best on `metric` and puts them back when
+    training ends, with or without early stopping, so that the model returned is the one
+    whose metrics are reported. "Best" is the first best epoch, as in `best_epoch`."""
+
+    def __init__(self, metric: str, direction: str) -> None:
+        super().__init__()
+        self.metric, self.maximize = metric, direction == "maximize"
+        self.best: float | None = None
+        self.weights: list[Any] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value > self.best if self.maximize else value < self.best):
+            self.best, self.weights = value, self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
 @dataclass
 class FitResult:
     """What `fit` produced. `model` is the whole model (backbone and trained head); it is None
@@ -126,14 +150,13 @@ def uses_feature_cache(trial_config: TrialConfig, config: StudyConfig) -> bool:
 
 def _callbacks(config: StudyConfig, recorder: EpochRecorder, extra: list[Any] | None) -> list[Any]:
     metric, direction = config.objective.metric, config.objective.direction
-    out: list[Any] = [recorder]
+    out: list[Any] = [recorder, BestWeights(metric, direction)]
     if config.training.early_stopping_patience > 0:
         out.append(
             keras.callbacks.EarlyStopping(
                 monitor=metric,
                 mode="max" if direction == "maximize" else "min",
                 patience=config.training.early_stopping_patience,
-                restore_best_weights=True,
             )
         )
     out.extend(extra or [])

@@ -55,3 +55,41 @@ def test_a_failing_trial_is_recorded_and_the_worker_goes_on(
     trials = optuna.load_study(study_name="failing", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].user_attrs["fail_reason"] == "MemoryError: OOM when allocating tensor"
+
+
+@pytest.mark.parametrize("patience", [0, 5])
+def test_the_returned_model_is_the_best_epochs_model(
+    tmp_path: Path, tiny_data: Path, patience: int
+) -> None:
+    """With or without early stopping, fit returns the weights of the epoch whose metrics
+    it reports: here the last epoch is ruined on purpose (all weights zero), so a model
+    that kept its last weights would score at chance on the validation split."""
+    from models.backend import keras_module
+    from search.config import load_config
+    from search.study_data import load_train_val, prepare
+    from search.training import EpochRecorder, fit
+    from tests.search.helpers import write_config
+
+    keras = keras_module()
+    epochs = 4
+    path = write_config(
+        tmp_path / "c.yaml", training={"epochs": epochs, "early_stopping_patience": patience}
+    )
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
+    data = load_train_val(prepare(config), config.data.image_size)
+
+    class RuinLastEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == epochs - 1:
+                self.model.set_weights([np.zeros_like(w) for w in self.model.get_weights()])
+
+    from models.config import TrialConfig
+
+    trial_config = TrialConfig("small_cnn", head_depth=0, learning_rate=3e-3, fine_tune=1.0)
+    recorder = EpochRecorder("[t]", epochs)
+    result = fit(trial_config, config, data, recorder, callbacks=[RuinLastEpoch()])
+    assert result.epochs_run == epochs and result.best_epoch < epochs
+    loss, accuracy = result.model.evaluate(data.x_val, data.y_val, verbose=0)[:2]
+    at_best = result.metrics_at_best()
+    assert accuracy == pytest.approx(at_best["val_accuracy"], abs=1e-6)
+    assert loss == pytest.approx(at_best["val_loss"], rel=1e-4)
