@@ -354,7 +354,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         help="the study's trial budget (default: the config's)",
     )
     p.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="stop starting trials after S seconds (default: the config's timeout, if any)",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
@@ -402,7 +405,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "--trials", type=_positive_int, metavar="N", help="at most N trials from this worker"
     )
     p.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="start no trial after S seconds"
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="start no trial after S seconds (default: the config's timeout, if any)",
     )
     p.add_argument(
         "--data", metavar="DIR", help="this machine's copy of the dataset (default: the config's)"

@@ -165,9 +165,11 @@ class StudyConfig:
         if "space" not in raw:
             raise ConfigError(f"{source}: the section 'space' is required")
         data = _section(DataConfig, raw.get("data"), source, "data")
+        if not isinstance(raw.get("training") or {}, dict):
+            raise ConfigError(
+                f"{source}: training must be a mapping, got {type(raw['training']).__name__}"
+            )
         training_raw = dict(raw.get("training") or {})
-        if not isinstance(raw.get("training", {}) or {}, dict):
-            raise ConfigError(f"{source}: training must be a mapping")
         aug_raw = training_raw.pop("augmentation", None)
         if aug_raw in (None, False, "none"):
             augmentation = Augmentation()
@@ -349,11 +351,16 @@ def _typed(value: Any, kind: type, source: str, key: str, optional: bool = False
     return value
 
 
+# Keys whose values are words such as on/off: YAML reads a bare on, off, yes or no as a
+# boolean, which means the same word here.
+_SWITCHES = {"mixed_precision", "xla"}
+
+
 def _section(cls: type, raw: Any, source: str, key: str) -> Any:
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {key} must be a mapping")
+        raise ConfigError(f"{source}: {key} must be a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(cls)}
     _no_unknown(raw, set(known), source, f"{key}.")
     values = {}
@@ -362,6 +369,8 @@ def _section(cls: type, raw: Any, source: str, key: str) -> Any:
         kind: type = type(default) if default is not None else (int if name == "seed" else float)
         if name in ("path", "weights"):
             kind = str
+        if name in _SWITCHES and isinstance(value, bool):
+            value = "on" if value else "off"
         optional = default is None or (cls is SamplerConfig and name == "seed")
         values[name] = _typed(value, kind, source, f"{key}.{name}", optional=optional)
     return cls(**values)

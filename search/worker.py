@@ -288,6 +288,7 @@ def _run(
     prepared: StudyData | None,
 ) -> WorkerReport:
     study, config = open_study(study_name, storage_url, heartbeat=True)
+    timeout = timeout if timeout is not None else config.timeout  # --timeout wins
     data = prepared if prepared is not None else prepare(config, data_dir)
     check_matches(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)

@@ -103,3 +103,52 @@ def test_gp_sampler_needs_pytorch() -> None:
             StudyConfig.from_dict(raw)
     else:
         assert StudyConfig.from_dict(raw).sampler.name == "gp"
+
+
+def test_yaml_booleans_are_accepted_for_on_off_values(tmp_path: Path) -> None:
+    """`mixed_precision: on` is YAML's boolean true; it means the word 'on'."""
+    raw = copy.deepcopy(TINY_CONFIG)
+    path = tmp_path / "switches.yaml"
+    text = yaml.safe_dump(raw, sort_keys=False).replace(
+        "training:\n", "training:\n  mixed_precision: on\n  xla: off\n", 1
+    )
+    path.write_text(text)
+    training = load_config(str(path)).training
+    assert (training.mixed_precision, training.xla) == ("on", "off")
+    with pytest.raises(ConfigError, match="training.xla"):
+        StudyConfig.from_dict(_with("training.xla", "maybe"))
+
+
+@pytest.mark.parametrize("section", ["training", "data", "sampler", "objective", "space"])
+def test_a_section_of_the_wrong_type_is_one_line_and_exit_2(tmp_path: Path, section: str) -> None:
+    from tests.conftest import assert_bad_input, run_cli
+
+    raw = copy.deepcopy(TINY_CONFIG)
+    raw[section] = [1, 2]
+    path = tmp_path / "wrong.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_cli(
+        "study", "create", "--config", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"
+    )
+    assert_bad_input(result, section, "mapping")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_the_config_timeout_works_like_the_timeout_flag(tmp_path: Path, tiny_data: Path) -> None:
+    """A worker starts no trial once the config's `timeout` has passed (--timeout wins)."""
+    import optuna
+
+    from tests.conftest import run_cli
+    from tests.search.helpers import create_tiny_study
+
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    create_tiny_study(tmp_path, tiny_data, storage, "timed", timeout=0.001)
+    result = run_cli("worker", "--study", "timed", "--storage", storage, "--data", str(tiny_data))
+    assert result.returncode == 0, result.stderr
+    assert "worker timeout of 0.001s reached" in result.stderr
+    assert (
+        optuna.load_study(study_name="timed", storage=storage).get_trials(
+            states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)
+        )
+        == []
+    )
