@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
@@ -10,6 +13,7 @@ import optuna
 from data.progress import log
 from models.config import TrialConfig
 from search.config import StudyConfig
+from search.pauses import pause
 from search.space import suggest
 from search.study import TRIAL_CONFIG_ATTR
 from search.study_data import TrainVal
@@ -22,11 +26,19 @@ class Objective:
     Args:
         config: The study config.
         data: Train and validation arrays (the test split is not among them).
+        interruptible: The block in which signals stop the trial at once (training); the
+            worker shields the rest of the trial, so that a finished result is told.
     """
 
-    def __init__(self, config: StudyConfig, data: TrainVal) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        data: TrainVal,
+        interruptible: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    ) -> None:
         self.config = config
         self.data = data
+        self.interruptible = interruptible
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial_config = suggest(trial, self.config.space)
@@ -41,14 +53,15 @@ class Objective:
         pruning = KerasPruningCallback(trial, self.config.objective.metric)
         start = time.perf_counter()
         try:
-            result = fit(
-                trial_config,
-                self.config,
-                self.data,
-                recorder,
-                callbacks=[pruning],
-                need_model=False,
-            )
+            with self.interruptible():
+                result = fit(
+                    trial_config,
+                    self.config,
+                    self.data,
+                    recorder,
+                    callbacks=[pruning],
+                    need_model=False,
+                )
         except optuna.TrialPruned:
             _record_partial(trial, recorder, time.perf_counter() - start)
             log(f"{prefix} pruned after epoch {recorder.epochs_run}")
@@ -56,6 +69,7 @@ class Objective:
         except BaseException:
             _record_partial(trial, recorder, time.perf_counter() - start)
             raise
+        pause("after-training")
         record_result(trial, trial_config, result, time.perf_counter() - start)
         return result.best_value
 

@@ -135,23 +135,6 @@ def open_storage(url: str | None, create: bool = False) -> Any:
     return storage
 
 
-def enable_heartbeat(storage: Any, interval: int, grace_period: int, max_retry: int | None) -> None:
-    """Give an open RDBStorage the heartbeat a worker needs (what its constructor's
-    ``heartbeat_interval``, ``grace_period`` and ``heartbeat_stale_trial_callback`` set), so
-    that the study config read from the storage can decide them without a second connection.
-    Stale trials are retried with `RetryHeartbeatStaleTrialCallback`.
-    """
-    import optuna
-
-    backend = rdb(storage)
-    with _quiet_optuna_experimental():
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-    backend.heartbeat_interval = interval
-    backend.grace_period = grace_period
-    backend.heartbeat_stale_trial_callback = retry
-    backend.failed_trial_callback = retry
-
-
 def has_tables(url: str | None) -> bool:
     """Whether the storage already holds Optuna's tables (never creates anything).
 

@@ -16,8 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 from data.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
+from search.optuna_compat import enable_heartbeat
 from search.space import seed_trials
-from search.storage import enable_heartbeat, open_storage, parse_url, resolve_url
+from search.storage import open_storage, parse_url, resolve_url
 from search.study_data import StudyData
 
 CONFIG_ATTR = "config"

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from data.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
+from search.optuna_compat import retry_trial
 from search.storage import StudyLock, rdb
 from search.study import (
     COUNTS_ATTR,
@@ -56,11 +57,13 @@ class WorkerInterrupted(BaseException):  # noqa: N818 - an interrupt, like Keybo
 
 class _Signals:
     """Turns SIGINT/SIGTERM into `WorkerInterrupted`, except inside `shielded()` blocks
-    (storage writes), where the interrupt waits for the next `check()`."""
+    (a trial from its claim to its tell, storage writes), where the interrupt waits for the
+    next `check()`; `interruptible()` opens a shielded block again (training)."""
 
     def __init__(self) -> None:
         self.pending: int | None = None
         self._defer = 0
+        self._open = False
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -77,17 +80,28 @@ class _Signals:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.pending is None:
             self.pending = signum
-        if self._defer == 0:
+        if self._defer == 0 or self._open:
             raise WorkerInterrupted(signum)
 
     @contextmanager
     def shielded(self) -> Iterator[None]:
-        """Hold further signals off during clean-up of an interrupt already being handled."""
+        """Hold signals off until the block ends (then `check()` raises them)."""
         self._defer += 1
         try:
             yield
         finally:
             self._defer -= 1
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Deliver signals at once inside the block, even within a shielded one: training
+        stops at once, while what follows it (recording and telling the result) is shielded."""
+        previous, self._open = self._open, True
+        try:
+            self.check()
+            yield
+        finally:
+            self._open = previous
 
     def check(self) -> None:
         """Raise the interrupt that arrived during a shielded block, if any."""
@@ -227,10 +241,9 @@ def _work_left(study: optuna.Study) -> bool:
     return any(t.state == TrialState.WAITING for t in trials) or budget_used(trials) < budget(study)
 
 
-def _retry_later(study: optuna.Study, trial_id: int) -> None:
-    """Queue a failed trial's parameters again (the heartbeat callback's own mechanism)."""
-    frozen = study._storage.get_trial(trial_id)
-    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+def _retry_later(study: optuna.Study, trial_id: int, config: StudyConfig) -> bool:
+    """Queue a failed trial's parameters again (as the heartbeat does for a dead worker)."""
+    return retry_trial(study, study._storage.get_trial(trial_id), config.heartbeat.max_retry)
 
 
 def run_worker(
@@ -303,7 +316,7 @@ def _run(
         f"{len(arrays.y_val)} val images at {config.data.image_size}px "
         f"({'from cache' if arrays.from_cache else 'decoded'} in {arrays.seconds:.1f}s)"
     )
-    objective = Objective(config, arrays)
+    objective = Objective(config, arrays, interruptible=signals.interruptible)
     lock = StudyLock(study._storage, study_name)
     from models.backend import keras_module
 
@@ -323,28 +336,26 @@ def _run(
         if timeout is not None and time.monotonic() - start >= timeout:
             log(f"worker timeout of {timeout:g}s reached")
             break
+        # From its claim to its tell a trial is shielded from signals, training excepted:
+        # a finished result is always told before the worker exits.
         with signals.shielded():
             with _quiet_experimental():
                 optuna.storages.fail_stale_trials(study)
                 trial = claim_trial(study, lock, config)
             if trial is not None and signals.pending is not None:
-                _fail(
-                    study,
-                    trial,
-                    f"interrupted by {signal.Signals(signals.pending).name} before it started",
-                )
-                _retry_later(study, trial._trial_id)
+                reason = f"interrupted by {signal.Signals(signals.pending).name} before it started"
+                _fail(study, trial, reason)
+                _retry_later(study, trial._trial_id, config)
+            elif trial is not None:
+                report.trials_run += 1
+                state, value, reason = _run_trial(study, trial, objective, config)
+                keras.backend.clear_session()  # and collects garbage: the next model starts clean
+                rss = _current_rss_mb()
+                study._storage.set_trial_user_attr(trial._trial_id, "rss_mb", round(rss, 1))
+                _tell(study, trial, state, value, reason)
         signals.check()
         if trial is None:
             break
-        report.trials_run += 1
-        state, value, reason = _run_trial(study, trial, objective, config, signals)
-        keras.backend.clear_session()  # and collects garbage: the next model starts clean
-        rss = _current_rss_mb()
-        with signals.shielded():
-            study._storage.set_trial_user_attr(trial._trial_id, "rss_mb", round(rss, 1))
-            _tell(study, trial, state, value, reason)
-        signals.check()
         first_rss = rss if first_rss is None else first_rss
         if state == TrialState.COMPLETE:
             report.completed += 1
@@ -410,7 +421,6 @@ def _run_trial(
     trial: optuna.Trial,
     objective: Any,
     config: StudyConfig,
-    signals: _Signals,
 ) -> tuple[TrialState, float | None, str]:
     hb = config.heartbeat
     with _Heartbeat(study._storage, trial._trial_id, hb.interval):
@@ -421,12 +431,14 @@ def _run_trial(
             return TrialState.PRUNED, None, ""
         except WorkerInterrupted as exc:
             reason = f"interrupted by {signal.Signals(exc.signum).name}"
-            with signals.shielded():
-                # The interrupt may have cut a storage call short: start from a clean session.
-                rdb(study._storage).remove_session()
-                _fail(study, trial, reason)
-                _retry_later(study, trial._trial_id)
-            log(f"[trial {trial.number}] failed: {reason}; its parameters are queued again")
+            # The interrupt may have cut a storage call short: start from a clean session.
+            rdb(study._storage).remove_session()
+            _fail(study, trial, reason)
+            again = _retry_later(study, trial._trial_id, config)
+            log(
+                f"[trial {trial.number}] failed: {reason}; "
+                + ("its parameters are queued again" if again else "retried too often already")
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - a failed trial must not stop the worker
             reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"

@@ -74,13 +74,62 @@ def test_an_interrupted_worker_fails_its_trial_and_queues_it_again(
     assert failed[0].user_attrs["fail_reason"] == f"interrupted by {signum.name}"
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].params == failed[0].params
+    # The retry starts clean: the parameters and a link to the failed attempt, nothing else.
+    assert waiting[0].user_attrs == {"retry_of": failed[0].number}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_training_still_tells_the_finished_result(
+    tmp_path: Path, tiny_data: Path, signum: signal.Signals
+) -> None:
+    """A signal that arrives after a trial's training ended, before its result is told (a
+    test pause holds that window open), lets the worker tell the result, then exit."""
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    create_tiny_study(
+        tmp_path,
+        tiny_data,
+        storage,
+        "window",
+        trials=2,
+        pruner={"name": "none"},
+        training={"epochs": 1},
+    )
+    worker = start_cli(
+        "worker",
+        "--study",
+        "window",
+        "--storage",
+        storage,
+        "--data",
+        str(tiny_data),
+        env={"TUMOR_SEARCH_TEST_PAUSE": "after-training:4"},
+    )
+    assert worker.stderr is not None
+    seen = []
+    for line in worker.stderr:
+        seen.append(line)
+        if "test pause at after-training" in line:
+            break
+    else:
+        pytest.fail("the worker never reached the pause: " + "".join(seen))
+    worker.send_signal(signum)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 128 + signum, "".join(seen) + err
+    trials = trials_of(storage, "window")
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value is not None
+    assert "history" in trials[0].user_attrs and "rss_mb" in trials[0].user_attrs
+    # Nothing failed, nothing queued again, and no second trial started.
+    assert [t.state for t in trials] == [TrialState.COMPLETE]
 
 
 def test_run_again_resumes_to_the_budget_without_restarting(
     tmp_path: Path, tiny_data: Path
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'r.db'}"
-    config = write_config(tmp_path / "c.yaml", trials=2, training={"epochs": 1})
+    # No pruner: every trial must complete (the median pruner may stop one, fairly).
+    config = write_config(
+        tmp_path / "c.yaml", trials=2, training={"epochs": 1}, pruner={"name": "none"}
+    )
     args = ("run", "--config", str(config), "--data", str(tiny_data), "--storage", storage)
     assert run_cli(*args).returncode == 0
     first = [(t.number, t.params) for t in trials_of(storage, "tiny")]
@@ -138,6 +187,7 @@ def test_a_worker_restarts_its_process_when_memory_grows(tmp_path: Path, tiny_da
         "memory",
         trials=5,
         training={"epochs": 1},
+        pruner={"name": "none"},
         worker={"max_memory_growth": 1e-6},
     )
     result = run_cli(

@@ -1,0 +1,76 @@
+"""The retry of failed trials, on a real Optuna storage: one function for the heartbeat
+(a dead worker) and for interrupts, which copies parameters only and counts every retry."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from search.optuna_compat import RETRY_OF_ATTR, enable_heartbeat, retry_trial
+from search.storage import open_storage
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    return optuna.create_study(study_name="r", storage=storage)
+
+
+def _failed(study: optuna.Study, **system_attrs: object) -> optuna.trial.FrozenTrial:
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.FAIL,
+            params={"lr": 0.01},
+            distributions={"lr": FloatDistribution(1e-4, 1.0, log=True)},
+            user_attrs={"fail_reason": "interrupted by SIGINT", "history": {"loss": [1.0]}},
+            system_attrs=system_attrs,
+        )
+    )
+    return study.trials[-1]
+
+
+def test_a_retry_inherits_the_parameters_and_a_link_only(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    failed = _failed(study, fixed_params={"lr": 0.01})
+    assert retry_trial(study, failed, max_retry=3)
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == {"lr": 0.01}
+    assert retry.user_attrs == {RETRY_OF_ATTR: failed.number}
+    assert retry.system_attrs == {"failed_trial": failed.number, "retry_history": [failed.number]}
+    # Optuna's own readers of the retry chain still work.
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+
+
+def test_max_retry_counts_every_retry_of_one_trial(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    first = _failed(study)
+    assert retry_trial(study, first, max_retry=2)
+    second = _failed(study, **study.trials[-1].system_attrs)  # the retry failed too
+    assert retry_trial(study, second, max_retry=2)
+    third = _failed(study, **study.trials[-1].system_attrs)
+    assert not retry_trial(study, third, max_retry=2)
+    assert study.trials[-1].number == third.number  # nothing queued
+    assert retry_trial(study, third, max_retry=None)
+
+
+def test_the_heartbeat_retries_a_stale_trial_through_the_same_function(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    enable_heartbeat(study._storage, interval=1, grace_period=1, max_retry=1)
+    trial = study.ask({"lr": FloatDistribution(1e-4, 1.0, log=True)})
+    trial.set_user_attr("history", {"loss": [2.0]})
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.2)
+    optuna.storages.fail_stale_trials(study)
+    stale, retry = study.trials
+    assert stale.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.params == stale.params and retry.user_attrs == {RETRY_OF_ATTR: stale.number}
+    # The retry is claimed, goes stale too, and is not retried again (max_retry 1).
+    claimed = study.ask()
+    assert claimed.number == retry.number
+    study._storage.record_heartbeat(claimed._trial_id)
+    time.sleep(2.2)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
