@@ -136,16 +136,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _stored_config(url: str, name: str) -> Any:
     """The config stored in study `name`, or None when there is no such study yet."""
     from search.storage import has_tables, open_storage
-    from search.study import study_config, study_exists
+    from search.study import load_study, study_config, study_exists
 
     if not has_tables(url):
         return None
     storage = open_storage(url)
     if not study_exists(storage, name):
         return None
-    import optuna
-
-    return study_config(optuna.load_study(study_name=name, storage=storage))
+    return study_config(load_study(name, storage))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -17,8 +17,9 @@ from data.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
 from search.optuna_compat import enable_heartbeat
+from search.pauses import pause
 from search.space import seed_trials
-from search.storage import open_storage, parse_url, resolve_url
+from search.storage import StudyLock, open_storage, parse_url, resolve_url
 from search.study_data import StudyData
 
 CONFIG_ATTR = "config"
@@ -102,11 +103,13 @@ def create_study(
         InputError: a study of that name exists with another config or data.
     """
     storage = open_storage(storage_url, create=True)
-    if study_exists(storage, name):
-        study = optuna.load_study(study_name=name, storage=storage)
-        _check_same(study, config, data)
-        return CreateResult(study, False, 0)
-    try:
+    # Under the study's lock, so that no other process sees the study before its config
+    # and fingerprint (readers of a study without them wait for this lock; see load_study).
+    with StudyLock(storage, name).hold():
+        if study_exists(storage, name):
+            study = optuna.load_study(study_name=name, storage=storage)
+            _check_same(study, config, data)
+            return CreateResult(study, False, 0)
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -114,26 +117,24 @@ def create_study(
             sampler=make_sampler(config),
             pruner=make_pruner(config),
         )
-    except optuna.exceptions.DuplicatedStudyError:
-        # Another process created it a moment ago.
-        study = optuna.load_study(study_name=name, storage=storage)
-        _check_same(study, config, data)
-        return CreateResult(study, False, 0)
-    try:
-        study.set_user_attr(CONFIG_ATTR, config.to_dict())
-        study.set_user_attr(FINGERPRINT_ATTR, data.fingerprint)
-        study.set_user_attr(COUNTS_ATTR, data.counts())
-        study.set_user_attr(CLASSES_ATTR, list(data.classes))
-        study.set_user_attr(BUDGET_ATTR, config.trials)
-        study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-        study.set_user_attr("versions", versions())
-        seeds = seed_trials(config.space, config.data.image_size)[: config.trials]
-        for params in seeds:
-            study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
-        _dashboard_labels(study, config)
-    except BaseException:
-        optuna.delete_study(study_name=name, storage=storage)  # never leave a half-made study
-        raise
+        try:
+            pause("study-row-written")
+            study.set_user_attr(CONFIG_ATTR, config.to_dict())
+            study.set_user_attr(FINGERPRINT_ATTR, data.fingerprint)
+            study.set_user_attr(COUNTS_ATTR, data.counts())
+            study.set_user_attr(CLASSES_ATTR, list(data.classes))
+            study.set_user_attr(BUDGET_ATTR, config.trials)
+            study.set_user_attr(
+                "created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            )
+            study.set_user_attr("versions", versions())
+            seeds = seed_trials(config.space, config.data.image_size)[: config.trials]
+            for params in seeds:
+                study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
+            _dashboard_labels(study, config)
+        except BaseException:
+            optuna.delete_study(study_name=name, storage=storage)  # never leave a half-made study
+            raise
     return CreateResult(study, True, len(seeds))
 
 
@@ -192,6 +193,9 @@ def load_study(name: str, storage: Any) -> optuna.Study:
         known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
         raise InputError(f"study {name!r} not found in {where}{known}")
     study = optuna.load_study(study_name=name, storage=storage)
+    if CONFIG_ATTR not in study.user_attrs:
+        with StudyLock(storage, name).hold():  # its creator may still be writing it
+            study = optuna.load_study(study_name=name, storage=storage)
     if CONFIG_ATTR not in study.user_attrs:
         raise InputError(f"study {name!r} was not made by tumor-search (no config attribute)")
     return study
