@@ -2,8 +2,10 @@
 
 ``official`` keeps the dataset's own test folder as the test split and splits ``Training/``
 into train and validation; ``pooled`` pools every image and draws train, validation and test
-itself. Both are stratified by class, deterministic for a seed, and keep every copy of a
-duplicated image (same sha256) in one split so nothing leaks between splits.
+itself. Both are stratified by class and deterministic for a seed. Under the ``exact``
+duplicate policy (the default) no image leaks between splits: ``pooled`` keeps every copy
+of a duplicated image (same sha256) in one split, and ``official`` also drops from the test
+split every Testing image that copies a Training image (`SplitManifest.dropped`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from data.errors import DataError
 
 SPLITS = ("train", "val", "test")
 POLICIES = ("official", "pooled")
+# exact: copies stay in one split, and official drops test images that copy a training
+# image; exact-train-val: copies are grouped within train and val only, test copies kept
+# (studies made before the policy was recorded); off: no grouping.
+DEDUP_POLICIES = ("exact", "exact-train-val", "off")
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,14 @@ class SplitPolicy:
             held out for validation.
         test_fraction: Fraction of all images held out for test (pooled only).
         seed: Seed of the shuffles.
+        dedup: Duplicate policy, one of `DEDUP_POLICIES`.
     """
 
     policy: str = "official"
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
+    dedup: str = "exact"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -50,6 +58,10 @@ class SplitPolicy:
             raise DataError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise DataError("val_fraction + test_fraction must be below 1")
+        if self.dedup not in DEDUP_POLICIES:
+            raise DataError(
+                f"unknown duplicate policy {self.dedup!r}; choose one of {', '.join(DEDUP_POLICIES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,14 @@ class ManifestEntry:
     label: str
     split: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class DroppedImage:
+    """A test image left out of every split because it copies a training image."""
+
+    path: str
+    copy_of: str
 
 
 @dataclass(frozen=True)
@@ -74,16 +94,17 @@ class SplitManifest:
     entries: tuple[ManifestEntry, ...]
     unreadable: tuple[str, ...] = ()
     duplicates: tuple[tuple[str, ...], ...] = ()
+    dropped: tuple[DroppedImage, ...] = ()
 
     @property
     def fingerprint(self) -> str:
-        payload = json.dumps(
-            {
-                "classes": list(self.classes),
-                "entries": [[e.path, e.label, e.split, e.sha256] for e in self.entries],
-            },
-            separators=(",", ":"),
-        )
+        content: dict = {
+            "classes": list(self.classes),
+            "entries": [[e.path, e.label, e.split, e.sha256] for e in self.entries],
+        }
+        if self.dropped:  # absent when nothing is dropped: older studies keep their fingerprint
+            content["dropped"] = [[d.path, d.copy_of] for d in self.dropped]
+        payload = json.dumps(content, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def split(self, name: str) -> tuple[ManifestEntry, ...]:
@@ -101,7 +122,9 @@ class SplitManifest:
     def cross_split_duplicates(self) -> list[list[str]]:
         """Duplicate groups whose copies sit in more than one split (leaks)."""
         split_of = {e.path: e.split for e in self.entries}
-        return [list(g) for g in self.duplicates if len({split_of[p] for p in g}) > 1]
+        return [
+            list(g) for g in self.duplicates if len({split_of[p] for p in g if p in split_of}) > 1
+        ]
 
     def to_dict(self) -> dict:
         return {
@@ -112,14 +135,16 @@ class SplitManifest:
             "entries": [asdict(e) for e in self.entries],
             "unreadable": list(self.unreadable),
             "duplicates": [list(g) for g in self.duplicates],
+            "dropped": [asdict(d) for d in self.dropped],
         }
 
 
-def _groups(records: list[ImageRecord]) -> list[list[ImageRecord]]:
-    """Records grouped by content hash, in a machine-independent order."""
+def _groups(records: list[ImageRecord], dedup: str) -> list[list[ImageRecord]]:
+    """Records grouped by content hash (each alone when `dedup` is off), in a
+    machine-independent order."""
     by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
     for r in records:
-        by_hash[r.sha256].append(r)
+        by_hash[r.path if dedup == "off" else r.sha256].append(r)
     groups = [sorted(g, key=lambda r: r.path) for g in by_hash.values()]
     return sorted(groups, key=lambda g: g[0].path)
 
@@ -158,6 +183,19 @@ def _assign(
     return assignment
 
 
+def _test_copies_of_training(records: list[ImageRecord]) -> list[DroppedImage]:
+    """Testing images whose bytes equal a Training image's (the first such, by path)."""
+    first_in_training: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: r.path):
+        if r.source != "Testing":
+            first_in_training.setdefault(r.sha256, r.path)
+    return [
+        DroppedImage(r.path, first_in_training[r.sha256])
+        for r in sorted(records, key=lambda r: r.path)
+        if r.source == "Testing" and r.sha256 in first_in_training
+    ]
+
+
 def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
     """Assign every readable image of `dataset` to train, val or test.
 
@@ -166,18 +204,25 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
     """
     rng = np.random.default_rng(policy.seed)
     records = list(dataset.images)
+    dropped: list[DroppedImage] = []
     if policy.policy == "official":
         if not dataset.has_official_test:
             raise DataError(
                 f"split 'official' needs Training/ and Testing/ folders, but {dataset.root} "
                 "has none; use split 'pooled'"
             )
-        assignment = {r.path: "test" for r in records if r.source == "Testing"}
         pool = [r for r in records if r.source != "Testing"]
-        assignment.update(_assign(_groups(pool), {"val": policy.val_fraction}, "train", rng))
+        if policy.dedup == "exact":
+            dropped = _test_copies_of_training(records)
+        gone = {d.path for d in dropped}
+        assignment = {
+            r.path: "test" for r in records if r.source == "Testing" and r.path not in gone
+        }
+        groups = _groups(pool, policy.dedup)
+        assignment.update(_assign(groups, {"val": policy.val_fraction}, "train", rng))
     else:
         assignment = _assign(
-            _groups(records),
+            _groups(records, policy.dedup),
             {"test": policy.test_fraction, "val": policy.val_fraction},
             "train",
             rng,
@@ -185,6 +230,7 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
     entries = tuple(
         ManifestEntry(r.path, r.label, assignment[r.path], r.sha256)
         for r in sorted(records, key=lambda r: r.path)
+        if r.path in assignment
     )
     manifest = SplitManifest(
         layout=dataset.layout,
@@ -193,6 +239,7 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
         entries=entries,
         unreadable=dataset.unreadable,
         duplicates=tuple(tuple(g) for g in dataset.duplicates()),
+        dropped=tuple(dropped),
     )
     counts = manifest.counts()
     for split in ("train", "val"):

@@ -99,10 +99,17 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     parse_url(url)
     data = prepare(config, args.data)
+    _warn_dropped(data)
     result = create_study(args.study or config.name, url, config, data)
     log_created(result, url)
     print(result.study.study_name)
     return 0
+
+
+def _warn_dropped(data: Any) -> None:
+    warning = data.dropped_warning()
+    if warning:
+        log(warning)
 
 
 _STARTED_AT = time.time()  # when this process started: --timeout counts from here
@@ -173,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     name = args.study or config.name
     data = prepare(config, args.data)
+    _warn_dropped(data)
     # Nothing is written to the storage until the data and the weights are known to be good.
     # Without --config the look above already told whether the study exists.
     exists = stored is not None or (

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from data.split import POLICIES
+from data.split import DEDUP_POLICIES, POLICIES
 from models.config import Augmentation
 from models.errors import WeightsError
 from models.registry import get_backbone
@@ -41,6 +41,7 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     image_size: int = 224
+    dedup: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,10 @@ class StudyConfig:
         d, t = self.data, self.training
         if d.split not in POLICIES:
             raise bad("data.split", f"unknown policy {d.split!r}; allowed: {', '.join(POLICIES)}")
+        if d.dedup not in DEDUP_POLICIES:
+            raise bad(
+                "data.dedup", f"unknown policy {d.dedup!r}; allowed: {', '.join(DEDUP_POLICIES)}"
+            )
         for key, value in (("val_fraction", d.val_fraction), ("test_fraction", d.test_fraction)):
             if not 0.0 < value < 1.0:
                 raise bad(f"data.{key}", f"must be between 0 and 1, got {value}")

@@ -9,6 +9,7 @@ import sys
 from data.discovery import scan
 from data.split import SplitManifest, SplitPolicy, make_manifest
 from data.synth import synthesize
+from search.errors import InputError
 
 
 def resolve_policy(name: str, has_official_test: bool) -> str:
@@ -35,12 +36,16 @@ def check_summary(manifest: SplitManifest, root: str, ignored: tuple[str, ...]) 
             "seed": manifest.policy.seed,
             "val_fraction": manifest.policy.val_fraction,
             "test_fraction": manifest.policy.test_fraction,
+            "dedup": manifest.policy.dedup,
         },
         "splits": counts,
         "unreadable": list(manifest.unreadable),
         "ignored": list(ignored),
         "duplicates": [list(g) for g in manifest.duplicates],
         "cross_split_duplicates": manifest.cross_split_duplicates(),
+        "dropped_test_duplicates": [
+            {"path": d.path, "copy_of": d.copy_of} for d in manifest.dropped
+        ],
         "fingerprint": manifest.fingerprint,
     }
 
@@ -55,10 +60,7 @@ def _print_text(summary: dict) -> None:
         f"images:      {summary['images']} readable, {len(summary['unreadable'])} unreadable, "
         f"{len(summary['ignored'])} non-image files ignored"
     )
-    extra = "" if policy["policy"] == "official" else f", test {policy['test_fraction']}"
-    print(
-        f"split:       {policy['policy']} (seed {policy['seed']}, val {policy['val_fraction']}{extra})"
-    )
+    print(f"split:       {_policy_text(policy)}")
     width = max(len(c) for c in classes + ["class"])
     print(f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6} {'total':>6}")
     splits = summary["splits"]
@@ -75,22 +77,67 @@ def _print_text(summary: dict) -> None:
     print(f"duplicates:  {len(dups)} groups of identical images" if dups else "duplicates:  none")
     for group in dups[:10]:
         print(f"  {' = '.join(group)}")
+    dropped = summary["dropped_test_duplicates"]
+    if dropped:
+        print(f"dropped:     {len(dropped)} test images copy a training image; left out of test")
+        for d in dropped[:10]:
+            print(f"  {d['path']} = {d['copy_of']}")
+        if len(dropped) > 10:
+            print(f"  ... and {len(dropped) - 10} more (see --json)")
     leaks = summary["cross_split_duplicates"]
     if leaks:
         print(f"warning:     {len(leaks)} duplicate groups span two splits (train/test leakage)")
     print(f"fingerprint: {summary['fingerprint']}")
+    if summary.get("config"):
+        print(f"             the fingerprint a study made from {summary['config']} records")
+    else:
+        print(
+            "             for this split only; a study's fingerprint depends on its config's "
+            "split settings (check it with --config)"
+        )
+
+
+def _policy_text(policy: dict) -> str:
+    extra = "" if policy["policy"] == "official" else f", test {policy['test_fraction']}"
+    return (
+        f"{policy['policy']} (seed {policy['seed']}, val {policy['val_fraction']}{extra}, "
+        f"duplicates {policy['dedup']})"
+    )
+
+
+def _split_policy(args: argparse.Namespace, has_official_test: bool) -> SplitPolicy:
+    """The split `data check` shows: the config's (as a study made from it splits), else the
+    flags' (defaults for the rest)."""
+    if args.config is None:
+        return SplitPolicy(
+            policy=resolve_policy(args.split or "auto", has_official_test),
+            val_fraction=0.15 if args.val_fraction is None else args.val_fraction,
+            test_fraction=0.15 if args.test_fraction is None else args.test_fraction,
+            seed=42 if args.seed is None else args.seed,
+        )
+    given = [
+        flag
+        for flag, value in (
+            ("--split", args.split),
+            ("--seed", args.seed),
+            ("--val-fraction", args.val_fraction),
+            ("--test-fraction", args.test_fraction),
+        )
+        if value is not None
+    ]
+    if given:
+        raise InputError(f"{given[0]} cannot be combined with --config (the config sets it)")
+    from search.config import load_config
+
+    d = load_config(args.config).data
+    return SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     dataset = scan(args.dir)
-    policy = SplitPolicy(
-        policy=resolve_policy(args.split, dataset.has_official_test),
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-    )
-    manifest = make_manifest(dataset, policy)
+    manifest = make_manifest(dataset, _split_policy(args, dataset.has_official_test))
     summary = check_summary(manifest, str(dataset.root), dataset.ignored)
+    summary["config"] = args.config
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -152,23 +199,27 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         help="summarise a dataset: layout, classes, split, unreadable files, duplicates",
         description=(
             "Find the dataset's layout and classes, verify every image, split it and print "
-            "counts per split and class, unreadable files, duplicate images and the "
-            "fingerprint that workers compare."
+            "counts per split and class, unreadable files, duplicate images (and the test "
+            "images left out because they copy a training image) and the split's fingerprint. "
+            "With --config the split is the config's, and the fingerprint is the one a study "
+            "made from that config records (the one its workers compare)."
         ),
     )
     check.add_argument("dir", help="dataset folder")
     check.add_argument(
+        "--config",
+        metavar="NAME|FILE",
+        help="split as this study config does: demo, kaggle or a YAML file",
+    )
+    check.add_argument(
         "--split",
         choices=("auto", "official", "pooled"),
-        default="auto",
         help="split policy (default auto: official when the dataset has Testing/, else pooled)",
     )
-    check.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    check.add_argument("--seed", type=int, help="split seed (default 42)")
+    check.add_argument("--val-fraction", type=float, help="validation share (default 0.15)")
     check.add_argument(
-        "--val-fraction", type=float, default=0.15, help="validation share (default 0.15)"
-    )
-    check.add_argument(
-        "--test-fraction", type=float, default=0.15, help="test share under pooled (default 0.15)"
+        "--test-fraction", type=float, help="test share under pooled (default 0.15)"
     )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=cmd_check)

@@ -25,6 +25,8 @@ from search.study_data import StudyData
 CONFIG_ATTR = "config"
 FINGERPRINT_ATTR = "data_fingerprint"
 COUNTS_ATTR = "data_counts"
+DROPPED_ATTR = "test_duplicates_dropped"
+LEGACY_DEDUP = "exact-train-val"  # the policy of studies whose stored config names none
 CLASSES_ATTR = "classes"
 BUDGET_ATTR = "trials"
 TRIAL_CONFIG_ATTR = "trial_config"
@@ -122,6 +124,7 @@ def create_study(
             study.set_user_attr(CONFIG_ATTR, config.to_dict())
             study.set_user_attr(FINGERPRINT_ATTR, data.fingerprint)
             study.set_user_attr(COUNTS_ATTR, data.counts())
+            study.set_user_attr(DROPPED_ATTR, len(data.manifest.dropped))
             study.set_user_attr(CLASSES_ATTR, list(data.classes))
             study.set_user_attr(BUDGET_ATTR, config.trials)
             study.set_user_attr(
@@ -166,7 +169,7 @@ def _check_same(study: optuna.Study, config: StudyConfig, data: StudyData) -> No
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         raise InputError(f"study {study.study_name!r} exists but was not made by tumor-search")
-    theirs = StudyConfig.from_dict(stored)
+    theirs = _stored_config(stored, f"study {study.study_name}")
     # The budget may change on resume and the data may live elsewhere; the rest must match.
     same = theirs.with_overrides(trials=config.trials, data_path=config.data.path)
     if same.to_dict() != config.to_dict():
@@ -202,7 +205,16 @@ def load_study(name: str, storage: Any) -> optuna.Study:
 
 
 def study_config(study: optuna.Study) -> StudyConfig:
-    return StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR], source=f"study {study.study_name}")
+    return _stored_config(study.user_attrs[CONFIG_ATTR], f"study {study.study_name}")
+
+
+def _stored_config(raw: dict[str, Any], source: str) -> StudyConfig:
+    """A config stored in a study. One without a duplicate policy was made before the policy
+    was recorded, and keeps the policy of that version, so its fingerprint still matches."""
+    data = raw.get("data") or {}
+    if "dedup" not in data:
+        raw = {**raw, "data": {**data, "dedup": LEGACY_DEDUP}}
+    return StudyConfig.from_dict(raw, source=source)
 
 
 def open_study(

@@ -32,6 +32,17 @@ class StudyData:
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
 
+    def dropped_warning(self) -> str | None:
+        """One line about test images left out because they copy training images."""
+        dropped = self.manifest.dropped
+        if not dropped:
+            return None
+        return (
+            f"warning: {len(dropped)} test image{'s' if len(dropped) != 1 else ''} of {self.root} "
+            "copy a training image and are left out of the test split "
+            "(tumor-search data check lists them)"
+        )
+
     def counts(self) -> dict[str, int]:
         return {
             split: sum(per_class.values()) for split, per_class in self.manifest.counts().items()
@@ -66,7 +77,7 @@ def prepare(config: StudyConfig, data_dir: str | os.PathLike[str] | None = None)
     root = Path(data_dir if data_dir is not None else config.data.path).expanduser()
     dataset = scan(root)
     d = config.data
-    policy = SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed)
+    policy = SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup)
     return StudyData(dataset.root, make_manifest(dataset, policy))
 
 

@@ -87,7 +87,7 @@ def test_pooled_keeps_duplicates_in_one_split(tmp_path: Path) -> None:
         manifest = make_manifest(dataset, SplitPolicy("pooled", 0.2, 0.2, seed=seed))
         assert manifest.cross_split_duplicates() == []
     official = make_manifest(dataset, SplitPolicy("official", seed=0))
-    assert len(official.cross_split_duplicates()) == 3  # reported: official keeps Testing as it is
+    assert official.cross_split_duplicates() == [] and len(official.dropped) == 3
 
 
 def test_official_needs_a_test_folder(tmp_path: Path) -> None:
@@ -108,3 +108,59 @@ def test_official_needs_a_test_folder(tmp_path: Path) -> None:
 def test_bad_policies_are_refused(kwargs: dict) -> None:
     with pytest.raises(DataError):
         SplitPolicy(**kwargs)
+
+
+def _with_a_test_copy(phantom_dir: Path, tmp_path: Path) -> tuple[Path, str, str]:
+    """A copy of the phantom set in which one Testing image copies a Training image."""
+    import shutil
+
+    root = tmp_path / "leaky"
+    shutil.copytree(phantom_dir, root)
+    source = sorted((root / "Training" / "glioma_tumor").iterdir())[0]
+    copy = root / "Testing" / "glioma_tumor" / "copied.jpg"
+    copy.write_bytes(source.read_bytes())
+    return root, str(copy.relative_to(root)), str(source.relative_to(root))
+
+
+def test_official_drops_test_images_that_copy_a_training_image(
+    phantom_dir: Path, tmp_path: Path
+) -> None:
+    root, copy, source = _with_a_test_copy(phantom_dir, tmp_path)
+    manifest = make_manifest(scan(root), SplitPolicy("official", val_fraction=0.25, seed=1))
+    assert [(d.path, d.copy_of) for d in manifest.dropped] == [(copy, source)]
+    assert copy not in {e.path for e in manifest.entries}
+    assert manifest.counts()["test"] == {c: 4 for c in manifest.classes}
+    assert manifest.cross_split_duplicates() == []
+
+
+def test_older_policies_keep_the_test_copy(phantom_dir: Path, tmp_path: Path) -> None:
+    """exact-train-val (studies made before the policy was recorded) and off keep it."""
+    root, copy, _ = _with_a_test_copy(phantom_dir, tmp_path)
+    for dedup in ("exact-train-val", "off"):
+        manifest = make_manifest(scan(root), SplitPolicy("official", 0.25, seed=1, dedup=dedup))
+        assert manifest.dropped == ()
+        assert copy in {e.path for e in manifest.split("test")}
+        assert manifest.cross_split_duplicates() != []
+
+
+def test_pooled_off_no_longer_keeps_copies_together(tmp_path: Path) -> None:
+    make_classes(tmp_path, ["a", "b"], 20)
+    for i in range(10):
+        (tmp_path / "a" / f"copy{i}.jpg").write_bytes((tmp_path / "a" / "img0.jpg").read_bytes())
+    split_of = {
+        dedup: {
+            e.path: e.split
+            for e in make_manifest(
+                scan(tmp_path), SplitPolicy("pooled", 0.3, 0.3, 4, dedup)
+            ).entries
+        }
+        for dedup in ("exact", "off")
+    }
+    group = ["a/img0.jpg"] + [f"a/copy{i}.jpg" for i in range(10)]
+    assert len({split_of["exact"][p] for p in group}) == 1
+    assert len({split_of["off"][p] for p in group}) > 1
+
+
+def test_an_unknown_duplicate_policy_is_refused() -> None:
+    with pytest.raises(DataError, match="duplicate policy"):
+        SplitPolicy(dedup="fuzzy")
