@@ -9,10 +9,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
-T = TypeVar("T")
 
 _quiet = os.environ.get("TUMOR_SEARCH_QUIET", "") not in ("", "0")
 
@@ -89,11 +85,3 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def track(items: Iterable[T], total: int, label: str) -> Iterator[T]:
-    """Iterate over `items`, showing a progress bar."""
-    with Progress(total, label) as bar:
-        for item in items:
-            yield item
-            bar.update()

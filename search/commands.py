@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from data.progress import is_quiet, log
-from search.errors import InputError
 
 
 def _positive_int(text: str) -> int:
@@ -204,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = report.exit_code
     else:
         log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")
-        code = launch(specs, name, url, args.data, None, args.timeout, quiet=is_quiet())
+        code = launch(specs, name, url, args.data, args.timeout, quiet=is_quiet())
 
     study, _ = open_study(name, url)
     print(f"\nTop trials of study {name!r} ({config.objective.metric}, validation split):")
@@ -507,5 +506,3 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.set_defaults(handler=cmd_dashboard)
 
-
-__all__ = ["InputError", "add_parsers"]

@@ -21,7 +21,7 @@ from models.errors import WeightsError
 from models.registry import get_backbone
 from models.weights import WeightsPolicy, parse_weights
 from search.errors import ConfigError
-from search.space import Fixed, SearchSpace
+from search.space import SearchSpace
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BUILTIN_CONFIGS = ("demo", "kaggle")
@@ -316,11 +316,6 @@ class StudyConfig:
         if data_path is not None:
             config = _replace(config, data=_replace(config.data, path=str(data_path)))
         return _replace(config, **{k: v for k, v in changes.items() if v is not None})
-
-    @property
-    def fixed_fine_tune(self) -> float | None:
-        param = self.space.get("fine_tune")
-        return param.value if isinstance(param, Fixed) else None
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

@@ -57,7 +57,6 @@ def launch(
     study: str,
     storage_url: str,
     data_dir: str | None,
-    trials: int | None,
     timeout: float | None,
     quiet: bool = False,
 ) -> int:
@@ -70,8 +69,6 @@ def launch(
     base = [sys.executable, "-m", "search", "worker", "--study", study, "--storage", storage_url]
     if data_dir:
         base += ["--data", str(data_dir)]
-    if trials is not None:
-        base += ["--trials", str(trials)]
     if timeout is not None:
         base += ["--timeout", str(timeout)]
     if quiet:

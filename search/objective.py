@@ -11,7 +11,6 @@ from typing import Any
 import optuna
 
 from data.progress import log
-from models.config import TrialConfig
 from search.config import StudyConfig
 from search.pauses import pause
 from search.space import suggest
@@ -70,7 +69,7 @@ class Objective:
             _record_partial(trial, recorder, time.perf_counter() - start)
             raise
         pause("after-training")
-        record_result(trial, trial_config, result, time.perf_counter() - start)
+        record_result(trial, result, time.perf_counter() - start)
         return result.best_value
 
 
@@ -88,7 +87,7 @@ def _record_partial(trial: optuna.Trial, recorder: EpochRecorder, wall: float) -
         pass
 
 
-def record_result(trial: Any, trial_config: TrialConfig, result: FitResult, wall: float) -> None:
+def record_result(trial: Any, result: FitResult, wall: float) -> None:
     """The trial's user attributes: history, size, timing and the best epoch's metrics."""
     trial.set_user_attr("history", result.history)
     trial.set_user_attr("epochs_run", result.epochs_run)

@@ -26,7 +26,6 @@ from optuna.trial import TrialState
 
 from data.progress import log
 from search.config import StudyConfig
-from search.errors import InputError
 from search.optuna_compat import retry_trial
 from search.storage import StudyLock, rdb
 from search.study import (
@@ -477,5 +476,3 @@ def _quiet_experimental() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         yield
 
-
-__all__ = ["InputError", "WorkerInterrupted", "run_worker", "claim_trial"]
