@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 DEMO_DATA ?= demo-data
 
 .PHONY: demo test lint bench clean
@@ -17,7 +18,12 @@ demo: $(STAMP)
 	@test -d $(DEMO_DATA) || $(BIN)/tumor-search data synth --out $(DEMO_DATA) --per-class 200 --size 64 --seed 0
 	$(BIN)/tumor-search run --config demo --data $(DEMO_DATA) --study demo --storage sqlite:///studies.db
 
-test: $(STAMP)
+# The tests also cover the gp sampler, so they install its extra (PyTorch, SciPy).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,gp]'
+	@touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -242,11 +242,14 @@ class StudyConfig:
                 "sampler.name",
                 f"unknown sampler {self.sampler.name!r}; allowed: {', '.join(SAMPLERS)}",
             )
-        if self.sampler.name == "gp" and importlib.util.find_spec("torch") is None:
-            raise bad(
-                "sampler.name",
-                "the 'gp' sampler needs PyTorch (pip install torch); use 'tpe' or 'random'",
-            )
+        if self.sampler.name == "gp":
+            missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise bad(
+                    "sampler.name",
+                    f"the 'gp' sampler needs {' and '.join(missing)}: pip install "
+                    "'tumor-search[gp]' (or -e '.[gp]' in a checkout); or use 'tpe' or 'random'",
+                )
         if self.sampler.n_startup_trials < 0:
             raise bad("sampler.n_startup_trials", "must not be negative")
         if self.pruner.name not in PRUNERS:

@@ -94,15 +94,41 @@ def test_non_mapping_config_is_refused(tmp_path: Path) -> None:
         load_config(str(path))
 
 
-def test_gp_sampler_needs_pytorch() -> None:
+def test_gp_sampler_without_its_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    raw = _with("sampler", {"name": "gp"})
-    if importlib.util.find_spec("torch") is None:
-        with pytest.raises(ConfigError, match="PyTorch"):
-            StudyConfig.from_dict(raw)
-    else:
-        assert StudyConfig.from_dict(raw).sampler.name == "gp"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"needs torch: pip install 'tumor-search\[gp\]'"):
+        StudyConfig.from_dict(_with("sampler", {"name": "gp"}))
+
+
+def test_gp_sampler_runs_a_study(tmp_path: Path, tiny_data: Path) -> None:
+    """The gp extra is installed by `make test`: Optuna's GPSampler draws the trials after
+    the first (n_startup_trials 1) of a real study."""
+    import optuna
+
+    from search.config import load_config
+    from search.study import make_sampler
+    from tests.conftest import run_cli
+    from tests.search.helpers import write_config
+
+    path = write_config(
+        tmp_path / "gp.yaml",
+        trials=3,
+        training={"epochs": 1},
+        sampler={"name": "gp", "seed": 0, "n_startup_trials": 1},
+        pruner={"name": "none"},
+    )
+    assert isinstance(make_sampler(load_config(str(path))), optuna.samplers.GPSampler)
+    storage = f"sqlite:///{tmp_path / 'gp.db'}"
+    result = run_cli("run", "--config", str(path), "--data", str(tiny_data), "--storage", storage)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert len({t.params["learning_rate"] for t in trials}) == 3
 
 
 def test_yaml_booleans_are_accepted_for_on_off_values(tmp_path: Path) -> None:
