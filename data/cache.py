@@ -2,18 +2,37 @@
 
 Writes are atomic (a temporary file in the same folder, then `os.replace`) and a per-entry
 file lock makes one process compute an entry while the others wait and then reuse it.
+Keys include a `code_hash` of the functions that produce an entry's bytes, so changed code
+misses instead of serving what the old code made.
+
+Layout: ``images/.../<split>.npz`` (one file per entry, `data.decode`) and
+``features/<key>/`` (one folder per entry, `search.feature_cache`); each entry has a
+``<file>.lock`` beside its data file (`search.cachecmd` lists and removes entries).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
+import hashlib
+import inspect
+import marshal
 import os
 import tempfile
-from collections.abc import Iterator
+import textwrap
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+
+IMAGES = "images"
+FEATURES = "features"
+FEATURES_FILE = "features.npz"
+_OWN_PACKAGES = frozenset({"data", "models", "search"})
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
 
 
 def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
@@ -27,17 +46,58 @@ def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(base) / "tumor-search"
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file of the cache entry whose data file is `path`."""
+    return path.with_name(path.name + ".lock")
+
+
+def _acquire(path: Path, wait: bool) -> IO[str] | None:
+    """Open and lock `path`'s lock file; None when `wait` is False and another holds it."""
+    lock = lock_path(path)
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(lock, "a+")  # noqa: SIM115 (returned to the caller, who closes it)
+        except FileNotFoundError:  # `cache clear` removed the folder between mkdir and open
+            continue
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return None
+        try:
+            held, named = os.fstat(handle.fileno()), os.stat(lock)
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # `cache clear` deleted the file we locked: lock the one now there
+
+
 @contextlib.contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock for the cache entry at `path` (blocks while another holds it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    handle = _acquire(path, wait=True)
+    assert handle is not None
+    with handle:
+        yield
+
+
+@contextlib.contextmanager
+def try_entry_lock(path: Path) -> Iterator[bool]:
+    """Lock the cache entry at `path` if no other process holds it; yields whether it did."""
+    handle = _acquire(path, wait=False)
+    if handle is None:
+        yield False
+        return
+    with handle:
+        yield True
+
+
+def touch(path: Path) -> None:
+    """Mark a cache entry as used now: `cache clear --older-than` goes by last use."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def default_mode() -> int:
@@ -95,3 +155,67 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
             return {name: npz[name] for name in npz.files}
     except (FileNotFoundError, OSError, ValueError, EOFError):
         return None
+
+
+def _normalised_source(function: Callable[..., Any]) -> bytes:
+    """The function's syntax tree without docstrings (its bytecode if the source is gone)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return marshal.dumps(function.__code__)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
+def _names_read(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, lambdas, comprehensions
+            names |= _names_read(const)
+    return names
+
+
+def _is_plain(value: object) -> bool:
+    if isinstance(value, tuple | frozenset):
+        return all(_is_plain(item) for item in value)
+    return isinstance(value, _PLAIN)
+
+
+def code_hash(*functions: Callable[..., Any]) -> str:
+    """A hash of the code that produces a cache entry's bytes.
+
+    Covers each function's source (comments, docstrings and layout do not count), the plain
+    constants it reads from its module (``BATCH = 64``) and, recursively, the functions of
+    this project (``data``, ``models``, ``search``) that it calls by global name.
+    """
+    digest = hashlib.sha256()
+    seen: set[Callable[..., Any]] = set()
+    pending = list(functions)
+    while pending:
+        function = inspect.unwrap(pending.pop(0))
+        if function in seen:
+            continue
+        seen.add(function)
+        digest.update(f"{function.__module__}.{function.__qualname__}\0".encode())
+        digest.update(_normalised_source(function))
+        namespace = getattr(function, "__globals__", {})
+        for name in sorted(_names_read(function.__code__)):
+            value = namespace.get(name)
+            if _is_plain(value) and name in namespace:
+                digest.update(f"\0{name}={value!r}".encode())
+                continue
+            value = inspect.unwrap(value) if callable(value) else value  # functools.cache
+            if isinstance(value, types.FunctionType) and (
+                value.__module__.split(".")[0] in _OWN_PACKAGES
+            ):
+                pending.append(value)
+    return digest.hexdigest()

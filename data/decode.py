@@ -1,12 +1,15 @@
 """Decoding images to uint8 RGB arrays, with a backbone-independent on-disk cache.
 
 Arrays hold raw 0-255 pixels: every backbone's preprocessing lives inside its model graph.
-The cache is keyed by the split manifest's fingerprint and the image size, so a changed
-dataset gets a new cache and a second load of the same split does not decode again.
+The cache is keyed by the split manifest's fingerprint, the image size and the decode
+pipeline (`pipeline_version`: Pillow, its JPEG library and the decoding code), so a changed
+dataset or decoder gets a new cache and a second load of the same split does not decode again.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.cache import atomic_save_arrays, cache_root, entry_lock, load_arrays
+from data.cache import (
+    IMAGES,
+    atomic_save_arrays,
+    cache_root,
+    code_hash,
+    entry_lock,
+    load_arrays,
+    touch,
+)
 from data.errors import DataError
 from data.progress import Progress
 from data.split import ManifestEntry, SplitManifest
@@ -70,12 +81,29 @@ class SplitArrays:
     seconds: float
 
 
+@functools.cache
+def pipeline_version() -> str:
+    """What decides the decoded bytes besides the files: Pillow, libjpeg and our code.
+
+    Computed once per process; the code part is `data.cache.code_hash` of the decoder.
+    """
+    import PIL
+    import PIL.features
+
+    parts = {
+        "pillow": PIL.__version__,
+        "libjpeg": PIL.features.version("jpg"),  # its IDCT and draft scaling decide JPEG pixels
+        "code": code_hash(decode_image, to_rgb, _decode_entries),
+    }
+    return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
+
+
 def cache_path(
     manifest: SplitManifest, split: str, size: int, cache_dir: str | None = None
 ) -> Path:
-    return (
-        cache_root(cache_dir) / "images" / manifest.fingerprint[:24] / f"{size}px" / f"{split}.npz"
-    )
+    """Where the decoded `split` of `manifest` at `size` pixels is cached."""
+    folder = cache_root(cache_dir) / IMAGES / manifest.fingerprint[:24] / pipeline_version()
+    return folder / f"{size}px" / f"{split}.npz"
 
 
 def _decode_entries(
@@ -113,6 +141,7 @@ def load_split(
     path = cache_path(manifest, split, size, cache_dir)
     cached = load_arrays(path)
     if cached is not None:
+        touch(path)
         return SplitArrays(cached["x"], cached["y"], True, time.perf_counter() - start)
     with entry_lock(path):
         cached = load_arrays(path)  # another process may have written it while we waited

@@ -31,7 +31,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search import datacmd
+    from search import cachecmd, datacmd
 
     common = _Parser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     datacmd.add_parsers(sub, common)
+    cachecmd.add_parsers(sub, common)
     for module in _command_modules():
         module.add_parsers(sub, common)
     return parser

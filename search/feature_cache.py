@@ -1,15 +1,25 @@
 """Backbone features computed once, for trials whose backbone is frozen.
 
 A frozen backbone without augmentation sees the same pixels every epoch of every trial, so
-its pooled features are the same too. They are computed once per (backbone, weights, input
-size, data fingerprint) and split, stored under the cache folder, and trials train only the
-head on them. One process computes an entry while the others wait for it and reuse it.
+its pooled features are the same too. They are computed once per key and split, stored under
+the cache folder, and trials train only the head on them. One process computes an entry
+while the others wait for it and reuse it.
+
+The key holds everything that decides the features: backbone and its registry record, the
+bytes of the weights file actually loaded (for ``imagenet``, the file Keras keeps under its
+home), input size, data fingerprint, Keras and backend versions, the dtype policy and a hash
+of the code that computes them (`code_version`). Weights that cannot be known by their bytes
+are never cached.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from data.cache import atomic_save_arrays, atomic_write_bytes, cache_root, entry_lock, load_arrays
+from data.cache import (
+    FEATURES,
+    FEATURES_FILE,
+    atomic_save_arrays,
+    atomic_write_bytes,
+    cache_root,
+    code_hash,
+    entry_lock,
+    load_arrays,
+    touch,
+)
 from data.progress import Progress, log
 from models.backend import keras_module
 from models.builder import build_backbone, build_preprocessing
-from models.registry import get_backbone
-from models.weights import WeightsPolicy
+from models.registry import Backbone, get_backbone
+from models.weights import WeightsPolicy, keras_models_dir
 
 BATCH = 64
 
@@ -36,22 +56,108 @@ class Features:
     seconds: float
 
 
-def cache_key(backbone: str, weights: WeightsPolicy, image_size: int, fingerprint: str) -> str:
+def keras_home() -> Path:
+    """Keras's home as Keras itself resolved it (at import, from ``$KERAS_HOME``)."""
+    try:
+        from keras.src.backend.config import keras_home as home
+    except ImportError:  # a Keras without this private accessor: read the variable ourselves
+        return keras_models_dir().parent
+    return Path(home())
+
+
+def imagenet_weights_file(record: Backbone, image_size: int) -> Path | None:
+    """The file Keras loads for ``weights: imagenet`` (None: the backbone has no such file)."""
+    filename = record.imagenet_filename(image_size)
+    if filename is None:
+        return None
+    home = keras_home()
+    if not os.access(home, os.W_OK):  # keras.utils.get_file then keeps its files here
+        home = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
+    return home / "models" / filename
+
+
+@functools.cache
+def _sha256(path: str, signature: tuple[int, ...]) -> str:
+    """The file's content hash; `signature` (its stat) makes a rewritten file hash again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    """The content hash of `path`, hashed once per process per version; None if missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return _sha256(str(path), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+def weights_identity(backbone: str, weights: WeightsPolicy, image_size: int) -> str | None:
+    """The bytes of the weights that `build_extractor` loads; None if they cannot be known."""
+    if weights.kind == "none":
+        return "none"
+    if weights.kind == "file":
+        assert weights.path is not None
+        digest = file_sha256(weights.path)
+    else:
+        path = imagenet_weights_file(get_backbone(backbone), image_size)
+        digest = file_sha256(path) if path is not None else None
+    return f"{weights.kind}:sha256:{digest}" if digest else None
+
+
+@functools.cache
+def _library_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the code that computes features (`data.cache.code_hash`), once per process."""
+    return code_hash(build_extractor, _compute, WeightsPolicy.load_into)
+
+
+def key_parts(
+    backbone: str, weights: WeightsPolicy, image_size: int, fingerprint: str
+) -> dict[str, Any] | None:
+    """What identifies an entry (also written to its ``meta.json``); None: do not cache."""
+    identity = weights_identity(backbone, weights, image_size)
+    if identity is None:
+        return None
     keras = keras_module()
-    identity = {
-        "backbone": backbone,
-        "weights": weights.identity(),
+    backend = keras.backend.backend()
+    return {
+        "backbone": get_backbone(backbone).to_dict(),
+        "weights": identity,
         "image_size": image_size,
         "data": fingerprint,
         "keras": keras.__version__,
-        "backend": keras.backend.backend(),
+        "backend": backend,
+        "backend_version": _library_version(backend),
         "dtype_policy": keras.mixed_precision.dtype_policy().name,
+        "code": code_version(),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cache_key(
+    backbone: str, weights: WeightsPolicy, image_size: int, fingerprint: str
+) -> str | None:
+    """The entry's key, or None when the weights cannot be known by their bytes."""
+    parts = key_parts(backbone, weights, image_size, fingerprint)
+    return None if parts is None else _digest(parts)
 
 
 def entry_dir(key: str, cache_dir: str | None = None) -> Path:
-    return cache_root(cache_dir) / "features" / key
+    return cache_root(cache_dir) / FEATURES / key
 
 
 def build_extractor(backbone: str, image_size: int, weights: WeightsPolicy) -> Any:
@@ -75,6 +181,23 @@ def _extract(extractor: Any, x: np.ndarray, label: str) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, extractor.output_shape[-1]), np.float32)
 
 
+def _compute(extractor: Any, backbone: str, x_train: np.ndarray, x_val: np.ndarray) -> dict:
+    """The arrays of one entry."""
+    log(
+        f"computing {backbone} features for {len(x_train) + len(x_val)} images (cached for later trials)"
+    )
+    return {
+        "train": _extract(extractor, x_train, f"{backbone} features (train)"),
+        "val": _extract(extractor, x_val, f"{backbone} features (val)"),
+        "extractor_params": np.asarray(extractor.count_params(), dtype=np.int64),
+    }
+
+
+def _features(arrays: dict, hit: bool, start: float) -> Features:
+    params = int(arrays["extractor_params"])
+    return Features(arrays["train"], arrays["val"], params, hit, time.perf_counter() - start)
+
+
 def get_features(
     backbone: str,
     weights: WeightsPolicy,
@@ -95,36 +218,41 @@ def get_features(
         cache_dir: Cache folder (default: see `data.cache.cache_root`).
     """
     start = time.perf_counter()
-    folder = entry_dir(cache_key(backbone, weights, image_size, fingerprint), cache_dir)
-    path = folder / "features.npz"
-    cached = load_arrays(path)
-    if cached is None:
-        with entry_lock(path):
-            cached = load_arrays(path)  # another process may have finished it meanwhile
-            if cached is None:
-                keras = keras_module()
-                extractor = build_extractor(backbone, image_size, weights)
-                log(
-                    f"computing {backbone} features for {len(x_train) + len(x_val)} images (cached for later trials)"
-                )
-                train = _extract(extractor, x_train, f"{backbone} features (train)")
-                val = _extract(extractor, x_val, f"{backbone} features (val)")
-                params = np.asarray(extractor.count_params(), dtype=np.int64)
-                atomic_save_arrays(path, train=train, val=val, extractor_params=params)
-                meta = {
-                    "backbone": backbone,
-                    "weights": str(weights),
-                    "image_size": image_size,
-                    "data": fingerprint,
-                }
+    keras = keras_module()
+    extractor = None
+    if weights_identity(backbone, weights, image_size) is None:
+        # Build first: Keras downloads the ImageNet file the key hashes (or says it cannot).
+        extractor = build_extractor(backbone, image_size, weights)
+    try:
+        while True:
+            parts = key_parts(backbone, weights, image_size, fingerprint)
+            if parts is None:  # the weights Keras loaded cannot be read: compute, never cache
+                log(f"{backbone} features not cached: the weights file Keras loaded is unreadable")
+                if extractor is None:
+                    extractor = build_extractor(backbone, image_size, weights)
+                return _features(_compute(extractor, backbone, x_train, x_val), False, start)
+            folder = entry_dir(_digest(parts), cache_dir)
+            path = folder / FEATURES_FILE
+            cached = load_arrays(path)
+            if cached is not None:
+                touch(path)
+                return _features(cached, True, start)
+            with entry_lock(path):
+                cached = load_arrays(path)  # another process may have finished it meanwhile
+                if cached is not None:
+                    return _features(cached, True, start)
+                if extractor is None:
+                    extractor = build_extractor(backbone, image_size, weights)
+                if key_parts(backbone, weights, image_size, fingerprint) != parts:
+                    extractor = None  # the weights file changed meanwhile: load it again, rekey
+                    keras.backend.clear_session()
+                    continue
+                arrays = _compute(extractor, backbone, x_train, x_val)
+                atomic_save_arrays(path, **arrays)
+                meta = {**parts, "weights_policy": str(weights)}
                 atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=2).encode())
-                del extractor
-                keras.backend.clear_session()
-                return Features(train, val, int(params), False, time.perf_counter() - start)
-    return Features(
-        cached["train"],
-        cached["val"],
-        int(cached["extractor_params"]),
-        True,
-        time.perf_counter() - start,
-    )
+                return _features(arrays, False, start)
+    finally:
+        if extractor is not None:
+            del extractor  # drop the last reference before Keras frees the graph
+            keras.backend.clear_session()
