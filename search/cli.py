@@ -31,7 +31,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search import cachecmd, datacmd
+    from search import cachecmd, commands, datacmd
 
     common = _Parser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
@@ -58,15 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     datacmd.add_parsers(sub, common)
     cachecmd.add_parsers(sub, common)
-    for module in _command_modules():
-        module.add_parsers(sub, common)
+    commands.add_parsers(sub, common)
     return parser
-
-
-def _command_modules() -> list:
-    from search import commands
-
-    return [commands]
 
 
 def _quiet_libraries() -> None:
