@@ -111,7 +111,9 @@ def _warn_dropped(data: Any) -> None:
         log(warning)
 
 
-_STARTED_AT = time.time()  # when this process started: --timeout counts from here
+# When this process started: a worker that restarts itself for memory counts --timeout
+# from here (its first process's start), not from its restart.
+_STARTED_AT = time.time()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -112,10 +112,36 @@ def test_input_below_minimum_is_refused() -> None:
         build_model(TrialConfig("xception", fine_tune=1.0), 4, 64, "none")
 
 
-def test_imagenet_offline_names_the_file_and_the_alternatives(tmp_path: Path) -> None:
+# A closed loopback port: every download through this "proxy" is refused at once, and no
+# connection leaves the machine (the tests must hold with network access too).
+UNREACHABLE_PROXY = "http://127.0.0.1:9"
+
+
+def block_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send urllib (what keras' get_file downloads with) to a proxy that refuses.
+
+    urllib builds its global opener, and reads the proxy variables, on its first request:
+    dropping it makes the next request see these variables.
+    """
+    import urllib.request
+
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, UNREACHABLE_PROXY)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "")  # an empty value removes any bypass list
+    monkeypatch.setattr(urllib.request, "_opener", None)
+
+
+def test_imagenet_offline_names_the_file_and_the_alternatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights that cannot be downloaded: one line naming the file Keras looks for, where,
+    and the two other weights options."""
+    block_downloads(monkeypatch)
     with pytest.raises(WeightsError) as info:
         build_model(TrialConfig("mobilenet_v3_small"), 4, 64, "imagenet")
     message = str(info.value)
+    assert "refused" in message  # it tried to download, and only the loopback proxy answered
     assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in message
     assert "keras-home" in message  # $KERAS_HOME/models, set by the test fixture
     assert "'none'" in message and "weights.h5" in message

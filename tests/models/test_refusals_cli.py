@@ -53,9 +53,24 @@ def test_study_create_refuses_bad_model_settings(
     assert not db.exists()
 
 
+# Downloads go to a closed loopback port (urllib, which keras' get_file uses, honours these
+# variables): the ImageNet weights are unavailable whether or not this machine is online,
+# and no connection leaves it.
+NO_DOWNLOADS = {
+    **{
+        name: "http://127.0.0.1:9"
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+    },
+    "no_proxy": "",
+    "NO_PROXY": "",
+}
+
+
 def test_run_with_offline_imagenet_stops_before_creating_a_study(
     tmp_path: Path, phantom_dir: Path
 ) -> None:
+    """ImageNet weights that cannot be downloaded stop `run` with one line naming the file
+    and the alternatives, before any study (or database) exists."""
     config = write_config(
         tmp_path / "c.yaml",
         weights="imagenet",
@@ -63,9 +78,18 @@ def test_run_with_offline_imagenet_stops_before_creating_a_study(
     )
     db = tmp_path / "s.db"
     result = run_cli(
-        "run", "--config", str(config), "--data", str(phantom_dir), "--storage", f"sqlite:///{db}"
+        "run",
+        "--config",
+        str(config),
+        "--data",
+        str(phantom_dir),
+        "--storage",
+        f"sqlite:///{db}",
+        env=NO_DOWNLOADS,
     )
-    assert_bad_input(result, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "'none'")
+    assert_bad_input(
+        result, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "'none'", "refused"
+    )
     import optuna
 
     assert not db.exists() or optuna.get_all_study_names(f"sqlite:///{db}") == []

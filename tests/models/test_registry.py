@@ -67,13 +67,18 @@ def test_in_graph_preprocessing_equals_the_modules_preprocess_input(name: str) -
 def test_imagenet_file_name_is_the_one_keras_asks_for(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The file name our error message gives is the one Keras asks `get_file` for.
+
+    `get_file` is replaced by one that records the name and fails, so no download is tried
+    whether or not the machine is online (Keras' applications all call it through the
+    `file_utils` module, so the replacement sees every request)."""
     from keras.src.utils import file_utils
 
     asked: list[str] = []
 
     def fake_get_file(fname: str | None = None, origin: str | None = None, **kwargs: object) -> str:
         asked.append(fname or "")
-        raise RuntimeError("offline")
+        raise RuntimeError("download refused by the test")
 
     monkeypatch.setattr(file_utils, "get_file", fake_get_file)
     record = get_backbone(name)

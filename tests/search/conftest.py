@@ -33,7 +33,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> TinyStudy:
     """A finished 3-trial study, run once through the CLI as a user would."""
     root = tmp_path_factory.mktemp("tinystudy")
-    config = write_config(root / "tiny.yaml")
+    # No pruner: tests of this study expect every trial to complete.
+    config = write_config(root / "tiny.yaml", pruner={"name": "none"})
     storage = f"sqlite:///{root / 'studies.db'}"
     result = run_cli(
         "run",

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
+import pytest
 
-from tests.conftest import ROOT, assert_bad_input, run_cli
+from tests.conftest import ROOT, assert_bad_input, run_cli, start_cli
 from tests.search.conftest import TinyStudy
+from tests.search.helpers import wait_for
 
 
 def _free_port() -> int:
@@ -22,9 +26,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Straight to the loopback server: a proxy set in the environment must not carry the request.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _get(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with _DIRECT.open(url, timeout=10) as response:
         return json.loads(response.read())
+
+
+def _decode_address(hex_address: str) -> tuple[str, int]:
+    """`0100007F:1F90` from /proc/net/tcp{,6} -> ("127.0.0.1", 8080).
+
+    The address is printed as 32-bit words in host byte order, the port as a big number."""
+    host, port = hex_address.split(":")
+    words = [int(host[i : i + 8], 16) for i in range(0, len(host), 8)]
+    packed = b"".join(struct.pack("=I", word) for word in words)
+    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, packed), int(port, 16)
+
+
+def _listening_addresses(pid: int) -> list[tuple[str, int]]:
+    """The local addresses of the TCP sockets that process `pid` listens on, read from
+    /proc (its fd links name socket inodes; /proc/net/tcp{,6} map inodes to addresses)."""
+    inodes: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                found.append(_decode_address(local))
+    return found
 
 
 def test_dashboard_serves_the_study_and_its_learning_curves(tiny_study: TinyStudy) -> None:
@@ -90,3 +132,29 @@ def test_dashboard_refuses_a_missing_database_and_a_busy_port(tmp_path) -> None:
         assert_bad_input(
             run_cli("dashboard", "--storage", f"sqlite:///{db}", "--port", str(port)), "in use"
         )
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_dashboard_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
+    """Without --host the dashboard's listening socket is bound to 127.0.0.1 (not 0.0.0.0 or
+    ::), as the kernel reports it: the study is not served to the network."""
+    db = tmp_path / "s.db"
+    optuna.create_study(study_name="bare", storage=f"sqlite:///{db}")
+    port = _free_port()
+    proc = start_cli("dashboard", "--storage", f"sqlite:///{db}", "--port", str(port))
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            return bool(_listening_addresses(proc.pid))
+
+        wait_for(listening, timeout=60, what="the dashboard to listen")
+        assert _listening_addresses(proc.pid) == [("127.0.0.1", port)]
+        # That socket is the dashboard's (reached on loopback only).
+        names = [
+            s["study_name"] for s in _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        ]
+        assert names == ["bare"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

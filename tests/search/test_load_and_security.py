@@ -16,6 +16,9 @@ from search.cli import build_parser
 from tests.conftest import ROOT, run_cli, start_cli
 from tests.search.helpers import create_tiny_study, trials_of
 
+# Straight to the loopback server: a proxy set in the environment must not carry the request.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -32,6 +35,7 @@ def test_four_sqlite_workers_while_the_dashboard_reads(tmp_path: Path, tiny_data
         "busy",
         trials=8,
         training={"epochs": 1, "early_stopping_patience": 0},
+        pruner={"name": "none"},  # all 8 must complete, whatever the median pruner would say
     )
     port = _free_port()
     dashboard = start_cli("dashboard", "--storage", storage, "--port", str(port))
@@ -44,7 +48,7 @@ def test_four_sqlite_workers_while_the_dashboard_reads(tmp_path: Path, tiny_data
         study_id = optuna.load_study(study_name="busy", storage=storage)._study_id
         while any(w.poll() is None for w in workers):
             try:
-                with urllib.request.urlopen(
+                with _DIRECT.open(
                     f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10
                 ) as r:
                     json.loads(r.read())

@@ -15,7 +15,10 @@ from tests.search.helpers import write_config
 
 def test_every_command_works_on_postgres(tmp_path: Path, tiny_data: Path, pg_url: str) -> None:
     name = f"pg-{time.time_ns()}"
-    config = write_config(tmp_path / "c.yaml", trials=2, training={"epochs": 2})
+    # No pruner: both trials must complete (the median pruner could stop the second).
+    config = write_config(
+        tmp_path / "c.yaml", trials=2, training={"epochs": 2}, pruner={"name": "none"}
+    )
     storage = ("--storage", pg_url)
     try:
         created = run_cli(
@@ -82,7 +85,9 @@ def test_dashboard_serves_a_postgres_storage(tmp_path: Path, tiny_data: Path, pg
 
         def listed() -> bool:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                # Straight to the loopback server, never through a proxy from the environment.
+                direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with direct.open(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
                     found[:] = [s["study_name"] for s in json.loads(r.read())["study_summaries"]]
                     return True
             except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ from tests.search.helpers import (
     write_config,
 )
 
-ONE_EPOCH = {"training": {"epochs": 1, "early_stopping_patience": 0}}
+# One epoch, and no pruner: these tests count COMPLETE trials, which must not depend on
+# whether the median pruner happens to stop one.
+ONE_EPOCH = {"training": {"epochs": 1, "early_stopping_patience": 0}, "pruner": {"name": "none"}}
 
 
 def _assert_budget_met_exactly(storage: str, name: str, budget: int) -> None:
@@ -127,3 +130,42 @@ def test_one_prefixed_worker_per_gpu_all_stopped_by_ctrl_c(tmp_path: Path, tiny_
 @pytest.mark.parametrize("bad", ["0,,x", "1,1"])
 def test_bad_gpu_lists_are_refused(bad: str) -> None:
     assert_bad_input(run_cli("run", "--gpus", bad), "--gpus")
+
+
+def test_worker_timeout_stops_starting_trials(tmp_path: Path, tiny_data: Path) -> None:
+    """`worker --timeout S` starts no trial once S seconds have passed: with a budget far
+    beyond what fits, it stops early, lets the running trial finish, and no trial starts
+    later than S seconds after the process was launched (plus slack for its start-up)."""
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    # 15 s: room for the first trial to start on a busy machine (3-4 s here when idle). The
+    # slack covers the worker's own start-up before it starts counting, and a claim.
+    budget, timeout, slack = 50, 15.0, 6.0
+    create_tiny_study(
+        tmp_path,
+        tiny_data,
+        storage,
+        "timed",
+        trials=budget,
+        training={"epochs": 2, "early_stopping_patience": 0},
+        pruner={"name": "none"},
+    )
+    launched = dt.datetime.now()  # Optuna stamps trials with naive local time, as here
+    result = run_cli(
+        "worker",
+        "--study",
+        "timed",
+        "--storage",
+        storage,
+        "--data",
+        str(tiny_data),
+        "--timeout",
+        str(timeout),
+        timeout=timeout + 240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "timeout" in result.stderr
+    trials = trials_of(storage, "timed")
+    assert 1 <= len(trials) < budget
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    latest_start = max(t.datetime_start for t in trials)
+    assert latest_start <= launched + dt.timedelta(seconds=timeout + slack), latest_start - launched
