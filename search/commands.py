@@ -119,8 +119,9 @@ _STARTED_AT = time.time()
 def cmd_worker(args: argparse.Namespace) -> int:
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    from search.restart import RestartState, restart_process
     from search.storage import resolve_url
-    from search.worker import RestartState, restart_process, restart_state, run_worker
+    from search.worker import restart_state, run_worker
 
     restarted = RestartState.take_from_environment()
     report = run_worker(
@@ -157,17 +158,12 @@ def _stored_config(url: str, name: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from search.config import load_config
     from search.launcher import launch, parse_gpus, worker_specs
+    from search.restart import RestartState, restart_process
     from search.status import dashboard_commands, top_trials_table
     from search.storage import has_tables, open_storage, parse_url, resolve_url
     from search.study import BUDGET_ATTR, create_study, log_created, open_study, study_exists
     from search.study_data import prepare
-    from search.worker import (
-        RestartState,
-        ensure_weights,
-        restart_process,
-        restart_state,
-        run_worker,
-    )
+    from search.worker import ensure_weights, restart_state, run_worker
 
     restarted = RestartState.take_from_environment()
     gpus = parse_gpus(args.gpus) if args.gpus else None

@@ -1,14 +1,51 @@
-"""What the service relies on in Optuna beyond its plain study API: the retry of failed
-trials, shared by the heartbeat (a killed worker) and by interrupts (Ctrl-C, SIGTERM)."""
+"""Everything the service relies on in Optuna beyond its plain study API, in one place.
+
+That is: the storage under a study (`study._storage`) and under Optuna's caching wrapper
+(`_backend`), a trial's storage id (`trial._trial_id`), the heartbeat attributes set on an
+open RDBStorage, the heartbeat thread, failing stale trials, telling results without
+Optuna's experimental warnings, and the retry of failed trials (shared by the heartbeat and
+by interrupts). `tests/search/test_optuna_compat.py` pins the behaviour relied on: when an
+Optuna release changes any of it, this file and those tests say so.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 RETRY_OF_ATTR = "retry_of"  # user attribute: the number of the failed attempt a retry replaces
+FAIL_REASON_ATTR = "fail_reason"
+
+
+def storage_of(study: optuna.Study) -> Any:
+    """The storage a study was loaded with (Optuna's caching wrapper around an RDBStorage)."""
+    return study._storage
+
+
+def rdb(storage: Any) -> Any:
+    """The RDBStorage under Optuna's caching wrapper (`study._storage`)."""
+    return getattr(storage, "_backend", storage)
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """A trial's id in its storage (not its number in the study)."""
+    return trial._trial_id
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning (the heartbeat API is marked experimental)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # We run the heartbeat ourselves around ask/tell, as Study.optimize does.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
 
 
 def retry_trial(study: optuna.Study, failed: FrozenTrial, max_retry: int | None) -> bool:
@@ -47,6 +84,11 @@ def retry_trial(study: optuna.Study, failed: FrozenTrial, max_retry: int | None)
     return True
 
 
+def retry_later(study: optuna.Study, trial: optuna.Trial, max_retry: int | None) -> bool:
+    """`retry_trial` for a trial this process has just failed."""
+    return retry_trial(study, storage_of(study).get_trial(trial_id(trial)), max_retry)
+
+
 class RetryStaleTrial:
     """The heartbeat's callback for a stale trial (its worker died): `retry_trial`."""
 
@@ -62,9 +104,69 @@ def enable_heartbeat(storage: Any, interval: int, grace_period: int, max_retry: 
     ``heartbeat_interval``, ``grace_period`` and ``heartbeat_stale_trial_callback`` set), so
     that the study config read from the storage can decide them without a second connection.
     """
-    from search.storage import rdb
-
     backend = rdb(storage)
     backend.heartbeat_interval = interval
     backend.grace_period = grace_period
     backend.heartbeat_stale_trial_callback = RetryStaleTrial(max_retry)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the trials whose worker stopped beating, and queue them again."""
+    with quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat every `interval` seconds from a thread."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: int) -> None:
+        self._storage, self._trial_id, self._interval = storage_of(study), trial_id(trial), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # A missed beat (a busy database) is retried at the next interval.
+            with contextlib.suppress(Exception):
+                self._storage.record_heartbeat(self._trial_id)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def reset_session(study: optuna.Study) -> None:
+    """Start the storage from a clean session: an interrupt may have cut a call short."""
+    rdb(storage_of(study)).remove_session()
+
+
+def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Record why a trial failed and tell it failed."""
+    trial.set_user_attr(FAIL_REASON_ATTR, reason)
+    with quiet_experimental():
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def tell(
+    study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None, reason: str
+) -> None:
+    """Tell a trial's outcome: its value, that it was pruned, or why it failed."""
+    if state == TrialState.FAIL:
+        fail_trial(study, trial, reason)
+        return
+    with quiet_experimental():
+        if state == TrialState.PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """A new trial (a queued one first), without the heartbeat's experimental warning."""
+    with quiet_experimental():
+        return study.ask()

@@ -9,7 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.study import FAIL_REASON_ATTR, budget, budget_used, describe_storage, open_study
+from search.optuna_compat import FAIL_REASON_ATTR
+from search.study import budget, budget_used, describe_storage, open_study
 
 
 def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:

@@ -30,7 +30,6 @@ LEGACY_DEDUP = "exact-train-val"  # the policy of studies whose stored config na
 CLASSES_ATTR = "classes"
 BUDGET_ATTR = "trials"
 TRIAL_CONFIG_ATTR = "trial_config"
-FAIL_REASON_ATTR = "fail_reason"
 
 
 def versions() -> dict[str, str]:

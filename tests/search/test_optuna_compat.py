@@ -74,3 +74,48 @@ def test_the_heartbeat_retries_a_stale_trial_through_the_same_function(tmp_path:
     time.sleep(2.2)
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_the_private_attributes_relied_on(tmp_path: Path) -> None:
+    """`study._storage` wraps an RDBStorage (`_backend`) and `trial._trial_id` is the id
+    the storage knows the trial by."""
+    from search.optuna_compat import rdb, storage_of, trial_id
+
+    study = _study(tmp_path)
+    assert isinstance(rdb(storage_of(study)), optuna.storages.RDBStorage)
+    trial = study.ask()
+    assert storage_of(study).get_trial(trial_id(trial)).number == trial.number
+    assert hasattr(rdb(storage_of(study)), "remove_session")
+
+
+def test_heartbeat_thread_records_beats_that_keep_a_trial_fresh(tmp_path: Path) -> None:
+    from search.optuna_compat import Heartbeat, fail_stale_trials
+
+    study = _study(tmp_path)
+    enable_heartbeat(study._storage, interval=1, grace_period=2, max_retry=1)
+    trial = study.ask()
+    with Heartbeat(study, trial, interval=1):
+        time.sleep(3.5)  # past the grace period: only the beats keep it alive
+        fail_stale_trials(study)
+        assert study.trials[0].state == TrialState.RUNNING
+    time.sleep(3.5)
+    fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_tell_fail_and_ask_raise_no_experimental_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    from search.optuna_compat import FAIL_REASON_ATTR, ask, fail_trial, tell
+
+    study = _study(tmp_path)
+    enable_heartbeat(study._storage, interval=1, grace_period=3, max_retry=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first, second, third = ask(study), ask(study), ask(study)
+        tell(study, first, TrialState.COMPLETE, 0.5, "")
+        tell(study, second, TrialState.PRUNED, None, "")
+        fail_trial(study, third, "why")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert study.trials[2].user_attrs[FAIL_REASON_ATTR] == "why"
