@@ -52,6 +52,53 @@ def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> N
             out.flush()
 
 
+def _worker_command(
+    study: str, storage_url: str, data_dir: str | None, timeout: float | None, quiet: bool
+) -> list[str]:
+    base = [sys.executable, "-m", "search", "worker", "--study", study, "--storage", storage_url]
+    if data_dir:
+        base += ["--data", str(data_dir)]
+    if timeout is not None:
+        base += ["--timeout", str(timeout)]
+    if quiet:
+        base.append("--quiet")
+    return base
+
+
+def _start_worker(
+    spec: WorkerSpec, command: list[str], lock: threading.Lock
+) -> tuple[subprocess.Popen[str], threading.Thread]:
+    """Start one worker process and the thread that prefixes its output lines."""
+    env = dict(os.environ)
+    if spec.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = spec.gpu
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # Ctrl-C reaches the children through us, once
+    )
+    assert proc.stdout is not None
+    pump = threading.Thread(
+        target=_pump, args=(proc.stdout, spec.label, sys.stderr, lock), daemon=True
+    )
+    pump.start()
+    return proc, pump
+
+
+def _wait_all(procs: list[tuple[WorkerSpec, subprocess.Popen[str]]]) -> dict[str, int]:
+    codes: dict[str, int] = {}
+    while len(codes) < len(procs):
+        for spec, proc in procs:
+            if spec.label not in codes and proc.poll() is not None:
+                codes[spec.label] = proc.returncode
+        time.sleep(0.2)
+    return codes
+
+
 def launch(
     specs: list[WorkerSpec],
     study: str,
@@ -66,13 +113,7 @@ def launch(
         0 when every worker exited 0; else the first non-zero exit code (130/143 when
         interrupted).
     """
-    base = [sys.executable, "-m", "search", "worker", "--study", study, "--storage", storage_url]
-    if data_dir:
-        base += ["--data", str(data_dir)]
-    if timeout is not None:
-        base += ["--timeout", str(timeout)]
-    if quiet:
-        base.append("--quiet")
+    command = _worker_command(study, storage_url, data_dir, timeout, quiet)
     procs: list[tuple[WorkerSpec, subprocess.Popen[str]]] = []
     lock = threading.Lock()
     pumps: list[threading.Thread] = []
@@ -87,31 +128,10 @@ def launch(
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for spec in specs:
-            env = dict(os.environ)
-            if spec.gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = spec.gpu
-            proc = subprocess.Popen(
-                base,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,  # Ctrl-C reaches the children through us, once
-            )
+            proc, pump = _start_worker(spec, command, lock)
             procs.append((spec, proc))
-            assert proc.stdout is not None
-            pump = threading.Thread(
-                target=_pump, args=(proc.stdout, spec.label, sys.stderr, lock), daemon=True
-            )
-            pump.start()
             pumps.append(pump)
-        codes = {}
-        while len(codes) < len(procs):
-            for spec, proc in procs:
-                if spec.label not in codes and proc.poll() is not None:
-                    codes[spec.label] = proc.returncode
-            time.sleep(0.2)
+        codes = _wait_all(procs)
         for pump in pumps:
             pump.join(timeout=5)
     finally:
