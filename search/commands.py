@@ -311,7 +311,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from search.outputs import check_writable_file
-    from search.report import write_report
+    from search.results.report import write_report
 
     out = check_writable_file(args.out)
     summary = write_report(args.study, args.storage, out)

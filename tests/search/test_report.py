@@ -242,7 +242,7 @@ def test_report_of_a_one_trial_study_has_placeholders(tmp_path: Path) -> None:
 
 
 def test_report_of_an_empty_study_is_all_placeholders(tmp_path: Path) -> None:
-    from search.report import write_report
+    from search.results.report import write_report
 
     storage = make_study(tmp_path / "empty.db", completed=0)
     out = tmp_path / "report.html"

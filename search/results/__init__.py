@@ -1,0 +1,1 @@
+"""What a study produces: exports, the retrained and tested model, predictions, reports and status."""

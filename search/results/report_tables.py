@@ -1,0 +1,130 @@
+"""The report's HTML text: the header, the best trial, the study config and the held-out
+test summary, with the small table helpers they share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from search.results.report_data import ReportData, duration_of
+from search.study import BUDGET_ATTR, CONFIG_ATTR, TRIAL_CONFIG_ATTR
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}" if math.isfinite(value) else str(value)
+        return f'<td class="num">{text}</td>'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f'<td class="num">{value}</td>'
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _describe_range(value: Any) -> str:
+    """A search-space entry as a person writes it: ``1e-4..1e-2 (log)``, ``64 | 128``."""
+    if isinstance(value, dict):
+        text = f"{value.get('low')}..{value.get('high')}"
+        if value.get("step"):
+            text += f" step {value['step']}"
+        return text + (" (log)" if value.get("log") else "")
+    if isinstance(value, list):
+        return " | ".join(str(v) for v in value)
+    return str(value)
+
+
+def header_html(data: ReportData, storage: str) -> str:
+    """Study name, storage, objective and trial counts by state."""
+    study, config = data.study, data.config
+    counts: dict[str, int] = {}
+    for t in data.trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    by_state = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none yet"
+    budget = study.user_attrs.get(BUDGET_ATTR, config.trials)
+    now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return (
+        f"<h1>Study {html.escape(study.study_name)}</h1>\n"
+        f'<p class="meta">{html.escape(storage)} &middot; report written {now}</p>\n'
+        f"<p>Objective: <b>{html.escape(data.metric)}</b> on the validation split "
+        f"({html.escape(config.objective.direction)}). Trials: {len(data.trials)} of a budget "
+        f"of {budget} ({by_state}).</p>"
+    )
+
+
+def best_trial_html(data: ReportData) -> str:
+    """The best trial's value, duration and configuration (its recorded TrialConfig)."""
+    try:
+        best = data.study.best_trial
+    except ValueError:
+        return "<h2>Best trial</h2>\n<p>No completed trial yet.</p>"
+    trial_config = best.user_attrs.get(TRIAL_CONFIG_ATTR) or best.params
+    seconds = duration_of(best)
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    return (
+        f"<h2>Best trial</h2>\n<p>Trial {best.number}: {html.escape(data.metric)} "
+        f"<b>{best.value:.4f}</b>{took}.</p>\n"
+        + _table(("parameter", "value"), sorted(trial_config.items()))
+    )
+
+
+def config_html(data: ReportData) -> str:
+    """A summary of the study config, with the whole config folded away below it."""
+    config = data.config
+    space = "; ".join(f"{n} {_describe_range(p.to_yaml())}" for n, p in config.space.params)
+    rows = [
+        ("backbones", ", ".join(config.space.backbones)),
+        ("search space", space),
+        (
+            "data",
+            f"{config.data.split} split, seed {config.data.seed}, {config.data.image_size} px",
+        ),
+        (
+            "training",
+            f"up to {config.training.epochs} epochs, early stopping patience "
+            f"{config.training.early_stopping_patience}",
+        ),
+        ("weights", config.weights),
+        ("sampler / pruner", f"{config.sampler.name} / {config.pruner.name}"),
+    ]
+    full = yaml.safe_dump(data.study.user_attrs.get(CONFIG_ATTR, {}), sort_keys=False)
+    return (
+        "<h2>Study config</h2>\n"
+        + _table(("setting", "value"), rows)
+        + f"\n<details><summary>full config</summary><pre>{html.escape(full)}</pre></details>"
+    )
+
+
+def held_out_html(result: dict[str, Any]) -> str:
+    """The train-best summary line and per-class metrics table."""
+    test = result.get("test") or {}
+    spread = ""
+    if result.get("test_accuracy_std"):
+        spread = (
+            f" (mean {result.get('test_accuracy_mean', 0):.4f} "
+            f"&plusmn; {result['test_accuracy_std']:.4f} over seeds)"
+        )
+    rows = [
+        (name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support"))
+        for name, m in (test.get("per_class") or {}).items()
+    ]
+    macro = test.get("macro_f1")
+    return (
+        "<h2>Held-out test (train-best)</h2>\n"
+        f"<p>Trial {html.escape(str(result.get('trial')))} retrained and evaluated once on "
+        f"{html.escape(str(result.get('test_images', '?')))} test images: accuracy "
+        f"<b>{test.get('accuracy', float('nan')):.4f}</b>{spread}"
+        + (f", macro F1 <b>{macro:.4f}</b>" if isinstance(macro, int | float) else "")
+        + ".</p>\n"
+        + '<div class="per-class">'
+        + _table(("class", "precision", "recall", "F1", "support"), rows)
+        + "</div>"
+    )
