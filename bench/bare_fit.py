@@ -16,7 +16,7 @@ def main() -> None:
 
     import optuna
 
-    from models.builder import build_model, build_training_state
+    from models.builder import build_training_state, create_model
     from search.config import load_config
     from search.space import suggest
     from search.study_data import load_train_val, prepare
@@ -29,7 +29,7 @@ def main() -> None:
 
     keras = keras_module()  # the TensorFlow settings a worker runs with
     keras.utils.set_random_seed(config.training.seed)
-    model = build_model(
+    model = create_model(
         trial_config,
         data.n_classes,
         data.image_size,

@@ -26,7 +26,7 @@ def _pretrained_backbone(workdir: Path) -> Path:
     if path.exists():
         return path
     from models.backend import keras_module
-    from models.builder import build_model, build_training_state
+    from models.builder import build_training_state, create_model
     from models.config import TrialConfig
     from search.config import StudyConfig
     from search.study_data import load_train_val, prepare
@@ -42,7 +42,7 @@ def _pretrained_backbone(workdir: Path) -> Path:
     )
     data = load_train_val(prepare(config), SIZE)
     keras.utils.set_random_seed(1)
-    model = build_model(
+    model = create_model(
         TrialConfig(
             "small_cnn", head_depth=1, head_width=64, dropout=0.2, fine_tune=1.0, learning_rate=2e-3
         ),

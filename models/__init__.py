@@ -1,13 +1,21 @@
 """Backbone registry, classifier head and model builder.
 
-Importing this package does not import Keras; `models.builder` does.
+Importing this package registers every backbone (importing the modules that declare them,
+in registry order) but does not import Keras; `models.builder` does, when it builds.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from models.config import Augmentation, TrialConfig
 from models.errors import ModelError, UnknownBackboneError, WeightsError
 from models.registry import Backbone, backbone_names, get_backbone, list_backbones
+
+# The modules that register backbones; their order is the registry order (ours first).
+BACKBONE_MODULES = ("models.small_cnn", "models.applications")
+for _module in BACKBONE_MODULES:
+    importlib.import_module(_module)
 
 __all__ = [
     "Augmentation",
@@ -17,14 +25,14 @@ __all__ = [
     "UnknownBackboneError",
     "WeightsError",
     "backbone_names",
-    "build_model",
+    "create_model",
     "get_backbone",
     "list_backbones",
 ]
 
 
-def build_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy alias
-    """`models.builder.build_model`, imported on first use (it imports Keras)."""
-    from models.builder import build_model as _build_model
+def create_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy alias
+    """`models.builder.create_model`, imported on first use (it imports Keras)."""
+    from models.builder import create_model as _create_model
 
-    return _build_model(*args, **kwargs)
+    return _create_model(*args, **kwargs)

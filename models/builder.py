@@ -1,16 +1,17 @@
 """Building transfer models from plain configs.
 
-`build_model(config, n_classes, input_size, weights)` returns a compiled Keras model that
-takes raw 0-255 RGB pixels: augmentation (training only), the backbone's own preprocessing,
-the backbone with global average pooling, the classifier head, and a float32 softmax.
-The model is made of named parts so that a head trained on cached features can be put
-back on its backbone (`HEAD_NAME`, `BACKBONE_NAME`).
+`create_model(config, n_classes, input_size, weights)` is the one entry point: it returns a
+compiled Keras model that takes raw 0-255 RGB pixels: augmentation (training only), the
+backbone's own preprocessing, the backbone with global average pooling, the classifier
+head, and a float32 softmax. The model is made of named parts so that a head trained on
+cached features can be put back on its backbone (`HEAD_NAME`, `BACKBONE_NAME`).
+`models.preprocessing` and `models.head` hold the parts around the backbone; their public
+names are importable from here too.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -18,17 +19,16 @@ import numpy as np
 from models.backend import keras_module
 from models.config import Augmentation, TrialConfig
 from models.errors import ModelError
+from models.head import build_head
+from models.preprocessing import (
+    build_augmentation,
+    build_preprocessing,
+)
 from models.registry import Backbone, get_backbone
 from models.weights import WeightsPolicy, imagenet_unavailable_error, parse_weights
 
 BACKBONE_NAME = "backbone"
-HEAD_NAME = "head"
-PREPROCESS_NAME = "preprocess"
-AUGMENT_NAME = "augment"
 OUTPUT_NAME = "class_probabilities"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Batch-norm momentum for backbones trained from scratch: Keras applications use 0.99 or
 # 0.999, tuned for ImageNet-sized epochs; with 10-50 steps per epoch their moving
@@ -36,131 +36,32 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FROM_SCRATCH_BN_MOMENTUM = 0.9
 
 
-def reference_preprocess(record: Backbone, pixels: np.ndarray) -> np.ndarray:
-    """What the backbone's own ``preprocess_input`` does to raw pixels, in numpy.
-
-    The in-graph preprocessing of `build_preprocessing` must equal this; the tests compare
-    both with `keras.applications.<module>.preprocess_input`.
-    """
-    x = pixels.astype(np.float32)
-    if record.preprocessing == "tf":
-        return x / 127.5 - 1.0
-    if record.preprocessing == "torch":
-        return (x / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(
-            IMAGENET_STD, np.float32
-        )
-    if record.preprocessing == "unit":
-        return x / 255.0
-    return x
-
-
-def build_preprocessing(record: Backbone) -> Any:
-    """The backbone's preprocessing as a Keras block of built-in layers (safe to reload)."""
-    keras = keras_module()
-    layers: list[Any] = []
-    if record.preprocessing == "tf":
-        layers.append(keras.layers.Rescaling(1.0 / 127.5, offset=-1.0))
-    elif record.preprocessing == "torch":
-        layers.append(keras.layers.Rescaling(1.0 / 255.0))
-        layers.append(
-            keras.layers.Normalization(
-                mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD]
-            )
-        )
-    elif record.preprocessing == "unit":
-        layers.append(keras.layers.Rescaling(1.0 / 255.0))
-    else:
-        layers.append(keras.layers.Identity())
-    return keras.Sequential(layers, name=PREPROCESS_NAME)
-
-
-def build_augmentation(augmentation: Augmentation, seed: int | None = None) -> Any | None:
-    """Random augmentation layers on raw pixels, or None when nothing is enabled."""
-    if not augmentation.enabled:
-        return None
-    keras = keras_module()
-    layers: list[Any] = []
-    if augmentation.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if augmentation.rotation > 0:
-        layers.append(
-            keras.layers.RandomRotation(augmentation.rotation, fill_mode="constant", seed=seed)
-        )
-    if augmentation.zoom > 0:
-        layers.append(keras.layers.RandomZoom(augmentation.zoom, fill_mode="constant", seed=seed))
-    if augmentation.translation > 0:
-        t = augmentation.translation
-        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="constant", seed=seed))
-    if augmentation.contrast > 0:
-        layers.append(
-            keras.layers.RandomContrast(augmentation.contrast, value_range=(0, 255), seed=seed)
-        )
-    return keras.Sequential(layers, name=AUGMENT_NAME)
-
-
-def build_small_cnn(input_size: int) -> Any:
-    """Our compact network: four conv / batch-norm / ReLU / max-pool blocks, then global
-    average pooling. Learns from a few hundred images from scratch.
-
-    Takes preprocessed input (x / 255); returns 128 pooled features.
-    """
-    keras = keras_module()
-    inputs = keras.Input((input_size, input_size, 3))
-    x = inputs
-    for i, filters in enumerate((16, 32, 64, 128)):
-        x = keras.layers.Conv2D(
-            filters, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv"
-        )(x)
-        x = keras.layers.BatchNormalization(
-            momentum=FROM_SCRATCH_BN_MOMENTUM, name=f"block{i + 1}_bn"
-        )(x)
-        x = keras.layers.ReLU(name=f"block{i + 1}_relu")(x)
-        x = keras.layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, x, name="small_cnn")
-
-
 def build_backbone(record: Backbone, input_size: int, weights: WeightsPolicy) -> Any:
     """The backbone alone: preprocessed pixels in, globally pooled features out.
+
+    Every backbone is made the same way, by its record's factory.
 
     Raises:
         ModelError: the input is below the backbone's minimum size.
         WeightsError: the weights cannot be found or loaded.
     """
     check_input_size(record, input_size)
-    keras = keras_module()
-    if record.constructor == "small_cnn":
-        backbone = build_small_cnn(input_size)
+    try:
+        backbone = record.factory(input_size, "imagenet" if weights.kind == "imagenet" else None)
+    except Exception as exc:
         if weights.kind == "imagenet":
-            raise imagenet_unavailable_error(
-                record, input_size, reason="small_cnn has no ImageNet weights"
-            )
-    else:
-        constructor = getattr(keras.applications, record.constructor)
-        kwargs: dict[str, Any] = {
-            "input_shape": (input_size, input_size, 3),
-            "include_top": False,
-            "weights": "imagenet" if weights.kind == "imagenet" else None,
-            "pooling": "avg",
-        }
-        try:
-            with warnings.catch_warnings():
-                # "Weights for input shape (224, 224) will be loaded": noise for weights=None.
-                warnings.filterwarnings("ignore", message=".*input shape.*", category=UserWarning)
-                backbone = constructor(**kwargs)
-        except Exception as exc:
-            if weights.kind == "imagenet":
-                raise imagenet_unavailable_error(record, input_size, reason=str(exc)) from exc
-            raise
+            raise imagenet_unavailable_error(record, input_size, reason=str(exc)) from exc
+        raise
     if weights.kind == "file":
         weights.load_into(backbone)
     if weights.kind == "none":
         set_bn_momentum(backbone, FROM_SCRATCH_BN_MOMENTUM)
     # The same layers under one name, so that every model finds its backbone the same way.
-    return keras.Model(backbone.inputs[0], backbone.outputs[0], name=BACKBONE_NAME)
+    return keras_module().Model(backbone.inputs[0], backbone.outputs[0], name=BACKBONE_NAME)
 
 
 def check_input_size(record: Backbone, input_size: int) -> None:
+    """Refuse an input side below the backbone's minimum (`ModelError`)."""
     if input_size < record.min_size:
         raise ModelError(
             f"input size {input_size}px is below {record.name}'s minimum of {record.min_size}px"
@@ -221,30 +122,6 @@ def apply_fine_tuning(
     return trainable
 
 
-def build_head(feature_dim: int, config: TrialConfig, n_classes: int) -> Any:
-    """The classifier head: pooled features in, class probabilities (float32) out."""
-    keras = keras_module()
-    inputs = keras.Input((feature_dim,), name="features")
-    x = inputs
-    for i in range(config.head_depth):
-        if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
-        x = keras.layers.Dense(
-            config.head_width, use_bias=not config.head_batchnorm, name=f"dense_{i + 1}"
-        )(x)
-        if config.head_batchnorm:
-            x = keras.layers.BatchNormalization(name=f"bn_{i + 1}")(x)
-        x = keras.layers.Activation(
-            config.head_activation, name=f"{config.head_activation}_{i + 1}"
-        )(x)
-    if config.dropout > 0:
-        x = keras.layers.Dropout(config.dropout, name="dropout_out")(x)
-    # Logits and softmax in float32 so that mixed precision stays numerically safe.
-    x = keras.layers.Dense(n_classes, dtype="float32", name="logits")(x)
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
-    return keras.Model(inputs, outputs, name=HEAD_NAME)
-
-
 def _optimizer(config: TrialConfig) -> Any:
     keras = keras_module()
     if config.optimizer == "adamw":
@@ -278,7 +155,7 @@ def encode_targets(y: np.ndarray, n_classes: int, config: TrialConfig) -> np.nda
     return y
 
 
-def build_model(
+def create_model(
     config: TrialConfig,
     n_classes: int,
     input_size: int,
@@ -289,7 +166,7 @@ def build_model(
     jit_compile: bool | str = "auto",
     seed: int | None = None,
 ) -> Any:
-    """Build (and compile) a transfer model for `config`.
+    """Build (and compile) a transfer model for `config`: the one way models are made.
 
     Args:
         config: The model's configuration (never an Optuna trial).
@@ -312,16 +189,7 @@ def build_model(
     keras = keras_module()
     record = get_backbone(config.backbone)
     policy = parse_weights(weights)
-    if policy.kind == "none" and config.fine_tune == 0:
-        raise ModelError(
-            f"a frozen {record.name} with weights 'none' has constant random features: "
-            "use weights 'imagenet' or a weights file, or set fine_tune above 0 to train it"
-        )
-    check_input_size(record, input_size)
-    if n_classes < 2:
-        raise ModelError(f"need at least 2 classes, got {n_classes}")
-    if class_names is not None and len(class_names) != n_classes:
-        raise ModelError(f"{len(class_names)} class names for {n_classes} classes")
+    _check_request(record, config, policy, input_size, n_classes, class_names)
 
     backbone = build_backbone(record, input_size, policy)
     pretrained = policy.kind != "none"
@@ -343,6 +211,27 @@ def build_model(
     if compile:
         compile_model(model, config, jit_compile=jit_compile)
     return model
+
+
+def _check_request(
+    record: Backbone,
+    config: TrialConfig,
+    policy: WeightsPolicy,
+    input_size: int,
+    n_classes: int,
+    class_names: list[str] | tuple[str, ...] | None,
+) -> None:
+    """Refuse, before anything is built, a model that cannot work as asked."""
+    if policy.kind == "none" and config.fine_tune == 0:
+        raise ModelError(
+            f"a frozen {record.name} with weights 'none' has constant random features: "
+            "use weights 'imagenet' or a weights file, or set fine_tune above 0 to train it"
+        )
+    check_input_size(record, input_size)
+    if n_classes < 2:
+        raise ModelError(f"need at least 2 classes, got {n_classes}")
+    if class_names is not None and len(class_names) != n_classes:
+        raise ModelError(f"{len(class_names)} class names for {n_classes} classes")
 
 
 def build_training_state(model: Any, x: np.ndarray, y: np.ndarray) -> None:

@@ -1,12 +1,19 @@
-"""The backbone registry: one record per backbone.
+"""The backbone registry: one record per backbone, in the style of timm and keras applications.
 
-Importing this module does not import Keras, so listing backbones and validating configs
-stays fast; `constructor` names a function of `keras.applications` (or ``small_cnn``).
+A backbone is registered next to its factory, with keyword fields: `register` takes a
+`Backbone` record (`models.applications` declares the Keras applications so) and the
+`register_backbone` decorator turns a factory function into one (`models.small_cnn`).
+Every factory has one signature, ``factory(input_size, weights) -> keras.Model``, and
+imports Keras only when called, so importing this module (listing backbones, validating
+configs) never imports Keras. `models/__init__.py` imports the declaring modules, whose
+import order is the registry order.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from models.errors import UnknownBackboneError
 
@@ -17,38 +24,74 @@ from models.errors import UnknownBackboneError
 #   "unit":  x / 255                             (small_cnn, ours)
 PREPROCESSING_MODES = ("tf", "torch", "none", "unit")
 
+# The keys of `Backbone.to_dict`, in order: `backbones --json` and the feature cache key.
+RECORD_KEYS = (
+    "name",
+    "family",
+    "constructor",
+    "module",
+    "preprocessing",
+    "default_size",
+    "min_size",
+    "feature_dim",
+    "imagenet_file",
+)
 
-@dataclass(frozen=True)
+
+class BackboneFactory(Protocol):
+    """What every backbone's factory is: a named callable with one signature.
+
+    Called as ``factory(input_size, weights)`` with `weights` ``"imagenet"`` or ``None``,
+    it returns a Keras model of preprocessed pixels (``input_size`` square, RGB) to
+    globally average-pooled features, like ``keras.applications.X(include_top=False,
+    pooling="avg")``; it raises (as Keras does) when the weights cannot be had.
+    """
+
+    __name__: str
+
+    def __call__(self, input_size: int, weights: str | None) -> Any: ...
+
+
+@dataclass(frozen=True, kw_only=True)
 class Backbone:
     """One backbone.
 
     Attributes:
         name: Registry name used in configs (``mobilenet_v3_small``).
         family: Model family (``mobilenet``, ``efficientnet``, ...).
-        constructor: Name of the `keras.applications` function, or ``small_cnn``.
+        factory: Builds the backbone (see `BackboneFactory`); its name is `constructor`.
         module: `keras.applications` submodule whose ``preprocess_input`` the in-graph
             preprocessing reproduces (``None`` for our own networks).
         preprocessing: One of `PREPROCESSING_MODES`.
         default_size: Input side the backbone was designed (and pretrained) for.
-        min_size: Smallest input side Keras accepts.
+        min_size: Smallest input side the factory accepts.
         feature_dim: Width of the globally pooled features.
         imagenet_file: File name Keras looks for under ``$KERAS_HOME/models`` for
             ``weights: imagenet`` at the default size (``{size}`` is filled in where the file
             depends on the input size).
+        imagenet_sizes: The input sides with their own ImageNet file (where `imagenet_file`
+            has ``{size}``); other sizes load the default size's file.
     """
 
     name: str
     family: str
-    constructor: str
+    factory: BackboneFactory = field(repr=False)
     module: str | None
     preprocessing: str
     default_size: int
     min_size: int
     feature_dim: int
     imagenet_file: str | None
+    imagenet_sizes: tuple[int, ...] = (96, 128, 160, 192, 224)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def constructor(self) -> str:
+        """Name of the factory: the `keras.applications` function, or ours (``small_cnn``)."""
+        return self.factory.__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (without the factory)."""
+        return {key: getattr(self, key) for key in RECORD_KEYS}
 
     def imagenet_filename(self, size: int) -> str | None:
         """The weights file Keras needs for ``weights: imagenet`` at input side `size`."""
@@ -56,178 +99,56 @@ class Backbone:
             return None
         if "{size}" not in self.imagenet_file:
             return self.imagenet_file
-        sizes = (128, 160, 192, 224) if self.name == "mobilenet" else (96, 128, 160, 192, 224)
-        return self.imagenet_file.format(size=size if size in sizes else 224)
+        return self.imagenet_file.format(size=size if size in self.imagenet_sizes else 224)
 
 
-_RECORDS = (
-    Backbone("small_cnn", "small_cnn", "small_cnn", None, "unit", 64, 32, 128, None),
-    Backbone(
-        "mobilenet",
-        "mobilenet",
-        "MobileNet",
-        "mobilenet",
-        "tf",
-        224,
-        32,
-        1024,
-        "mobilenet_1_0_{size}_tf_no_top.h5",
-    ),
-    Backbone(
-        "mobilenet_v2",
-        "mobilenet",
-        "MobileNetV2",
-        "mobilenet_v2",
-        "tf",
-        224,
-        32,
-        1280,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
-    ),
-    Backbone(
-        "mobilenet_v3_small",
-        "mobilenet",
-        "MobileNetV3Small",
-        "mobilenet_v3",
-        "none",
-        224,
-        32,
-        576,
-        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-    ),
-    Backbone(
-        "mobilenet_v3_large",
-        "mobilenet",
-        "MobileNetV3Large",
-        "mobilenet_v3",
-        "none",
-        224,
-        32,
-        960,
-        "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-    ),
-    Backbone(
-        "xception",
-        "xception",
-        "Xception",
-        "xception",
-        "tf",
-        299,
-        71,
-        2048,
-        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    Backbone(
-        "efficientnet_b0",
-        "efficientnet",
-        "EfficientNetB0",
-        "efficientnet",
-        "none",
-        224,
-        32,
-        1280,
-        "efficientnetb0_notop.h5",
-    ),
-    Backbone(
-        "efficientnet_b1",
-        "efficientnet",
-        "EfficientNetB1",
-        "efficientnet",
-        "none",
-        240,
-        32,
-        1280,
-        "efficientnetb1_notop.h5",
-    ),
-    Backbone(
-        "efficientnet_b2",
-        "efficientnet",
-        "EfficientNetB2",
-        "efficientnet",
-        "none",
-        260,
-        32,
-        1408,
-        "efficientnetb2_notop.h5",
-    ),
-    Backbone(
-        "efficientnet_b3",
-        "efficientnet",
-        "EfficientNetB3",
-        "efficientnet",
-        "none",
-        300,
-        32,
-        1536,
-        "efficientnetb3_notop.h5",
-    ),
-    Backbone(
-        "efficientnet_v2_b0",
-        "efficientnet_v2",
-        "EfficientNetV2B0",
-        "efficientnet_v2",
-        "none",
-        224,
-        32,
-        1280,
-        "efficientnetv2-b0_notop.h5",
-    ),
-    Backbone(
-        "resnet50_v2",
-        "resnet",
-        "ResNet50V2",
-        "resnet_v2",
-        "tf",
-        224,
-        32,
-        2048,
-        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    Backbone(
-        "densenet121",
-        "densenet",
-        "DenseNet121",
-        "densenet",
-        "torch",
-        224,
-        32,
-        1024,
-        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    Backbone(
-        "inception_v3",
-        "inception",
-        "InceptionV3",
-        "inception_v3",
-        "tf",
-        299,
-        75,
-        2048,
-        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    Backbone(
-        "convnext_tiny",
-        "convnext",
-        "ConvNeXtTiny",
-        "convnext",
-        "none",
-        224,
-        32,
-        768,
-        "convnext_tiny_notop.h5",
-    ),
-)
+REGISTRY: dict[str, Backbone] = {}
 
-REGISTRY: dict[str, Backbone] = {record.name: record for record in _RECORDS}
+
+def register(record: Backbone) -> Backbone:
+    """Add `record` to the registry (after those registered before it).
+
+    Raises:
+        ValueError: a backbone of that name is already registered, or the record is
+            inconsistent.
+    """
+    if record.name in REGISTRY:
+        raise ValueError(f"backbone {record.name!r} is already registered")
+    if record.preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"backbone {record.name!r}: preprocessing {record.preprocessing!r} is not one of "
+            f"{', '.join(PREPROCESSING_MODES)}"
+        )
+    if not 0 < record.min_size <= record.default_size or record.feature_dim <= 0:
+        raise ValueError(f"backbone {record.name!r}: sizes or feature width out of range")
+    REGISTRY[record.name] = record
+    return record
+
+
+def register_backbone(**fields: Any) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Register the decorated factory as a backbone with the `Backbone` keyword `fields`.
+
+    Example::
+
+        @register_backbone(name="small_cnn", family="small_cnn", module=None, ...)
+        def small_cnn(input_size: int, weights: str | None) -> keras.Model: ...
+    """
+
+    def decorate(factory: BackboneFactory) -> BackboneFactory:
+        register(Backbone(factory=factory, **fields))
+        return factory
+
+    return decorate
 
 
 def list_backbones() -> list[Backbone]:
     """Every registered backbone, in registry order."""
-    return list(_RECORDS)
+    return list(REGISTRY.values())
 
 
 def backbone_names() -> list[str]:
-    return [record.name for record in _RECORDS]
+    """The names of every registered backbone, in registry order."""
+    return list(REGISTRY)
 
 
 def get_backbone(name: str) -> Backbone:

@@ -40,7 +40,8 @@ from data.cache import (
 )
 from data.progress import Progress, log
 from models.backend import keras_module
-from models.builder import build_backbone, build_preprocessing
+from models.builder import build_backbone
+from models.preprocessing import build_preprocessing
 from models.registry import Backbone, get_backbone
 from models.weights import WeightsPolicy, keras_models_dir
 

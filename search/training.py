@@ -15,15 +15,14 @@ import numpy as np
 from data.progress import log
 from models.backend import configure_precision, keras_module, use_xla
 from models.builder import (
-    HEAD_NAME,
-    build_head,
-    build_model,
     build_training_state,
     compile_model,
     count_params,
+    create_model,
     encode_targets,
 )
 from models.config import TrialConfig
+from models.head import HEAD_NAME, build_head
 from models.registry import get_backbone
 from search.config import StudyConfig
 from search.study_data import TrainVal
@@ -203,7 +202,7 @@ def fit(
     weights = config.weights_policy()
 
     def whole_model() -> Any:
-        return build_model(
+        return create_model(
             trial_config,
             data.n_classes,
             data.image_size,

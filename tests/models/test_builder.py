@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 
 from models.backend import keras_module
-from models.builder import (
-    apply_fine_tuning,
-    build_backbone,
-    build_model,
-    encode_targets,
-)
+from models.builder import apply_fine_tuning, build_backbone, create_model, encode_targets
 from models.config import Augmentation, TrialConfig
 from models.errors import ModelError, WeightsError
 from models.registry import get_backbone
@@ -39,7 +34,7 @@ def test_weights_file_round_trip_gives_identical_outputs(tmp_path: Path) -> None
     original = build_backbone(get_backbone("efficientnet_b0"), 32, WeightsPolicy("none"))
     path = tmp_path / "effnet.weights.h5"
     original.save_weights(path)
-    model = build_model(TrialConfig("efficientnet_b0", fine_tune=0.0), 4, 32, str(path))
+    model = create_model(TrialConfig("efficientnet_b0", fine_tune=0.0), 4, 32, str(path))
     pixels = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3)).astype("float32")
     # The model's backbone sees the preprocessed pixels (EfficientNet normalises inside).
     np.testing.assert_array_equal(
@@ -50,7 +45,7 @@ def test_weights_file_round_trip_gives_identical_outputs(tmp_path: Path) -> None
 
 def test_frozen_backbone_trains_only_the_head(mobilenet_v2_weights: Path) -> None:
     config = TrialConfig("mobilenet_v2", head_depth=1, head_width=16, fine_tune=0.0)
-    model = build_model(config, 4, 32, str(mobilenet_v2_weights))
+    model = create_model(config, 4, 32, str(mobilenet_v2_weights))
     head = model.get_layer("head")
     assert _n_trainable(model) == _n_trainable(head) == 1280 * 16 + 16 + 16 * 4 + 4
     assert not model.get_layer("backbone").trainable
@@ -59,7 +54,7 @@ def test_frozen_backbone_trains_only_the_head(mobilenet_v2_weights: Path) -> Non
 def test_fine_tuning_trains_top_layers_with_batch_norm_frozen(mobilenet_v2_weights: Path) -> None:
     counts = {}
     for fraction in (0.0, 0.25, 1.0):
-        model = build_model(
+        model = create_model(
             TrialConfig("mobilenet_v2", head_depth=0, fine_tune=fraction),
             4,
             32,
@@ -93,7 +88,7 @@ def test_fine_tuning_by_layer_count() -> None:
 
 
 def test_from_scratch_trains_batch_norm_with_faster_momentum() -> None:
-    model = build_model(TrialConfig("mobilenet_v3_small", fine_tune=1.0), 4, 32, "none")
+    model = create_model(TrialConfig("mobilenet_v3_small", fine_tune=1.0), 4, 32, "none")
     bns = [
         layer
         for layer in model.get_layer("backbone").layers
@@ -104,12 +99,12 @@ def test_from_scratch_trains_batch_norm_with_faster_momentum() -> None:
 
 def test_frozen_backbone_without_weights_is_refused() -> None:
     with pytest.raises(ModelError, match="constant"):
-        build_model(TrialConfig("mobilenet", fine_tune=0.0), 4, 32, "none")
+        create_model(TrialConfig("mobilenet", fine_tune=0.0), 4, 32, "none")
 
 
 def test_input_below_minimum_is_refused() -> None:
     with pytest.raises(ModelError, match="minimum of 71px"):
-        build_model(TrialConfig("xception", fine_tune=1.0), 4, 64, "none")
+        create_model(TrialConfig("xception", fine_tune=1.0), 4, 64, "none")
 
 
 # A closed loopback port: every download through this "proxy" is refused at once, and no
@@ -139,7 +134,7 @@ def test_imagenet_offline_names_the_file_and_the_alternatives(
     and the two other weights options."""
     block_downloads(monkeypatch)
     with pytest.raises(WeightsError) as info:
-        build_model(TrialConfig("mobilenet_v3_small"), 4, 64, "imagenet")
+        create_model(TrialConfig("mobilenet_v3_small"), 4, 64, "imagenet")
     message = str(info.value)
     assert "refused" in message  # it tried to download, and only the loopback proxy answered
     assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in message
@@ -157,11 +152,11 @@ def test_missing_or_wrong_weights_file_is_refused(
     with pytest.raises(WeightsError, match="must end"):
         parse_weights(tmp_path / "w.txt")
     with pytest.raises(WeightsError, match="cannot load"):
-        build_model(TrialConfig("efficientnet_b0"), 4, 32, str(mobilenet_v2_weights))
+        create_model(TrialConfig("efficientnet_b0"), 4, 32, str(mobilenet_v2_weights))
 
 
 def test_head_depth_zero_is_a_linear_classifier() -> None:
-    model = build_model(
+    model = create_model(
         TrialConfig("small_cnn", head_depth=0, dropout=0.0, fine_tune=1.0), 4, 32, "none"
     )
     dense = [
@@ -180,7 +175,7 @@ def test_head_layers_width_dropout_and_batch_norm() -> None:
         head_activation="gelu",
         fine_tune=1.0,
     )
-    head = build_model(config, 5, 32, "none").get_layer("head")
+    head = create_model(config, 5, 32, "none").get_layer("head")
     dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
     assert [d.units for d in dense] == [32, 32, 32, 5]
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in head.layers) == 3
@@ -190,7 +185,7 @@ def test_head_layers_width_dropout_and_batch_norm() -> None:
 def test_output_stays_float32_under_mixed_precision() -> None:
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = build_model(TrialConfig("small_cnn", fine_tune=1.0), 4, 32, "none")
+        model = create_model(TrialConfig("small_cnn", fine_tune=1.0), 4, 32, "none")
         assert model.get_layer("head").get_layer("dense_1").compute_dtype == "float16"
         probs = model(np.zeros((1, 32, 32, 3), "float32"))
         assert keras.backend.standardize_dtype(probs.dtype) == "float32"
@@ -202,7 +197,7 @@ def test_optimizer_and_label_smoothing() -> None:
     config = TrialConfig(
         "small_cnn", fine_tune=1.0, optimizer="adamw", label_smoothing=0.1, learning_rate=3e-4
     )
-    model = build_model(config, 4, 32, "none")
+    model = create_model(config, 4, 32, "none")
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
@@ -213,7 +208,7 @@ def test_optimizer_and_label_smoothing() -> None:
 
 def test_augmentation_is_in_the_graph_and_inactive_at_inference() -> None:
     aug = Augmentation(flip=True, rotation=0.05, zoom=0.1, translation=0.05, contrast=0.1)
-    model = build_model(
+    model = create_model(
         TrialConfig("small_cnn", fine_tune=1.0), 4, 32, "none", augmentation=aug, seed=1
     )
     assert model.get_layer("augment") is not None
@@ -223,7 +218,7 @@ def test_augmentation_is_in_the_graph_and_inactive_at_inference() -> None:
 
 @pytest.mark.parametrize("backbone", ["small_cnn", "mobilenet_v3_small"])
 def test_saved_model_reloads_in_safe_mode_with_class_names(tmp_path: Path, backbone: str) -> None:
-    model = build_model(
+    model = create_model(
         TrialConfig(backbone, fine_tune=1.0), 3, 32, "none", class_names=["a", "b", "c"]
     )
     path = tmp_path / "m.keras"
@@ -262,7 +257,7 @@ def test_trial_config_round_trips_through_a_dict() -> None:
 @pytest.mark.parametrize("mode_of", ["densenet121", "xception"])
 def test_in_graph_preprocessing_reloads_in_safe_mode(tmp_path: Path, mode_of: str) -> None:
     """DenseNet's ImageNet normalisation and the "tf" scaling survive a save and a safe load."""
-    from models.builder import build_preprocessing
+    from models.preprocessing import build_preprocessing
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, build_preprocessing(get_backbone(mode_of))(inputs))

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+import subprocess
+import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
-from models.builder import build_model, build_preprocessing, reference_preprocess
+from models.builder import create_model
 from models.config import TrialConfig
 from models.errors import UnknownBackboneError
-from models.registry import backbone_names, get_backbone, list_backbones
+from models.preprocessing import build_preprocessing, reference_preprocess
+from models.registry import (
+    REGISTRY,
+    backbone_names,
+    get_backbone,
+    list_backbones,
+    register,
+    register_backbone,
+)
+from tests.conftest import ROOT
 
 REQUIRED = {
     "mobilenet",
@@ -39,7 +53,7 @@ def test_registry_holds_every_required_backbone() -> None:
 def test_each_backbone_builds_at_its_minimum_size_and_outputs_probabilities(name: str) -> None:
     record = get_backbone(name)
     size = record.min_size
-    model = build_model(
+    model = create_model(
         TrialConfig(name, head_depth=1, head_width=8, fine_tune=1.0), 3, size, "none"
     )
     pixels = np.random.default_rng(0).integers(0, 256, size=(2, size, size, 3)).astype("float32")
@@ -63,7 +77,7 @@ def test_in_graph_preprocessing_equals_the_modules_preprocess_input(name: str) -
     np.testing.assert_allclose(reference_preprocess(record, pixels), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in backbone_names() if n != "small_cnn"])
+@pytest.mark.parametrize("name", [r.name for r in list_backbones() if r.imagenet_file])
 def test_imagenet_file_name_is_the_one_keras_asks_for(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,3 +118,51 @@ def test_records_are_complete() -> None:
         assert record.min_size <= record.default_size
         assert record.feature_dim > 0
         assert record.preprocessing in ("tf", "torch", "none", "unit")
+
+
+@pytest.mark.parametrize("name", backbone_names())
+def test_every_backbone_is_made_by_its_own_factory_through_one_path(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`create_model` calls each record's factory with the one signature, our small_cnn
+    included: a spy in its place sees the call (no name gets a branch of its own)."""
+    from models.backend import keras_module
+
+    keras = keras_module()
+    record = get_backbone(name)
+    assert list(inspect.signature(record.factory).parameters) == ["input_size", "weights"]
+    calls: list[tuple[int, str | None]] = []
+
+    def spy(input_size: int, weights: str | None) -> Any:
+        calls.append((input_size, weights))
+        inputs = keras.Input((input_size, input_size, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(record.feature_dim)(pooled))
+
+    spy.__name__ = record.constructor
+    monkeypatch.setitem(REGISTRY, name, dataclasses.replace(record, factory=spy))
+    model = create_model(TrialConfig(name, head_depth=0, fine_tune=1.0), 2, record.min_size)
+    assert calls == [(record.min_size, None)]
+    assert model.get_layer("backbone").output.shape[-1] == record.feature_dim
+
+
+def test_registering_a_duplicate_name_raises() -> None:
+    before = list(REGISTRY.items())
+    small_cnn = get_backbone("small_cnn")
+    with pytest.raises(ValueError, match="'mobilenet' is already registered"):
+        register(dataclasses.replace(get_backbone("mobilenet"), family="other"))
+    fields = {k: v for k, v in small_cnn.to_dict().items() if k != "constructor"}
+    with pytest.raises(ValueError, match="'small_cnn' is already registered"):
+        register_backbone(**fields)(lambda input_size, weights: None)
+    assert list(REGISTRY.items()) == before
+    assert get_backbone("small_cnn").factory is small_cnn.factory
+
+
+def test_registry_lists_backbones_without_importing_keras() -> None:
+    """Configs are validated and `backbones` answers without Keras: factories import it."""
+    code = (
+        "import sys; from models.registry import list_backbones; "
+        "assert [r.to_dict() for r in list_backbones()]; "
+        "sys.exit(3 if 'keras' in sys.modules or 'tensorflow' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
