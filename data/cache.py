@@ -1,7 +1,8 @@
 """On-disk caches shared by several processes on one machine.
 
-Writes are atomic (a temporary file in the same folder, then `os.replace`) and a per-entry
-file lock makes one process compute an entry while the others wait and then reuse it.
+Writes are atomic (`atomic_path`: a temporary file in the same folder, then `os.replace`) and
+a per-entry file lock (`filelock`) makes one process compute an entry while the others wait
+and then reuse it.
 Keys include a `code_hash` of the functions that produce an entry's bytes, so changed code
 misses instead of serving what the old code made.
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import fcntl
 import hashlib
 import inspect
 import marshal
@@ -24,9 +24,10 @@ import textwrap
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 IMAGES = "images"
 FEATURES = "features"
@@ -51,47 +52,46 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def _acquire(path: Path, wait: bool) -> IO[str] | None:
-    """Open and lock `path`'s lock file; None when `wait` is False and another holds it."""
-    lock = lock_path(path)
+def _acquire(path: Path, wait: bool) -> FileLock | None:
+    """Lock `path`'s lock file; None when `wait` is False and another process holds it.
+
+    `cache clear` deletes an entry's files, its lock file included, while it holds that lock:
+    filelock drops a lock it won on a file no longer on disk (st_nlink 0) and locks the file
+    now there instead, so a waiter never holds a deleted lock file beside a new holder.
+    """
+    lock = FileLock(lock_path(path))
     while True:
-        lock.parent.mkdir(parents=True, exist_ok=True)
         try:
-            handle = open(lock, "a+")  # noqa: SIM115 (returned to the caller, who closes it)
-        except FileNotFoundError:  # `cache clear` removed the folder between mkdir and open
-            continue
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            handle.close()
+            lock.acquire(blocking=wait)
+        except Timeout:
             return None
-        try:
-            held, named = os.fstat(handle.fileno()), os.stat(lock)
-            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
-                return handle
-        except FileNotFoundError:
-            pass
-        handle.close()  # `cache clear` deleted the file we locked: lock the one now there
+        except FileNotFoundError:  # `cache clear` removed the entry's folder: make it again
+            continue
+        return lock
 
 
 @contextlib.contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock for the cache entry at `path` (blocks while another holds it)."""
-    handle = _acquire(path, wait=True)
-    assert handle is not None
-    with handle:
+    lock = _acquire(path, wait=True)
+    assert lock is not None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
 def try_entry_lock(path: Path) -> Iterator[bool]:
     """Lock the cache entry at `path` if no other process holds it; yields whether it did."""
-    handle = _acquire(path, wait=False)
-    if handle is None:
+    lock = _acquire(path, wait=False)
+    if lock is None:
         yield False
         return
-    with handle:
+    try:
         yield True
+    finally:
+        lock.release()
 
 
 def touch(path: Path) -> None:
@@ -107,6 +107,39 @@ def default_mode() -> int:
     return 0o666 & ~umask
 
 
+@contextlib.contextmanager
+def atomic_path(target: Path, durable: bool = True, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside `target` that replaces `target` when the block ends.
+
+    Readers see either the old file or the whole new one. The caller writes the temporary
+    file by its path; on leaving the block it gets the mode `open()` would give and is renamed
+    over `target`; on any error it is removed instead.
+
+    Args:
+        target: The file to write.
+        durable: Flush the file to the disk before the rename (slower; survives power loss).
+        suffix: End of the temporary name (writers such as Keras insist on their extension).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
 def atomic_write_bytes(path: Path, payload: bytes, durable: bool = True) -> None:
     """Write `payload` to `path` so that readers see either nothing or the whole file.
 
@@ -115,37 +148,14 @@ def atomic_write_bytes(path: Path, payload: bytes, durable: bool = True) -> None
         payload: Its whole content.
         durable: Also flush to the disk before the rename (slower; survives power loss).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, durable=durable) as tmp:
+        tmp.write_bytes(payload)
 
 
 def atomic_save_arrays(path: Path, **arrays: np.ndarray) -> None:
     """Save named arrays as one uncompressed ``.npz`` file, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # a handle: given a name, numpy would append ".npz" to it
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray] | None:

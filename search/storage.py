@@ -8,13 +8,14 @@ machine (busy timeout and WAL so the dashboard reads while workers write); Postg
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from search.errors import StorageError, mask_password
 
@@ -197,14 +198,13 @@ def _lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def file_lock(path: Path) -> FileLock:
+    """An exclusive lock on `path` (an flock), held in a `with` block; it waits for other holders.
+
+    A new instance per use: filelock makes an instance reentrant, but two instances exclude
+    each other like two processes (within one thread filelock raises instead of deadlocking).
+    """
+    return FileLock(path)
 
 
 def rdb(storage: Any) -> Any:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.cache import default_mode
+from data.cache import atomic_path
 from data.progress import log
 from search.errors import InputError, one_line
 from search.export import read_export
@@ -55,16 +54,8 @@ def classification_metrics(
 
 
 def _save_model_atomically(model: Any, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model-", suffix=".keras")
-    os.close(fd)
-    try:
+    with atomic_path(target, suffix=target.suffix) as tmp:  # Keras insists on the extension
         model.save(tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def train_best(
