@@ -20,8 +20,8 @@ def run(workdir: Path) -> float:
     from models.registry import get_backbone
     from models.weights import WeightsPolicy
     from search.config import load_config
-    from search.study_data import load_train_val, prepare
-    from search.training import EpochRecorder, fit
+    from search.runtime.study_data import load_train_val, prepare
+    from search.training.fit import EpochRecorder, fit
 
     keras = keras_module()
     data_dir = phantoms(workdir, per_class=100, size=128)

@@ -7,8 +7,8 @@ Keys include a `code_hash` of the functions that produce an entry's bytes, so ch
 misses instead of serving what the old code made.
 
 Layout: ``images/.../<split>.npz`` (one file per entry, `data.decode`) and
-``features/<key>/`` (one folder per entry, `search.feature_cache`); each entry has a
-``<file>.lock`` beside its data file (`search.cachecmd` lists and removes entries).
+``features/<key>/`` (one folder per entry, `search.training.feature_cache`); each entry has a
+``<file>.lock`` beside its data file (`search.cli.cache` lists and removes entries).
 """
 
 from __future__ import annotations

@@ -97,3 +97,11 @@ def configure_precision(mixed_precision: str) -> str:
 def use_xla(xla: str) -> bool:
     """Whether to compile models with XLA: ``auto`` means only on a GPU."""
     return xla == "on" or (xla == "auto" and gpu_count() > 0)
+
+
+def device_text() -> str:
+    """Where this process trains: ``CPU`` or ``N GPUs``, with CUDA_VISIBLE_DEVICES if set."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = gpu_count()
+    where = f"{gpus} GPU" + ("s" if gpus != 1 else "") if gpus else "CPU"
+    return where + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")

@@ -23,7 +23,7 @@ def test_ruff_check_passes() -> None:
 def test_package_imports_without_tensorflow_for_light_commands() -> None:
     """`data` commands and `--help` answer fast: they must not import TensorFlow."""
     code = (
-        "import sys; import search.cli, data, search.datacmd; "
+        "import sys; import search.cli, data, search.cli.data; "
         "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

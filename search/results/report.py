@@ -21,7 +21,7 @@ from search.results.report_tables import (
     header_html,
     held_out_html,
 )
-from search.study import describe_storage, open_study
+from search.runtime.study import describe_storage, open_study
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
-from search.study import TRIAL_CONFIG_ATTR
+from search.runtime.study import TRIAL_CONFIG_ATTR
 
 TRAIN_BEST_ATTR = "train_best"
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from search.results.report_data import ReportData, duration_of
-from search.study import BUDGET_ATTR, CONFIG_ATTR, TRIAL_CONFIG_ATTR
+from search.runtime.study import BUDGET_ATTR, CONFIG_ATTR, TRIAL_CONFIG_ATTR
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:

@@ -60,7 +60,7 @@ def trials_of(storage: str, study: str) -> list:
     rows)."""
     import optuna
 
-    from search.storage import open_storage
+    from search.runtime.storage import open_storage
 
     return optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(
         deepcopy=False

@@ -44,7 +44,7 @@ def _info(cache: Path) -> dict:
 
 
 def _features_entry(cache: Path, key: str, age_days: float = 0) -> Path:
-    """A feature entry as `search.feature_cache` writes it: data, meta and lock files."""
+    """A feature entry as `search.training.feature_cache` writes it: data, meta and lock files."""
     folder = cache / "features" / key
     with entry_lock(folder / "features.npz"):
         atomic_save_arrays(folder / "features.npz", train=np.zeros((4, 8), np.float32))

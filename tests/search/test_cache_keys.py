@@ -23,7 +23,7 @@ from models.builder import build_backbone
 from models.registry import REGISTRY, get_backbone
 from models.weights import WeightsPolicy
 from search import feature_cache
-from search.feature_cache import cache_key, code_version, entry_dir, get_features
+from search.training.feature_cache import cache_key, code_version, entry_dir, get_features
 
 keras = keras_module()
 BACKBONE, SIZE, DATA = "mobilenet_v2", 32, "fingerprint-a"

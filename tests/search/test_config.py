@@ -111,7 +111,7 @@ def test_gp_sampler_runs_a_study(tmp_path: Path, tiny_data: Path) -> None:
     import optuna
 
     from search.config import load_config
-    from search.study import make_sampler
+    from search.runtime.study import make_sampler
     from tests.conftest import run_cli
     from tests.search.helpers import write_config
 

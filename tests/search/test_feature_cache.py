@@ -17,8 +17,8 @@ from models.config import TrialConfig
 from models.registry import get_backbone
 from models.weights import WeightsPolicy
 from search.config import load_config
-from search.study_data import load_train_val, prepare
-from search.training import EpochRecorder, fit, uses_feature_cache
+from search.runtime.study_data import load_train_val, prepare
+from search.training.fit import EpochRecorder, fit, uses_feature_cache
 from tests.conftest import ROOT
 from tests.search.helpers import write_config
 
@@ -62,7 +62,7 @@ def test_head_trained_on_cached_features_predicts_like_the_whole_model(
     data = load_train_val(prepare(config), 32)
     first = fit(trial_config, config, data, EpochRecorder("[t]", 3))
     assert first.feature_cache["hit"] is False and first.head is not None
-    from search.feature_cache import get_features
+    from search.training.feature_cache import get_features
 
     features = get_features(
         "mobilenet_v2", config.weights_policy(), 32, data.fingerprint, data.x_train, data.x_val
@@ -90,8 +90,8 @@ def test_trials_record_cache_hits(
 ) -> None:
     import optuna
 
-    from search.study import create_study
-    from search.worker import run_worker
+    from search.runtime.study import create_study
+    from search.runtime.worker import run_worker
 
     monkeypatch.setenv("TUMOR_SEARCH_CACHE", str(tmp_path / "cache"))  # the first trial computes
     config = _frozen_config(tmp_path, tiny_data, weights_file).with_overrides(trials=2)
@@ -111,7 +111,7 @@ SCRIPT = """
 import hashlib, json, sys
 import numpy as np
 from models.weights import parse_weights
-from search.feature_cache import get_features
+from search.training.feature_cache import get_features
 rng = np.random.default_rng(0)
 x_train = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
 x_val = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)

@@ -10,8 +10,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from search.optuna_compat import RETRY_OF_ATTR, enable_heartbeat, retry_trial
-from search.storage import open_storage
+from search.runtime.optuna_compat import RETRY_OF_ATTR, enable_heartbeat, retry_trial
+from search.runtime.storage import open_storage
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -79,7 +79,7 @@ def test_the_heartbeat_retries_a_stale_trial_through_the_same_function(tmp_path:
 def test_the_private_attributes_relied_on(tmp_path: Path) -> None:
     """`study._storage` wraps an RDBStorage (`_backend`) and `trial._trial_id` is the id
     the storage knows the trial by."""
-    from search.optuna_compat import rdb, storage_of, trial_id
+    from search.runtime.optuna_compat import rdb, storage_of, trial_id
 
     study = _study(tmp_path)
     assert isinstance(rdb(storage_of(study)), optuna.storages.RDBStorage)
@@ -89,7 +89,7 @@ def test_the_private_attributes_relied_on(tmp_path: Path) -> None:
 
 
 def test_heartbeat_thread_records_beats_that_keep_a_trial_fresh(tmp_path: Path) -> None:
-    from search.optuna_compat import Heartbeat, fail_stale_trials
+    from search.runtime.optuna_compat import Heartbeat, fail_stale_trials
 
     study = _study(tmp_path)
     enable_heartbeat(study._storage, interval=1, grace_period=2, max_retry=1)
@@ -106,7 +106,7 @@ def test_heartbeat_thread_records_beats_that_keep_a_trial_fresh(tmp_path: Path) 
 def test_tell_fail_and_ask_raise_no_experimental_warnings(tmp_path: Path) -> None:
     import warnings
 
-    from search.optuna_compat import FAIL_REASON_ATTR, ask, fail_trial, tell
+    from search.runtime.optuna_compat import FAIL_REASON_ATTR, ask, fail_trial, tell
 
     study = _study(tmp_path)
     enable_heartbeat(study._storage, interval=1, grace_period=3, max_retry=1)

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.storage import open_storage
+from search.runtime.storage import open_storage
 from tests.conftest import run_cli
 from tests.search.helpers import trials_of, write_config
 

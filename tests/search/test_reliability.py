@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search.config import load_config
-from search.study import create_study
-from search.study_data import prepare
+from search.runtime.study import create_study
+from search.runtime.study_data import prepare
 from tests.conftest import run_cli, start_cli
 from tests.search.helpers import (
     create_tiny_study,

@@ -122,7 +122,7 @@ def make_study(path: Path, completed: int, pruned: int = 0, with_test_result: bo
     """A tumor-search study made directly with Optuna (no training): the demo config,
     `completed` finished and `pruned` pruned trials, optionally a train-best result."""
     from search.config import load_config
-    from search.train_best import classification_metrics
+    from search.results.train_best import classification_metrics
 
     config = load_config("demo")
     storage = f"sqlite:///{path}"

@@ -61,7 +61,7 @@ def test_only_space_py_calls_trial_suggest() -> None:
 
 def test_sampler_seed_follows_the_trial_number() -> None:
     """Workers (and restarted worker processes) share no random draws; a seed reproduces."""
-    from search.study import make_sampler
+    from search.runtime.study import make_sampler
 
     config = load_config("demo")
 

@@ -10,7 +10,7 @@ import sqlalchemy
 from optuna.storages._rdb import models
 
 from search.errors import StorageError, mask_password, one_line
-from search.storage import _creation_lock, open_storage, parse_url, resolve_url
+from search.runtime.storage import _creation_lock, open_storage, parse_url, resolve_url
 
 
 def test_storage_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from search.storage import file_lock
+from search.runtime.storage import file_lock
 
 
 def test_a_second_holder_waits_until_the_first_lets_go(tmp_path: Path) -> None:

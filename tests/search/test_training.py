@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.training import balanced_class_weights, best_epoch
+from search.training.fit import balanced_class_weights, best_epoch
 
 
 def test_balanced_class_weights_match_the_usual_formula() -> None:
@@ -28,11 +28,11 @@ def test_a_failing_trial_is_recorded_and_the_worker_goes_on(
 ) -> None:
     """A build or fit that fails (here: out of memory on the first trial) fails that trial
     with its reason; the worker runs the rest of the budget."""
-    import search.objective as objective
+    import search.training.objective as objective
     from search.config import load_config
-    from search.study import create_study
-    from search.study_data import prepare
-    from search.worker import run_worker
+    from search.runtime.study import create_study
+    from search.runtime.study_data import prepare
+    from search.runtime.worker import run_worker
     from tests.search.helpers import write_config
 
     real_fit = objective.fit
@@ -66,8 +66,8 @@ def test_the_returned_model_is_the_best_epochs_model(
     that kept its last weights would score at chance on the validation split."""
     from models.backend import keras_module
     from search.config import load_config
-    from search.study_data import load_train_val, prepare
-    from search.training import EpochRecorder, fit
+    from search.runtime.study_data import load_train_val, prepare
+    from search.training.fit import EpochRecorder, fit
     from tests.search.helpers import write_config
 
     keras = keras_module()

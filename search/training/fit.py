@@ -25,7 +25,7 @@ from models.config import TrialConfig
 from models.head import HEAD_NAME, build_head
 from models.registry import get_backbone
 from search.config import StudyConfig
-from search.study_data import TrainVal
+from search.runtime.study_data import TrainVal
 
 keras = keras_module()
 
@@ -174,7 +174,7 @@ def fit(
     """Build and train a model for `trial_config`; restore its best epoch's weights.
 
     A frozen pretrained backbone trains only its head, on cached features (see
-    `search.feature_cache`), unless the config switches the cache off.
+    `search.training.feature_cache`), unless the config switches the cache off.
 
     Args:
         trial_config: The model to build and the optimisation settings.
@@ -216,7 +216,7 @@ def fit(
     head = None
     cache_info: dict[str, Any] = {}
     if uses_feature_cache(trial_config, config):
-        from search.feature_cache import get_features
+        from search.training.feature_cache import get_features
 
         features = get_features(
             trial_config.backbone,

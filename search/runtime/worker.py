@@ -5,7 +5,7 @@ local data against the study's fingerprint, decodes the data once, and runs tria
 heartbeat, so that a worker killed mid-trial leaves a trial that the next worker fails and
 retries. SIGINT or SIGTERM fail the running trial with the reason recorded, put its
 parameters back in the queue, and exit with 130 or 143 (a trial whose training had ended
-is told first; see `search.signals`).
+is told first; see `search.runtime.signals`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import optuna
 from optuna.trial import TrialState
 
 from data.progress import log
-from search import optuna_compat as compat
+from models.backend import device_text
 from search.config import StudyConfig
-from search.restart import MemoryWatch, RestartState, current_rss_mb
-from search.signals import Signals, WorkerInterrupted
-from search.storage import StudyLock
-from search.study import (
+from search.results.status import progress_line
+from search.runtime import optuna_compat as compat
+from search.runtime.restart import MemoryWatch, RestartState, current_rss_mb, restart_process
+from search.runtime.signals import Signals, WorkerInterrupted
+from search.runtime.storage import StudyLock
+from search.runtime.study import (
     COUNTS_ATTR,
     FINGERPRINT_ATTR,
     budget,
@@ -35,7 +37,8 @@ from search.study import (
     make_sampler,
     open_study,
 )
-from search.study_data import StudyData, check_matches, load_train_val, prepare
+from search.runtime.study_data import StudyData, check_matches, load_train_val, prepare
+from search.training.weights import ensure_weights
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -70,10 +73,28 @@ class WorkerReport:
         return False
 
 
-def restart_state(report: WorkerReport, started_at: float) -> RestartState:
-    return RestartState(
-        started_at, report.trials_run, report.completed, report.pruned, report.failed
+def run_here(
+    study_name: str,
+    storage_url: str,
+    data_dir: str | None,
+    max_trials: int | None,
+    timeout: float | None,
+    restarted: RestartState | None,
+    started_at: float,
+    prepared: StudyData | None = None,
+) -> WorkerReport:
+    """`run_worker` in this process; when its memory grew too much, this process is replaced
+    by a fresh one that goes on (`restart_process`), counting its limits from `started_at`
+    (this worker's first start)."""
+    report = run_worker(
+        study_name, storage_url, data_dir, max_trials, timeout, prepared, restarted
     )
+    if report.restart:
+        first = restarted.started_at if restarted else started_at
+        restart_process(
+            RestartState(first, report.trials_run, report.completed, report.pruned, report.failed)
+        )
+    return report
 
 
 @dataclass
@@ -88,26 +109,6 @@ class _Worker:
     keras: Any
     memory: MemoryWatch
     total: int
-
-
-def _device_text() -> str:
-    from models.backend import gpu_count
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = gpu_count()
-    where = f"{gpus} GPU" + ("s" if gpus != 1 else "") if gpus else "CPU"
-    return where + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
-
-
-def _progress_line(study: optuna.Study, total: int) -> str:
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    try:
-        best = study.best_trial
-        best_text = f"best {best.value:.4f} (trial {best.number})"
-    except ValueError:
-        best_text = "no completed trial yet"
-    return f"study {study.study_name}: {done}/{total} trials done, {best_text}"
 
 
 def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> optuna.Trial | None:
@@ -189,11 +190,11 @@ def _start(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)
     )
     ensure_weights(config)
-    from search.objective import Objective  # imports Keras: only once the input is good
+    from search.training.objective import Objective  # imports Keras: only once the input is good
 
     arrays = load_train_val(data, config.data.image_size)
     log(
-        f"worker {os.getpid()} on study {study_name!r} ({_device_text()}): {len(arrays.y_train)} train / "
+        f"worker {os.getpid()} on study {study_name!r} ({device_text()}): {len(arrays.y_train)} train / "
         f"{len(arrays.y_val)} val images at {config.data.image_size}px "
         f"({'from cache' if arrays.from_cache else 'decoded'} in {arrays.seconds:.1f}s)"
     )
@@ -237,7 +238,7 @@ def _loop(
         worker.signals.check()
         if trial is None or report.count(state, reason):
             break
-        log(_progress_line(worker.study, worker.total))
+        log(progress_line(worker.study, worker.total))
         more = (max_trials is None or report.trials_run < max_trials) and _work_left(worker.study)
         if more and worker.memory.over_limit():  # restart before the next trial passes it
             log(
@@ -297,32 +298,3 @@ def _tell(
     trial.set_user_attr("rss_mb", round(rss, 1))
     compat.tell(worker.study, trial, state, value, reason)
     worker.memory.record(rss)
-
-
-def ensure_weights(config: StudyConfig) -> None:
-    """Fail before the first trial if the weights cannot be had (offline ImageNet, a missing
-    file), instead of failing every trial."""
-    policy = config.weights_policy()
-    if policy.kind != "imagenet":
-        return
-    from models.registry import get_backbone
-    from models.weights import keras_models_dir
-
-    missing = [
-        name
-        for name in config.space.backbones
-        if not (
-            keras_models_dir()
-            / (get_backbone(name).imagenet_filename(config.data.image_size) or "")
-        ).is_file()
-    ]
-    if not missing:
-        return
-    from models.backend import keras_module
-    from models.builder import build_backbone
-
-    keras = keras_module()
-    for name in missing:
-        build_backbone(get_backbone(name), config.data.image_size, policy)  # downloads them
-        keras.backend.clear_session()
-        log(f"fetched ImageNet weights for {name}")

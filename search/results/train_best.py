@@ -19,9 +19,9 @@ import numpy as np
 from data.cache import atomic_path
 from data.progress import log
 from search.errors import InputError, one_line
-from search.export import read_export
-from search.outputs import check_writable_dir, read_document, write_document
-from search.study_data import check_matches, load_test, load_train_val, prepare
+from search.results.export import read_export
+from search.results.outputs import check_writable_dir, read_document, write_document
+from search.runtime.study_data import check_matches, load_test, load_train_val, prepare
 
 TEST_NOTE_HEADING = "## Held-out test result"
 
@@ -79,7 +79,7 @@ def train_best(
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)
     check_matches(data, payload["study"], payload["data_fingerprint"], payload.get("data_counts"))
-    from search.training import EpochRecorder, fit  # imports Keras: only once the input is good
+    from search.training.fit import EpochRecorder, fit  # imports Keras: only once the input is good
 
     train_val = load_train_val(data, config.data.image_size)
     test = load_test(data, config.data.image_size)
@@ -150,7 +150,7 @@ def _record_on_study(
     cannot be reached only costs a warning, never the trained model."""
     import optuna
 
-    from search.storage import STORAGE_ENV, open_storage
+    from search.runtime.storage import STORAGE_ENV, open_storage
 
     url = storage_url or os.environ.get(STORAGE_ENV) or payload.get("storage")
     if not url or "***" in url:

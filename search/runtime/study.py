@@ -16,11 +16,11 @@ from optuna.trial import FrozenTrial, TrialState
 from data.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
-from search.optuna_compat import enable_heartbeat
-from search.pauses import pause
+from search.runtime.optuna_compat import enable_heartbeat
+from search.runtime.pauses import pause
+from search.runtime.storage import StudyLock, open_storage, parse_url, resolve_url
+from search.runtime.study_data import StudyData
 from search.space import seed_trials
-from search.storage import StudyLock, open_storage, parse_url, resolve_url
-from search.study_data import StudyData
 
 CONFIG_ATTR = "config"
 FINGERPRINT_ATTR = "data_fingerprint"

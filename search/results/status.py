@@ -9,8 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.optuna_compat import FAIL_REASON_ATTR
-from search.study import budget, budget_used, describe_storage, open_study
+from search.runtime.optuna_compat import FAIL_REASON_ATTR
+from search.runtime.study import budget, budget_used, describe_storage, open_study
 
 
 def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def print_status(status: dict[str, Any]) -> None:
 
 
 def top_trials_table(study: optuna.Study, metric: str, k: int = 5) -> str:
-    from search.export import completed_trials
+    from search.results.export import completed_trials
 
     rows = completed_trials(study)[:k]
     if not rows:
@@ -137,3 +137,15 @@ def dashboard_commands(storage_url: str) -> list[str]:
         f"tumor-search dashboard --storage {quoted}",
         f"optuna-dashboard {quoted}",
     ]
+
+
+def progress_line(study: optuna.Study, total: int) -> str:
+    """One line on a study's progress: trials done of the budget and the best so far."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    try:
+        best = study.best_trial
+        best_text = f"best {best.value:.4f} (trial {best.number})"
+    except ValueError:
+        best_text = "no completed trial yet"
+    return f"study {study.study_name}: {done}/{total} trials done, {best_text}"

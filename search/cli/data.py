@@ -161,14 +161,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     data = sub.add_parser(
         "data",
         help="make phantom data or check a dataset folder",
         description="Make phantom MRI data, or check a dataset folder and show its split.",
     )
     data_sub = data.add_subparsers(dest="data_command", metavar="{synth,check}", required=True)
+    _register_synth(data_sub, common)
+    _register_check(data_sub, common)
 
+
+def _register_synth(data_sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     synth = data_sub.add_parser(
         "synth",
         parents=[common],
@@ -193,6 +197,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     )
     synth.set_defaults(handler=cmd_synth)
 
+
+def _register_check(data_sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     check = data_sub.add_parser(
         "check",
         parents=[common],
@@ -218,8 +224,6 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     )
     check.add_argument("--seed", type=int, help="split seed (default 42)")
     check.add_argument("--val-fraction", type=float, help="validation share (default 0.15)")
-    check.add_argument(
-        "--test-fraction", type=float, help="test share under pooled (default 0.15)"
-    )
+    check.add_argument("--test-fraction", type=float, help="test share under pooled (default 0.15)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=cmd_check)

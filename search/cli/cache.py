@@ -220,7 +220,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     cache = sub.add_parser(
         "cache",
         help="show or clear the decoded-image and feature caches",

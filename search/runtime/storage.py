@@ -207,11 +207,6 @@ def file_lock(path: Path) -> FileLock:
     return FileLock(path)
 
 
-def rdb(storage: Any) -> Any:
-    """The RDBStorage under Optuna's caching wrapper (`study._storage`)."""
-    return getattr(storage, "_backend", storage)
-
-
 @contextlib.contextmanager
 def _advisory_lock(conn: Any, backend: str, key: int) -> Iterator[None]:
     """A database-wide named lock held by `conn` (PostgreSQL advisory lock, MySQL GET_LOCK)."""
@@ -271,6 +266,8 @@ class StudyLock:
     """
 
     def __init__(self, storage: Any, study_name: str) -> None:
+        from search.runtime.optuna_compat import rdb
+
         self._storage = rdb(storage)
         self._key = _lock_key(f"study:{study_name}")
         url = self._storage.engine.url

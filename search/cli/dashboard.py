@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import socket
 
 from data.progress import log
+from search.cli.args import (
+    add_storage,
+    port,
+)
 from search.errors import InputError
-from search.storage import open_storage, parse_url, resolve_url
 
 
 def _check_port(host: str, port: int) -> None:
@@ -29,6 +33,8 @@ def serve(storage_url: str | None, host: str = "127.0.0.1", port: int = 8080) ->
     """Serve the dashboard until interrupted (binds loopback unless told otherwise)."""
     import optuna_dashboard
 
+    from search.runtime.storage import open_storage, parse_url, resolve_url
+
     url = resolve_url(storage_url)
     parsed = parse_url(url)
     storage = open_storage(url)  # refuses a missing SQLite file or an unreachable server
@@ -37,3 +43,20 @@ def serve(storage_url: str | None, host: str = "127.0.0.1", port: int = 8080) ->
     log(f"optuna-dashboard for {parsed.masked} at http://{shown}:{port}/ (Ctrl-C to stop)")
     optuna_dashboard.run_server(storage, host=host, port=port)
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    return serve(args.storage, args.host, args.port)
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        parents=[common],
+        help="serve optuna-dashboard for a storage",
+        description="Serve optuna-dashboard on the storage (binds 127.0.0.1 unless --host is given).",
+    )
+    add_storage(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port, default=8080, help="port (default 8080)")
+    p.set_defaults(handler=cmd_dashboard)

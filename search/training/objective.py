@@ -12,11 +12,11 @@ import optuna
 
 from data.progress import log
 from search.config import StudyConfig
-from search.pauses import pause
+from search.runtime.pauses import pause
+from search.runtime.study import TRIAL_CONFIG_ATTR
+from search.runtime.study_data import TrainVal
 from search.space import suggest
-from search.study import TRIAL_CONFIG_ATTR
-from search.study_data import TrainVal
-from search.training import EpochRecorder, FitResult, fit
+from search.training.fit import EpochRecorder, FitResult, fit
 
 
 class Objective:

@@ -1,4 +1,5 @@
-"""The `tumor-search` command line.
+"""The `tumor-search` command line: one module per command, each with its parser beside its
+handler, registered in `COMMANDS`.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug,
 130/143 interrupted by SIGINT/SIGTERM.
@@ -11,9 +12,39 @@ import os
 import sys
 from collections.abc import Sequence
 
+from search.cli import (
+    backbones,
+    cache,
+    dashboard,
+    data,
+    export,
+    predict,
+    report,
+    run,
+    status,
+    study,
+    train_best,
+    worker,
+)
 from search.errors import InputError, one_line
 
 PROG = "tumor-search"
+
+# The commands in the order `--help` lists them: adding a command adds its module here.
+COMMANDS = (
+    data,
+    cache,
+    backbones,
+    run,
+    study,
+    worker,
+    status,
+    export,
+    train_best,
+    predict,
+    report,
+    dashboard,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +62,6 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search import cachecmd, commands, datacmd
 
     common = _Parser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
@@ -56,9 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    datacmd.add_parsers(sub, common)
-    cachecmd.add_parsers(sub, common)
-    commands.add_parsers(sub, common)
+    for module in COMMANDS:
+        module.register(sub, common)
     return parser
 
 

@@ -11,9 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models.config import TrialConfig
 from search.errors import InputError
-from search.outputs import write_document
-from search.space import replay
-from search.study import (
+from search.results.outputs import write_document
+from search.runtime.study import (
     CLASSES_ATTR,
     COUNTS_ATTR,
     FINGERPRINT_ATTR,
@@ -22,6 +21,7 @@ from search.study import (
     open_study,
     versions,
 )
+from search.space import replay
 
 FORMAT = "tumor-search/best/v1"
 

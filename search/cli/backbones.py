@@ -1,0 +1,35 @@
+"""`tumor-search backbones`: the backbone registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from models.registry import list_backbones
+
+    records = list_backbones()
+    if args.json:
+        json.dump([r.to_dict() for r in records], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'name':<20} {'family':<16} {'default':>7} {'min':>4} {'features':>8}  preprocessing")
+    for r in records:
+        print(
+            f"{r.name:<20} {r.family:<16} {r.default_size:>7} {r.min_size:>4} {r.feature_dim:>8}  {r.preprocessing}"
+        )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "backbones",
+        parents=[common],
+        help="list the backbones a search space may use",
+        description="List the registered backbones: family, default and minimum input size, "
+        "pooled feature width and in-graph preprocessing.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(handler=cmd_backbones)

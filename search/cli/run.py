@@ -1,0 +1,161 @@
+"""`tumor-search run`: create (or resume) a study, run its workers, show the best trials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from data.progress import is_quiet, log
+from search.cli.args import (
+    STARTED_AT,
+    add_storage,
+    positive_float,
+    positive_int,
+    warn_dropped,
+)
+
+
+def _stored_config(url: str, name: str) -> Any:
+    """The config stored in study `name`, or None when there is no such study yet."""
+    from search.runtime.storage import has_tables, open_storage
+    from search.runtime.study import load_study, study_config, study_exists
+
+    if not has_tables(url):
+        return None
+    storage = open_storage(url)
+    if not study_exists(storage, name):
+        return None
+    return study_config(load_study(name, storage))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.runtime.launcher import parse_gpus
+    from search.runtime.restart import RestartState
+    from search.runtime.storage import parse_url, resolve_url
+
+    restarted = RestartState.take_from_environment()
+    gpus = parse_gpus(args.gpus) if args.gpus else None
+    url = resolve_url(args.storage)
+    parsed = parse_url(url)
+    config, data, name = _create_or_resume(args, url)
+    code = _run_workers(args, name, url, data, gpus, restarted)
+    _print_summary(name, url, parsed.masked, config)
+    return code
+
+
+def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str]:
+    """The study's config, its data on this machine, and its name; the study exists after."""
+    from search.config import load_config
+    from search.runtime.storage import has_tables, open_storage
+    from search.runtime.study import BUDGET_ATTR, create_study, log_created, study_exists
+    from search.runtime.study_data import prepare
+    from search.training.weights import ensure_weights
+
+    # Without --config an existing study resumes with its own config (a second machine
+    # needs only --study and --storage); a new one gets the demo config.
+    stored = None if args.config else _stored_config(url, args.study or load_config("demo").name)
+    config = (stored or load_config(args.config or "demo")).with_overrides(
+        data_path=args.data, trials=args.trials
+    )
+    name = args.study or config.name
+    data = prepare(config, args.data)
+    warn_dropped(data)
+    # Nothing is written to the storage until the data and the weights are known to be good.
+    # Without --config the look above already told whether the study exists.
+    exists = stored is not None or (
+        args.config is not None and has_tables(url) and study_exists(open_storage(url), name)
+    )
+    if not exists:
+        ensure_weights(config)
+    result = create_study(name, url, config, data)
+    if not result.created and args.trials is not None:
+        result.study.set_user_attr(BUDGET_ATTR, args.trials)
+    log_created(result, url)
+    return config, data, name
+
+
+def _run_workers(
+    args: argparse.Namespace,
+    name: str,
+    url: str,
+    data: Any,
+    gpus: list[str] | None,
+    restarted: Any,
+) -> int:
+    """One worker in this process, or one worker process per GPU (or per --workers)."""
+    from search.runtime.launcher import launch, worker_specs
+    from search.runtime.worker import run_here
+
+    specs = worker_specs(args.workers, gpus)
+    if len(specs) == 1 and gpus is None:
+        report = run_here(
+            name, url, args.data, None, args.timeout, restarted, STARTED_AT, prepared=data
+        )
+        return report.exit_code
+    log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")
+    return launch(specs, name, url, args.data, args.timeout, quiet=is_quiet())
+
+
+def _print_summary(name: str, url: str, masked: str, config: Any) -> None:
+    """The top trials, the best configuration and how to browse and export the study."""
+    from search.results.export import completed_trials, trial_config_of
+    from search.results.status import dashboard_commands, top_trials_table
+    from search.runtime.study import open_study
+
+    study, _ = open_study(name, url)
+    print(f"\nTop trials of study {name!r} ({config.objective.metric}, validation split):")
+    print(top_trials_table(study, config.objective.metric))
+    ranked = completed_trials(study)
+    if ranked:
+        best = ranked[0]
+        print(
+            f"\nBest configuration (trial {best.number}, {config.objective.metric} {best.value:.4f}):"
+        )
+        print(json.dumps(trial_config_of(best, config).to_dict(), indent=2))
+    print("\nBrowse the study:")
+    for command in dashboard_commands(url):
+        print(f"  {command}")
+    print(f"Export it:\n  tumor-search export --study {name} --storage {masked} --out best.json")
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="create (or resume) a study and run its trials",
+        description="Create the study (or resume it), run workers until the trial budget is "
+        "met, then print the top trials, the best configuration and how to open the dashboard.",
+    )
+    p.add_argument(
+        "--config",
+        help="study config: demo, kaggle, or a path to a YAML file (default: the existing "
+        "study's own config, else demo)",
+    )
+    p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the config's name)")
+    add_storage(p)
+    p.add_argument(
+        "--trials",
+        type=positive_int,
+        metavar="N",
+        help="the study's trial budget (default: the config's)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="S",
+        help="stop starting trials after S seconds (default: the config's timeout, if any)",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine (default 1)",
+    )
+    group.add_argument(
+        "--gpus", metavar="0,1,...", help="one worker per GPU, each with CUDA_VISIBLE_DEVICES set"
+    )
+    p.set_defaults(handler=cmd_run)

@@ -1,0 +1,68 @@
+"""`tumor-search train-best`: retrain the exported configuration and test it once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from search.cli.args import (
+    add_storage,
+    positive_int,
+)
+
+
+def cmd_train_best(args: argparse.Namespace) -> int:
+    from search.results.train_best import train_best
+
+    summary = train_best(
+        args.config,
+        args.data,
+        args.out,
+        seeds=args.seeds,
+        storage_url=args.storage,
+        record=not args.no_record,
+    )
+    test = summary["test"]
+    print(
+        f"test accuracy {test['accuracy']:.4f} on {summary['test_images']} held-out images", end=""
+    )
+    if len(summary["seeds"]) > 1:
+        print(
+            f" (mean {summary['test_accuracy_mean']:.4f} ± {summary['test_accuracy_std']:.4f} over {len(summary['seeds'])} seeds)"
+        )
+    else:
+        print()
+    for name, m in test["per_class"].items():
+        print(
+            f"  {name:<14} precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  ({m['support']} images)"
+        )
+    print(
+        f"wrote {os.path.join(args.out, 'model.keras')} and {os.path.join(args.out, 'metrics.json')}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train-best",
+        parents=[common],
+        help="retrain the exported configuration and test it once",
+        description="Retrain the configuration in best.json on the train split (validation for "
+        "early stopping), evaluate once on the held-out test split, write model.keras and "
+        "metrics.json, and record the result on the study.",
+    )
+    p.add_argument("--config", required=True, metavar="best.json", help="file written by export")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")
+    p.add_argument(
+        "--out", default="runs/best", metavar="DIR", help="output folder (default runs/best)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train N times with different seeds",
+    )
+    add_storage(p)
+    p.add_argument("--no-record", action="store_true", help="do not write the result to the study")
+    p.set_defaults(handler=cmd_train_best)
