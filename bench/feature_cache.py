@@ -21,7 +21,8 @@ def run(workdir: Path) -> float:
     from models.weights import WeightsPolicy
     from search.config import load_config
     from search.runtime.study_data import load_train_val, prepare
-    from search.training.fit import EpochRecorder, fit
+    from search.training.callbacks import EpochRecorder
+    from search.training.fit import fit
 
     keras = keras_module()
     data_dir = phantoms(workdir, per_class=100, size=128)

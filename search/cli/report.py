@@ -10,8 +10,8 @@ from search.cli.args import (
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.results.report import write_report
     from search.results.outputs import check_writable_file
+    from search.results.report import write_report
 
     out = check_writable_file(args.out)
     summary = write_report(args.study, args.storage, out)

@@ -79,17 +79,32 @@ def train_best(
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)
     check_matches(data, payload["study"], payload["data_fingerprint"], payload.get("data_counts"))
-    from search.training.fit import EpochRecorder, fit  # imports Keras: only once the input is good
-
     train_val = load_train_val(data, config.data.image_size)
     test = load_test(data, config.data.image_size)
-    classes = list(data.classes)
     log(
         f"retraining trial {payload.get('trial')} of study {payload['study']!r}: {trial_config.describe()}"
     )
+    runs, best_model, best_index = _train_seeds(config, trial_config, train_val, test, seeds)
+    summary = _summary(payload, config, trial_config, data, test, runs, best_index)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_model_atomically(best_model, out / "model.keras")
+    write_document(out / "metrics.json", summary)
+    if record:
+        _record_on_study(payload, summary, storage_url)
+    return summary
 
-    runs = []
-    best_model, best_val = None, None
+
+def _train_seeds(
+    config: Any, trial_config: Any, train_val: Any, test: Any, seeds: int
+) -> tuple[list[dict[str, Any]], Any, int]:
+    """Train once per seed, test each model once; the runs, and the model (and its index)
+    with the best validation score."""
+    from search.training.callbacks import EpochRecorder
+    from search.training.fit import fit  # imports Keras: only once input is good
+
+    classes = list(train_val.classes)
+    runs: list[dict[str, Any]] = []
+    best_model, best_val, best_index = None, None, 0
     direction = config.objective.direction
     for i in range(seeds):
         seed = config.training.seed + i
@@ -116,14 +131,27 @@ def train_best(
         )
         if better:
             best_model, best_val, best_index = result.model, result.best_value, i
+    return runs, best_model, best_index
+
+
+def _summary(
+    payload: dict[str, Any],
+    config: Any,
+    trial_config: Any,
+    data: Any,
+    test: Any,
+    runs: list[dict[str, Any]],
+    best_index: int,
+) -> dict[str, Any]:
+    """The metrics.json document."""
     accuracies = np.array([r["test"]["accuracy"] for r in runs])
     selected = runs[best_index]
-    summary = {
+    return {
         "study": payload["study"],
         "trial": payload.get("trial"),
         "trial_config": trial_config.to_dict(),
         "data_fingerprint": data.fingerprint,
-        "classes": classes,
+        "classes": list(data.classes),
         "test_images": len(test.y),
         "selected_seed": selected["seed"],
         "selected_by": f"best {config.objective.metric} on the validation split",
@@ -134,13 +162,6 @@ def train_best(
         "model": "model.keras",
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    assert best_model is not None
-    out.mkdir(parents=True, exist_ok=True)
-    _save_model_atomically(best_model, out / "model.keras")
-    write_document(out / "metrics.json", summary)
-    if record:
-        _record_on_study(payload, summary, storage_url)
-    return summary
 
 
 def _record_on_study(

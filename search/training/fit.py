@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from data.progress import log
 from models.backend import configure_precision, keras_module, use_xla
 from models.builder import (
     build_training_state,
@@ -26,71 +26,9 @@ from models.head import HEAD_NAME, build_head
 from models.registry import get_backbone
 from search.config import StudyConfig
 from search.runtime.study_data import TrainVal
+from search.training.callbacks import BestWeights, EpochRecorder
 
 keras = keras_module()
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """Keeps every epoch's metrics (also when a trial is pruned mid-fit) and logs one line
-    per epoch instead of Keras' per-batch progress bar."""
-
-    def __init__(self, prefix: str, epochs: int) -> None:
-        super().__init__()
-        self.prefix = prefix
-        self.epochs = epochs
-        self.history: dict[str, list[float]] = {}
-        self.epoch_seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self._start
-        self.epoch_seconds.append(seconds)
-        for key, value in (logs or {}).items():
-            if isinstance(value, int | float | np.floating):
-                self.history.setdefault(key, []).append(float(value))
-        logs = logs or {}
-        parts = [
-            f"{name} {logs[key]:.3f}"
-            for key, name in (
-                ("loss", "loss"),
-                ("accuracy", "acc"),
-                ("val_loss", "val_loss"),
-                ("val_accuracy", "val_acc"),
-            )
-            if key in logs
-        ]
-        log(f"{self.prefix} epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  ({seconds:.1f}s)")
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.epoch_seconds)
-
-
-class BestWeights(keras.callbacks.Callback):
-    """Keeps the weights of the epoch that is best on `metric` and puts them back when
-    training ends, with or without early stopping, so that the model returned is the one
-    whose metrics are reported. "Best" is the first best epoch, as in `best_epoch`."""
-
-    def __init__(self, metric: str, direction: str) -> None:
-        super().__init__()
-        self.metric, self.maximize = metric, direction == "maximize"
-        self.best: float | None = None
-        self.weights: list[Any] | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.metric)
-        if value is None or not math.isfinite(float(value)):
-            return
-        value = float(value)
-        if self.best is None or (value > self.best if self.maximize else value < self.best):
-            self.best, self.weights = value, self.model.get_weights()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
 
 
 @dataclass
@@ -162,6 +100,83 @@ def _callbacks(config: StudyConfig, recorder: EpochRecorder, extra: list[Any] | 
     return out
 
 
+@dataclass
+class _Trainee:
+    """What `fit` trains: the whole model on pixels, or only its head on cached features."""
+
+    model: Any
+    x_fit: np.ndarray
+    x_val: np.ndarray
+    whole_model: Callable[[], Any]
+    features: Any = None  # search.training.feature_cache.Features, when the head trains alone
+
+    @property
+    def cache_info(self) -> dict[str, Any]:
+        if self.features is None:
+            return {}
+        return {"hit": self.features.hit, "seconds": round(self.features.seconds, 3)}
+
+
+def _trainee(
+    trial_config: TrialConfig, config: StudyConfig, data: TrainVal, seed: int, jit: bool
+) -> _Trainee:
+    training = config.training
+    weights = config.weights_policy()
+
+    def whole_model() -> Any:
+        return create_model(
+            trial_config,
+            data.n_classes,
+            data.image_size,
+            weights,
+            augmentation=training.augmentation,
+            class_names=list(data.classes),
+            jit_compile=jit,
+            seed=seed,
+        )
+
+    if not uses_feature_cache(trial_config, config):
+        return _Trainee(whole_model(), data.x_train, data.x_val, whole_model)
+    from search.training.feature_cache import get_features
+
+    features = get_features(
+        trial_config.backbone,
+        weights,
+        data.image_size,
+        data.fingerprint,
+        data.x_train,
+        data.x_val,
+    )
+    keras.utils.set_random_seed(seed)
+    head = build_head(get_backbone(trial_config.backbone).feature_dim, trial_config, data.n_classes)
+    compile_model(head, trial_config, jit_compile=jit)
+    return _Trainee(head, features.train, features.val, whole_model, features)
+
+
+def _trained_model(trainee: _Trainee, need_model: bool) -> tuple[Any, dict[str, int]]:
+    """The whole model (its head's trained weights put back on its backbone) and its size."""
+    if trainee.features is None:
+        return trainee.model, count_params(trainee.model)
+    extractor, head_params = trainee.features.extractor_params, count_params(trainee.model)
+    params = {
+        "total": extractor + head_params["total"],
+        "trainable": head_params["trainable"],
+        "non_trainable": extractor + head_params["non_trainable"],
+    }
+    if not need_model:
+        return None, params
+    model = trainee.whole_model()
+    model.get_layer(HEAD_NAME).set_weights(trainee.model.get_weights())
+    return model, params
+
+
+def _set_up(training: Any, seed: int) -> bool:
+    """Seed Keras and set the dtype policy; whether to compile with XLA."""
+    keras.utils.set_random_seed(seed)
+    configure_precision(training.mixed_precision)
+    return use_xla(training.xla)
+
+
 def fit(
     trial_config: TrialConfig,
     config: StudyConfig,
@@ -189,58 +204,17 @@ def fit(
     start = time.perf_counter()
     training = config.training
     seed = training.seed if seed is None else seed
-    keras.utils.set_random_seed(seed)
-    configure_precision(training.mixed_precision)
-    jit = use_xla(training.xla)
+    jit = _set_up(training, seed)
     y_train = encode_targets(data.y_train, data.n_classes, trial_config)
     y_val = encode_targets(data.y_val, data.n_classes, trial_config)
-    class_weight = (
-        balanced_class_weights(data.y_train, data.n_classes)
-        if training.class_weights == "balanced"
-        else None
-    )
-    weights = config.weights_policy()
-
-    def whole_model() -> Any:
-        return create_model(
-            trial_config,
-            data.n_classes,
-            data.image_size,
-            weights,
-            augmentation=training.augmentation,
-            class_names=list(data.classes),
-            jit_compile=jit,
-            seed=seed,
-        )
-
-    head = None
-    cache_info: dict[str, Any] = {}
-    if uses_feature_cache(trial_config, config):
-        from search.training.feature_cache import get_features
-
-        features = get_features(
-            trial_config.backbone,
-            weights,
-            data.image_size,
-            data.fingerprint,
-            data.x_train,
-            data.x_val,
-        )
-        cache_info = {"hit": features.hit, "seconds": round(features.seconds, 3)}
-        keras.utils.set_random_seed(seed)
-        head = build_head(
-            get_backbone(trial_config.backbone).feature_dim, trial_config, data.n_classes
-        )
-        compile_model(head, trial_config, jit_compile=jit)
-        trainee, x_fit, x_val = head, features.train, features.val
-    else:
-        trainee = whole_model()
-        x_fit, x_val = data.x_train, data.x_val
-    build_training_state(trainee, x_fit, y_train)
-    trainee.fit(
-        x_fit,
+    balanced = training.class_weights == "balanced"
+    class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
+    trainee = _trainee(trial_config, config, data, seed, jit)
+    build_training_state(trainee.model, trainee.x_fit, y_train)
+    trainee.model.fit(
+        trainee.x_fit,
         y_train,
-        validation_data=(x_val, y_val),
+        validation_data=(trainee.x_val, y_val),
         epochs=training.epochs,
         batch_size=trial_config.batch_size,
         class_weight=class_weight,
@@ -249,19 +223,7 @@ def fit(
         verbose=0,
     )
     epoch, value = best_epoch(recorder.history, config.objective.metric, config.objective.direction)
-    if head is None:
-        model, params = trainee, count_params(trainee)
-    else:
-        head_params = count_params(head)
-        params = {
-            "total": features.extractor_params + head_params["total"],
-            "trainable": head_params["trainable"],
-            "non_trainable": features.extractor_params + head_params["non_trainable"],
-        }
-        model = None
-        if need_model:
-            model = whole_model()
-            model.get_layer(HEAD_NAME).set_weights(head.get_weights())
+    model, params = _trained_model(trainee, need_model)
     return FitResult(
         model=model,
         history=recorder.history,
@@ -271,6 +233,6 @@ def fit(
         seconds=time.perf_counter() - start,
         seconds_per_epoch=float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0,
         params=params,
-        feature_cache=cache_info,
-        head=head,
+        feature_cache=trainee.cache_info,
+        head=trainee.model if trainee.features is not None else None,
     )

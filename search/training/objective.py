@@ -16,7 +16,8 @@ from search.runtime.pauses import pause
 from search.runtime.study import TRIAL_CONFIG_ATTR
 from search.runtime.study_data import TrainVal
 from search.space import suggest
-from search.training.fit import EpochRecorder, FitResult, fit
+from search.training.callbacks import EpochRecorder
+from search.training.fit import FitResult, fit
 
 
 class Objective:

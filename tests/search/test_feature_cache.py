@@ -18,7 +18,8 @@ from models.registry import get_backbone
 from models.weights import WeightsPolicy
 from search.config import load_config
 from search.runtime.study_data import load_train_val, prepare
-from search.training.fit import EpochRecorder, fit, uses_feature_cache
+from search.training.callbacks import EpochRecorder
+from search.training.fit import fit, uses_feature_cache
 from tests.conftest import ROOT
 from tests.search.helpers import write_config
 

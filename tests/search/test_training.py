@@ -67,7 +67,8 @@ def test_the_returned_model_is_the_best_epochs_model(
     from models.backend import keras_module
     from search.config import load_config
     from search.runtime.study_data import load_train_val, prepare
-    from search.training.fit import EpochRecorder, fit
+    from search.training.callbacks import EpochRecorder
+    from search.training.fit import fit
     from tests.search.helpers import write_config
 
     keras = keras_module()

@@ -1,0 +1,77 @@
+"""Keras callbacks of a trial's fit: one log line per epoch, and the best epoch's weights."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from data.progress import log
+from models.backend import keras_module
+
+keras = keras_module()
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Keeps every epoch's metrics (also when a trial is pruned mid-fit) and logs one line
+    per epoch instead of Keras' per-batch progress bar."""
+
+    def __init__(self, prefix: str, epochs: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.epochs = epochs
+        self.history: dict[str, list[float]] = {}
+        self.epoch_seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._start
+        self.epoch_seconds.append(seconds)
+        for key, value in (logs or {}).items():
+            if isinstance(value, int | float | np.floating):
+                self.history.setdefault(key, []).append(float(value))
+        logs = logs or {}
+        parts = [
+            f"{name} {logs[key]:.3f}"
+            for key, name in (
+                ("loss", "loss"),
+                ("accuracy", "acc"),
+                ("val_loss", "val_loss"),
+                ("val_accuracy", "val_acc"),
+            )
+            if key in logs
+        ]
+        log(f"{self.prefix} epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  ({seconds:.1f}s)")
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epoch_seconds)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch that is best on `metric` and puts them back when
+    training ends, with or without early stopping, so that the model returned is the one
+    whose metrics are reported. "Best" is the first best epoch, as in `best_epoch`."""
+
+    def __init__(self, metric: str, direction: str) -> None:
+        super().__init__()
+        self.metric, self.maximize = metric, direction == "maximize"
+        self.best: float | None = None
+        self.weights: list[Any] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value > self.best if self.maximize else value < self.best):
+            self.best, self.weights = value, self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
