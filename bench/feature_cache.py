@@ -16,8 +16,8 @@ from bench.common import note, phantoms, report, write_yaml
 def run(workdir: Path) -> float:
     from models.backend import keras_module
     from models.builder import build_backbone
-    from models.config import TrialConfig
     from models.registry import get_backbone
+    from models.trial_config import TrialConfig
     from models.weights import WeightsPolicy
     from search.config import load_config
     from search.runtime.study_data import load_train_val, prepare

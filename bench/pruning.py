@@ -27,7 +27,7 @@ def _pretrained_backbone(workdir: Path) -> Path:
         return path
     from models.backend import keras_module
     from models.builder import build_training_state, create_model
-    from models.config import TrialConfig
+    from models.trial_config import TrialConfig
     from search.config import StudyConfig
     from search.runtime.study_data import load_train_val, prepare
 

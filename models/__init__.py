@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from models.config import Augmentation, TrialConfig
 from models.errors import ModelError, UnknownBackboneError, WeightsError
 from models.registry import Backbone, backbone_names, get_backbone, list_backbones
+from models.trial_config import Augmentation, TrialConfig
 
 # The modules that register backbones; their order is the registry order (ours first).
 BACKBONE_MODULES = ("models.small_cnn", "models.applications")

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from models.backend import keras_module
-from models.config import Augmentation, TrialConfig
 from models.errors import ModelError
 from models.head import build_head
 from models.preprocessing import (
@@ -25,6 +24,7 @@ from models.preprocessing import (
     build_preprocessing,
 )
 from models.registry import Backbone, get_backbone
+from models.trial_config import Augmentation, TrialConfig
 from models.weights import WeightsPolicy, imagenet_unavailable_error, parse_weights
 
 BACKBONE_NAME = "backbone"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.backend import keras_module
-from models.config import TrialConfig
+from models.trial_config import TrialConfig
 
 HEAD_NAME = "head"
 

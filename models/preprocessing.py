@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from models.backend import keras_module
-from models.config import Augmentation
 from models.registry import Backbone
+from models.trial_config import Augmentation
 
 PREPROCESS_NAME = "preprocess"
 AUGMENT_NAME = "augment"

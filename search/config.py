@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from models.config import Augmentation
 from models.errors import WeightsError
 from models.registry import get_backbone
+from models.trial_config import Augmentation
 from models.weights import WeightsPolicy, parse_weights
 from search.config_fields import (
     DataConfig,

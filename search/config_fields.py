@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, get_type_hints
 
 from data.split import DEDUP_POLICIES, POLICIES
-from models.config import Augmentation
+from models.trial_config import Augmentation
 from search.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "gp")

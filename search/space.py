@@ -18,9 +18,9 @@ from typing import Any
 
 import optuna
 
-from models.config import TrialConfig
 from models.errors import ModelError
 from models.registry import backbone_names, get_backbone
+from models.trial_config import TrialConfig
 from search.errors import ConfigError
 
 # Parameters a space may hold: the fields of TrialConfig.

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from models.config import TrialConfig
+from models.trial_config import TrialConfig
 from search.errors import InputError
 from search.results.outputs import write_document
 from search.runtime.study import (

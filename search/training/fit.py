@@ -21,9 +21,9 @@ from models.builder import (
     create_model,
     encode_targets,
 )
-from models.config import TrialConfig
 from models.head import HEAD_NAME, build_head
 from models.registry import get_backbone
+from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.runtime.study_data import TrainVal
 from search.training.callbacks import BestWeights, EpochRecorder

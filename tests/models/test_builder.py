@@ -7,9 +7,9 @@ import pytest
 
 from models.backend import keras_module
 from models.builder import apply_fine_tuning, build_backbone, create_model, encode_targets
-from models.config import Augmentation, TrialConfig
 from models.errors import ModelError, WeightsError
 from models.registry import get_backbone
+from models.trial_config import Augmentation, TrialConfig
 from models.weights import WeightsPolicy, parse_weights
 
 keras = keras_module()

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from models.builder import create_model
-from models.config import TrialConfig
 from models.errors import UnknownBackboneError
 from models.preprocessing import build_preprocessing, reference_preprocess
 from models.registry import (
@@ -24,6 +23,7 @@ from models.registry import (
     register,
     register_backbone,
 )
+from models.trial_config import TrialConfig
 from tests.conftest import ROOT
 
 REQUIRED = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models.config import Augmentation
+from models.trial_config import Augmentation
 from search.config import StudyConfig
 from search.config_fields import (
     DataConfig,

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from models.config import TrialConfig
+from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.space import replay
 from tests.conftest import assert_bad_input, run_cli

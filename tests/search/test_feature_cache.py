@@ -13,8 +13,8 @@ import pytest
 
 from models.backend import keras_module
 from models.builder import build_backbone
-from models.config import TrialConfig
 from models.registry import get_backbone
+from models.trial_config import TrialConfig
 from models.weights import WeightsPolicy
 from search.config import load_config
 from search.runtime.study_data import load_train_val, prepare

@@ -5,7 +5,7 @@ import re
 import optuna
 import pytest
 
-from models.config import TrialConfig
+from models.trial_config import TrialConfig
 from search.config import load_config
 from search.space import SearchSpace, replay, seed_trials, suggest
 from tests.conftest import ROOT

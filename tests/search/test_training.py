@@ -84,7 +84,7 @@ def test_the_returned_model_is_the_best_epochs_model(
             if epoch == epochs - 1:
                 self.model.set_weights([np.zeros_like(w) for w in self.model.get_weights()])
 
-    from models.config import TrialConfig
+    from models.trial_config import TrialConfig
 
     trial_config = TrialConfig("small_cnn", head_depth=0, learning_rate=3e-3, fine_tune=1.0)
     recorder = EpochRecorder("[t]", epochs)
