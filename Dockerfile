@@ -20,6 +20,7 @@ COPY README.md ./
 COPY search ./search
 COPY models ./models
 COPY data ./data
+COPY common ./common
 RUN pip install --no-deps . && tumor-search --help > /dev/null
 
 FROM python:3.11-slim

@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check search models data tests bench
+	$(BIN)/ruff check search models data common tests bench
 
 clean:
 	rm -rf $(DEMO_DATA) studies.db .pytest_cache

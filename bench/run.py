@@ -30,7 +30,7 @@ def main() -> int:
         "--workdir", help="keep data and studies here (default: a temporary folder)"
     )
     args = parser.parse_args()
-    from data.progress import set_quiet
+    from common.progress import set_quiet
 
     set_quiet(True)
     with tempfile.TemporaryDirectory(prefix="tumor-bench-") as tmp:

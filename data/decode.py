@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.progress import Progress
 from data.cache import (
     IMAGES,
     atomic_save_arrays,
@@ -29,7 +30,6 @@ from data.cache import (
     touch,
 )
 from data.errors import DataError
-from data.progress import Progress
 from data.split import ManifestEntry, SplitManifest
 
 

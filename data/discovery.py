@@ -23,8 +23,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from common.progress import Progress
 from data.errors import DataError
-from data.progress import Progress
 
 CANONICAL_CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
 

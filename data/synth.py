@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.progress import Progress
 from data.cache import atomic_write_bytes
 from data.errors import DataError
-from data.progress import Progress
 
 KAGGLE_FOLDERS = ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor")
 

@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from data.progress import set_quiet
+    from common.progress import set_quiet
 
     set_quiet(bool(getattr(args, "quiet", False) or args.quiet_all))
     _quiet_libraries()

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from data.progress import log
+from common.progress import log
 
 # When this process started: a worker that restarts itself for memory counts --timeout
 # from here (its first process's start), not from its restart.

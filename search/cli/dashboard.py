@@ -6,7 +6,7 @@ import argparse
 import errno
 import socket
 
-from data.progress import log
+from common.progress import log
 from search.cli.args import (
     add_storage,
     port,

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from data.progress import is_quiet, log
+from common.progress import is_quiet, log
 from search.cli.args import (
     STARTED_AT,
     add_storage,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from data.progress import log
+from common.progress import log
 from search.cli.args import (
     STARTED_AT,
     add_study,

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from common.progress import log
 from data.decode import decode_image
 from data.discovery import IMAGE_EXTENSIONS, JUNK_NAMES, is_readable_image
 from data.errors import DataError
-from data.progress import log
 from search.errors import InputError
 
 

@@ -16,7 +16,7 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
-from data.progress import log
+from common.progress import log
 from search.config import StudyConfig
 from search.errors import one_line
 from search.results.report_data import ReportData, Unavailable, backbone_of, duration_of

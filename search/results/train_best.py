@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from common.progress import log
 from data.cache import atomic_path
-from data.progress import log
 from search.errors import InputError, one_line
 from search.results.export import read_export
 from search.results.outputs import check_writable_dir, read_document, write_document

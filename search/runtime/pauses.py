@@ -20,7 +20,7 @@ def pause(point: str) -> None:
     for item in spec.split(","):
         name, _, seconds = item.partition(":")
         if name.strip() == point:
-            from data.progress import log
+            from common.progress import log
 
             log(f"test pause at {point} for {float(seconds):g}s")
             time.sleep(float(seconds))

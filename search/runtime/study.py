@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from data.progress import log
+from common.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
 from search.runtime.optuna_compat import enable_heartbeat

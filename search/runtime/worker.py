@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from data.progress import log
+from common.progress import log
 from models.backend import device_text
 from search.config import StudyConfig
 from search.results.status import progress_line

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from data.progress import log
+from common.progress import log
 from models.backend import keras_module
 
 keras = keras_module()

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.progress import Progress, log
 from data.cache import (
     FEATURES,
     FEATURES_FILE,
@@ -38,7 +39,6 @@ from data.cache import (
     load_arrays,
     touch,
 )
-from data.progress import Progress, log
 from models.backend import keras_module
 from models.builder import build_backbone
 from models.preprocessing import build_preprocessing

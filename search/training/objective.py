@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from data.progress import log
+from common.progress import log
 from search.config import StudyConfig
 from search.runtime.pauses import pause
 from search.runtime.study import TRIAL_CONFIG_ATTR

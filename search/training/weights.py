@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data.progress import log
+from common.progress import log
 from search.config import StudyConfig
 
 

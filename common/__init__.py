@@ -1,0 +1,1 @@
+"""What every package shares: progress and log lines on stderr (quiet with --quiet)."""
