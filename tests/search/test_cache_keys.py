@@ -22,7 +22,7 @@ from models.backend import keras_module
 from models.builder import build_backbone
 from models.registry import REGISTRY, get_backbone
 from models.weights import WeightsPolicy
-from search import feature_cache
+from search.training import feature_cache
 from search.training.feature_cache import cache_key, code_version, entry_dir, get_features
 
 keras = keras_module()

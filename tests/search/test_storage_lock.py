@@ -1,4 +1,4 @@
-"""`search.storage.file_lock` (filelock): the lock beside an SQLite database."""
+"""`search.runtime.storage.file_lock` (filelock): the lock beside an SQLite database."""
 
 from __future__ import annotations
 
