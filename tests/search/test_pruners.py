@@ -49,7 +49,7 @@ def learnable_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pruner_stops_the_configuration_that_cannot_learn(
     pruner: str, tmp_path: Path, learnable_data: Path
 ) -> None:
-    """Guards the config -> Optuna pruner mapping (search/study.py make_pruner) and the
+    """Guards the config -> Optuna pruner mapping (search/runtime/study.py make_pruner) and the
     pruning path of a trial: the bad trial ends PRUNED at one of the config's rungs, with a
     value below the good trial's there; the good trial completes every epoch."""
     settings, rungs = PRUNERS[pruner]

@@ -1,4 +1,4 @@
-"""`study create` (and `run`) on a name that is taken: each refusal of search/study.py's
+"""`study create` (and `run`) on a name that is taken: each refusal of search/runtime/study.py's
 `_check_same`, through the CLI, and the database left as it was."""
 
 from __future__ import annotations
