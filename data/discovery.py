@@ -167,6 +167,81 @@ def _layout_name(folder_names: set[str], split_layout: bool) -> str:
     return "train_test"
 
 
+def _sources(base: Path) -> list[tuple[Path, str | None]]:
+    """The folders that hold class folders: Training/ (and Testing/), else `base` itself."""
+    train_dir = _find_named(base, TRAIN_DIR_NAMES)
+    test_dir = _find_named(base, TEST_DIR_NAMES)
+    if train_dir is None:
+        return [(base, None)]
+    sources: list[tuple[Path, str | None]] = [(train_dir, "Training")]
+    if test_dir is not None:
+        sources.append((test_dir, "Testing"))
+    return sources
+
+
+def _candidates(
+    sources: list[tuple[Path, str | None]], base: Path
+) -> tuple[list[tuple[Path, str, str | None]], list[str], set[str]]:
+    """Image files (path, label, source) to check, non-image files, and class folder names."""
+    candidates: list[tuple[Path, str, str | None]] = []
+    ignored: list[str] = []
+    folder_names: set[str] = set()
+    for source_dir, source in sources:
+        for class_dir in _subdirs(source_dir):
+            folder_names.add(class_dir.name)
+            label = canonical_label(class_dir.name)
+            for dirpath, dirnames, filenames in os.walk(class_dir):
+                dirnames[:] = sorted(d for d in dirnames if not _is_hidden_or_junk(d))
+                for name in sorted(filenames):
+                    path = Path(dirpath) / name
+                    rel = path.relative_to(base).as_posix()
+                    if _is_hidden_or_junk(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                        ignored.append(rel)
+                        continue
+                    candidates.append((path, label, source))
+    return candidates, ignored, folder_names
+
+
+def _check_all(
+    candidates: list[tuple[Path, str, str | None]], base: Path, workers: int | None
+) -> tuple[list[ImageRecord], list[str]]:
+    """Hash and verify every candidate in threads: the readable images and the others."""
+    hashes: list[str | None] = []
+    with (
+        Progress(len(candidates), "checking images", min_total=500) as bar,
+        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
+    ):
+        for digest in pool.map(_check_image, (c[0] for c in candidates)):
+            hashes.append(digest)
+            bar.update()
+    images: list[ImageRecord] = []
+    unreadable: list[str] = []
+    for (path, label, source), digest in zip(candidates, hashes, strict=True):
+        rel = path.relative_to(base).as_posix()
+        if digest is None:
+            unreadable.append(rel)
+        else:
+            images.append(ImageRecord(rel, label, source, digest))
+    return images, unreadable
+
+
+def _check_classes(
+    labels: list[str], images: list[ImageRecord], unreadable: list[str], given: Path
+) -> None:
+    """Every class has a readable image, and there are at least two classes."""
+    counts = {label: 0 for label in labels}
+    for record in images:
+        counts[record.label] += 1
+    empty = [label for label, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(
+            f"class {empty[0]!r} has no readable image in {given}"
+            + (f" ({len(unreadable)} unreadable files)" if unreadable else "")
+        )
+    if len(labels) < 2:
+        raise DataError(f"need at least 2 classes, found {len(labels)} ({labels[0]}) in {given}")
+
+
 def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
     """Find the layout, classes and readable images under `root`.
 
@@ -184,74 +259,19 @@ def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
     if not given.is_dir():
         raise DataError(f"data path is not a folder: {given}")
     base = _resolve_root(given)
-
-    train_dir = _find_named(base, TRAIN_DIR_NAMES)
-    test_dir = _find_named(base, TEST_DIR_NAMES)
-    sources: list[tuple[Path, str | None]]
-    if train_dir is not None:
-        sources = [(train_dir, "Training")]
-        if test_dir is not None:
-            sources.append((test_dir, "Testing"))
-    else:
-        sources = [(base, None)]
-
-    candidates: list[tuple[Path, str, str | None]] = []
-    ignored: list[str] = []
-    folder_names: set[str] = set()
-    for source_dir, source in sources:
-        for class_dir in _subdirs(source_dir):
-            folder_names.add(class_dir.name)
-            label = canonical_label(class_dir.name)
-            for dirpath, dirnames, filenames in os.walk(class_dir):
-                dirnames[:] = sorted(d for d in dirnames if not _is_hidden_or_junk(d))
-                for name in sorted(filenames):
-                    path = Path(dirpath) / name
-                    rel = path.relative_to(base).as_posix()
-                    if _is_hidden_or_junk(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
-                        ignored.append(rel)
-                        continue
-                    candidates.append((path, label, source))
-
+    sources = _sources(base)
+    candidates, ignored, folder_names = _candidates(sources, base)
     if not folder_names:
         raise DataError(
             f"no class folders in {given}: expected Training/ and Testing/ or one folder per class"
         )
-
-    hashes: list[str | None] = []
-    with (
-        Progress(len(candidates), "checking images", min_total=500) as bar,
-        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
-    ):
-        for digest in pool.map(_check_image, (c[0] for c in candidates)):
-            hashes.append(digest)
-            bar.update()
-
-    images: list[ImageRecord] = []
-    unreadable: list[str] = []
-    for (path, label, source), digest in zip(candidates, hashes, strict=True):
-        rel = path.relative_to(base).as_posix()
-        if digest is None:
-            unreadable.append(rel)
-        else:
-            images.append(ImageRecord(rel, label, source, digest))
-
+    images, unreadable = _check_all(candidates, base, workers)
     labels = sorted({canonical_label(n) for n in folder_names})
-    counts = {label: 0 for label in labels}
-    for record in images:
-        counts[record.label] += 1
-    empty = [label for label, n in counts.items() if n == 0]
-    if empty:
-        raise DataError(
-            f"class {empty[0]!r} has no readable image in {given}"
-            + (f" ({len(unreadable)} unreadable files)" if unreadable else "")
-        )
-    if len(labels) < 2:
-        raise DataError(f"need at least 2 classes, found {len(labels)} ({labels[0]}) in {given}")
-
+    _check_classes(labels, images, unreadable, given)
     images.sort(key=lambda r: r.path)
     return Dataset(
         root=base,
-        layout=_layout_name(folder_names, train_dir is not None),
+        layout=_layout_name(folder_names, sources[0][1] == "Training"),
         classes=tuple(labels),
         images=tuple(images),
         unreadable=tuple(sorted(unreadable)),

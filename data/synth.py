@@ -52,48 +52,40 @@ def _soft(inside: np.ndarray, sharpness: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(inside * sharpness, -30.0, 30.0)))
 
 
-def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One phantom slice as a ``(size, size)`` uint8 array.
+@dataclass(frozen=True)
+class _Frame:
+    """The pixel grid of one slice and the head's pose in it (normalised units)."""
 
-    Args:
-        label: One of `KAGGLE_FOLDERS`.
-        size: Side in pixels.
-        rng: Source of every random choice for this image.
-    """
-    if label not in KAGGLE_FOLDERS:
-        raise ValueError(f"unknown phantom class {label!r}")
-    px = 2.0 / size  # one pixel in normalised units
+    size: int
+    px: float  # one pixel
+    x: np.ndarray
+    y: np.ndarray  # grows downwards (towards the skull base)
+    u: np.ndarray  # head coordinates: the grid rotated, scaled and shifted
+    v: np.ndarray
+
+
+def _frame(size: int, rng: np.random.Generator) -> _Frame:
+    """The grid, and the head's rotation, scale and shift in the frame."""
+    px = 2.0 / size
     coords = (np.arange(size, dtype=np.float32) + 0.5) * px - 1.0
-    x, y = np.meshgrid(coords, coords)  # y grows downwards (towards the skull base)
-
-    # Pose: rotation, scale and shift of the head in the frame.
+    x, y = np.meshgrid(coords, coords)
     theta = np.deg2rad(rng.uniform(-15.0, 15.0))
     scale = rng.uniform(0.82, 1.0)
     dx, dy = rng.uniform(-0.06, 0.06, size=2)
     c, s = np.cos(theta), np.sin(theta)
     u = (c * (x - dx) + s * (y - dy)) / scale
     v = (-s * (x - dx) + c * (y - dy)) / scale
+    return _Frame(size, px, x, y, u, v)
 
-    # Head: an ellipse, taller than wide; r = 1 on the outer scalp.
-    a = 0.74 * rng.uniform(0.95, 1.05)
-    b = 0.9 * rng.uniform(0.95, 1.03)
-    r = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-    edge = px * 1.5 / min(a, b)
-    sharp = 1.0 / edge
 
-    head = _soft(1.0 - r, sharp)
-    brain_mask = _soft(0.86 - r, sharp)
-    csf_rim = _soft(0.9 - r, sharp) - brain_mask
-    skull = _soft(0.94 - r, sharp) - _soft(0.9 - r, sharp)
-    scalp = head - _soft(0.94 - r, sharp)
-
-    # Brain: grey matter at the rim, brighter white matter inside, folded texture.
+def _brain(f: _Frame, r: np.ndarray, sharp: float, rng: np.random.Generator) -> np.ndarray:
+    """Grey matter at the rim, brighter white matter inside, folded texture, and two dark
+    ventricles either side of the midline."""
+    size, u, v = f.size, f.u, f.v
     texture = _smooth_noise(rng, size, 12) * 0.05 + _smooth_noise(rng, size, 40) * 0.03
     folds = 0.04 * np.sin(r * rng.uniform(28.0, 40.0) + _smooth_noise(rng, size, 8) * 3.0)
     white = _soft(0.62 + 0.05 * _smooth_noise(rng, size, 6) - r, sharp * 0.3)
     brain = 0.48 + 0.14 * white + texture + folds * (1.0 - white)
-
-    # Ventricles: two dark crescents either side of the midline.
     vent = np.zeros_like(r)
     vx, vy = rng.uniform(0.08, 0.13), rng.uniform(-0.12, 0.0)
     vw, vh = rng.uniform(0.05, 0.08), rng.uniform(0.16, 0.24)
@@ -104,50 +96,67 @@ def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
         eu = (cu * du + su * dv) / vw
         ev = (-su * du + cu * dv) / vh
         vent = np.maximum(vent, _soft(1.0 - np.sqrt(eu**2 + ev**2), 6.0))
-    brain = brain * (1.0 - vent) + 0.16 * vent
+    return brain * (1.0 - vent) + 0.16 * vent
 
-    # Tumour: added to the brain before the bias field and noise.
-    strength = rng.uniform(0.7, 1.0)
-    if label == "glioma_tumor":
-        side = rng.choice((-1.0, 1.0))
-        cu0 = side * rng.uniform(0.22, 0.42)
-        cv0 = rng.uniform(-0.45, 0.4)
-        radius = rng.uniform(0.13, 0.2)
-        phi = np.arctan2(v - cv0, u - cu0)
-        wobble = np.ones_like(phi)
-        for k in range(2, 6):
-            wobble += rng.uniform(0.04, 0.12) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
-        dist = np.sqrt((u - cu0) ** 2 + (v - cv0) ** 2) / (radius * wobble)
-        core = _soft(1.0 - dist, 10.0)
-        halo = _soft(1.7 - dist, 6.0) - core
-        hetero = 0.08 * _smooth_noise(rng, size, 24)
-        brain = brain * (1.0 - core) + (0.55 + 0.35 * strength + hetero) * core
-        brain = brain - 0.25 * strength * halo
-    elif label == "meningioma_tumor":
-        alpha = rng.uniform(0, 2 * np.pi)
-        radius = rng.uniform(0.11, 0.17)
-        # Centre the mass just inside the inner skull, along a random direction.
-        ru = (0.86 - radius / min(a, b) * 0.8) * a
-        rv = (0.86 - radius / min(a, b) * 0.8) * b
-        cu0, cv0 = ru * np.cos(alpha), rv * np.sin(alpha)
-        dist = np.sqrt((u - cu0) ** 2 + (v - cv0) ** 2) / radius
-        mass = _soft(1.0 - dist, 18.0) * brain_mask
-        brain = brain * (1.0 - mass) + (0.55 + 0.4 * strength) * mass
-    elif label == "pituitary_tumor":
-        radius = rng.uniform(0.08, 0.11)
-        cu0 = rng.uniform(-0.03, 0.03)
-        cv0 = b * rng.uniform(0.5, 0.62)
-        dist = np.sqrt(((u - cu0) / 1.2) ** 2 + (v - cv0) ** 2) / radius
-        mass = _soft(1.0 - dist, 14.0)
-        brain = brain * (1.0 - mass) + (0.55 + 0.4 * strength) * mass
 
-    img = brain * brain_mask + 0.22 * csf_rim + 0.08 * skull + 0.82 * scalp
+def _glioma(f: _Frame, brain: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """An irregular bright core with a dark oedema halo, in one hemisphere."""
+    u, v = f.u, f.v
+    side = rng.choice((-1.0, 1.0))
+    cu0 = side * rng.uniform(0.22, 0.42)
+    cv0 = rng.uniform(-0.45, 0.4)
+    radius = rng.uniform(0.13, 0.2)
+    phi = np.arctan2(v - cv0, u - cu0)
+    wobble = np.ones_like(phi)
+    for k in range(2, 6):
+        wobble += rng.uniform(0.04, 0.12) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+    dist = np.sqrt((u - cu0) ** 2 + (v - cv0) ** 2) / (radius * wobble)
+    core = _soft(1.0 - dist, 10.0)
+    halo = _soft(1.7 - dist, 6.0) - core
+    hetero = 0.08 * _smooth_noise(rng, f.size, 24)
+    brain = brain * (1.0 - core) + (0.55 + 0.35 * strength + hetero) * core
+    return brain - 0.25 * strength * halo
 
-    # Scanner: smooth bias field, contrast and gamma, Rician noise.
+
+def _meningioma(
+    f: _Frame,
+    brain: np.ndarray,
+    strength: float,
+    ab: tuple[float, float],
+    mask: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A round bright mass against the inner skull."""
+    a, b = ab
+    alpha = rng.uniform(0, 2 * np.pi)
+    radius = rng.uniform(0.11, 0.17)
+    # Centre the mass just inside the inner skull, along a random direction.
+    ru = (0.86 - radius / min(a, b) * 0.8) * a
+    rv = (0.86 - radius / min(a, b) * 0.8) * b
+    cu0, cv0 = ru * np.cos(alpha), rv * np.sin(alpha)
+    dist = np.sqrt((f.u - cu0) ** 2 + (f.v - cv0) ** 2) / radius
+    mass = _soft(1.0 - dist, 18.0) * mask
+    return brain * (1.0 - mass) + (0.55 + 0.4 * strength) * mass
+
+
+def _pituitary(
+    f: _Frame, brain: np.ndarray, strength: float, b: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A small bright mass at the midline, low towards the skull base."""
+    radius = rng.uniform(0.08, 0.11)
+    cu0 = rng.uniform(-0.03, 0.03)
+    cv0 = b * rng.uniform(0.5, 0.62)
+    dist = np.sqrt(((f.u - cu0) / 1.2) ** 2 + (f.v - cv0) ** 2) / radius
+    mass = _soft(1.0 - dist, 14.0)
+    return brain * (1.0 - mass) + (0.55 + 0.4 * strength) * mass
+
+
+def _scanner(f: _Frame, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Smooth bias field, contrast and gamma, Rician noise; 8-bit pixels."""
     bias = (
         1.0
-        + 0.12 * _smooth_noise(rng, size, 3)
-        + 0.1 * (rng.uniform(-1, 1) * x + rng.uniform(-1, 1) * y)
+        + 0.12 * _smooth_noise(rng, f.size, 3)
+        + 0.1 * (rng.uniform(-1, 1) * f.x + rng.uniform(-1, 1) * f.y)
     )
     img = np.clip(img * bias, 0.0, None)
     img = img ** rng.uniform(0.8, 1.25) * rng.uniform(0.85, 1.1)
@@ -157,6 +166,40 @@ def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
         + (sigma * rng.standard_normal(img.shape)) ** 2
     )
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One phantom slice as a ``(size, size)`` uint8 array.
+
+    Args:
+        label: One of `KAGGLE_FOLDERS`.
+        size: Side in pixels.
+        rng: Source of every random choice for this image (drawn in a fixed order).
+    """
+    if label not in KAGGLE_FOLDERS:
+        raise ValueError(f"unknown phantom class {label!r}")
+    f = _frame(size, rng)
+    # Head: an ellipse, taller than wide; r = 1 on the outer scalp.
+    a = 0.74 * rng.uniform(0.95, 1.05)
+    b = 0.9 * rng.uniform(0.95, 1.03)
+    r = np.sqrt((f.u / a) ** 2 + (f.v / b) ** 2)
+    sharp = 1.0 / (f.px * 1.5 / min(a, b))
+    head = _soft(1.0 - r, sharp)
+    brain_mask = _soft(0.86 - r, sharp)
+    csf_rim = _soft(0.9 - r, sharp) - brain_mask
+    skull = _soft(0.94 - r, sharp) - _soft(0.9 - r, sharp)
+    scalp = head - _soft(0.94 - r, sharp)
+    brain = _brain(f, r, sharp, rng)
+    # Tumour: added to the brain before the bias field and noise.
+    strength = rng.uniform(0.7, 1.0)
+    if label == "glioma_tumor":
+        brain = _glioma(f, brain, strength, rng)
+    elif label == "meningioma_tumor":
+        brain = _meningioma(f, brain, strength, (a, b), brain_mask, rng)
+    elif label == "pituitary_tumor":
+        brain = _pituitary(f, brain, strength, b, rng)
+    img = brain * brain_mask + 0.22 * csf_rim + 0.08 * skull + 0.82 * scalp
+    return _scanner(f, img, rng)
 
 
 def _encode_jpeg(pixels: np.ndarray) -> bytes:
