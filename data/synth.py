@@ -79,8 +79,7 @@ def _frame(size: int, rng: np.random.Generator) -> _Frame:
 
 
 def _brain(f: _Frame, r: np.ndarray, sharp: float, rng: np.random.Generator) -> np.ndarray:
-    """Grey matter at the rim, brighter white matter inside, folded texture, and two dark
-    ventricles either side of the midline."""
+    """Grey rim, brighter white matter, folded texture and two dark ventricles by the midline."""
     size, u, v = f.size, f.u, f.v
     texture = _smooth_noise(rng, size, 12) * 0.05 + _smooth_noise(rng, size, 40) * 0.03
     folds = 0.04 * np.sin(r * rng.uniform(28.0, 40.0) + _smooth_noise(rng, size, 8) * 3.0)
