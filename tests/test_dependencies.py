@@ -270,8 +270,7 @@ def test_storage_and_study_internals_the_worker_uses(tmp_path: Path) -> None:
     or sets, and that Optuna's heartbeat reads what `enable_heartbeat` sets."""
     import optuna
 
-    from search.runtime.optuna_compat import enable_heartbeat
-    from search.runtime.storage import rdb
+    from search.runtime.optuna_compat import enable_heartbeat, rdb
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'deps.db'}")
     try:
