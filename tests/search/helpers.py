@@ -99,3 +99,19 @@ def create_tiny_study(root: Path, data: Path, storage: str, name: str, **changes
     )
     assert result.returncode == 0, result.stderr
     return config
+
+
+def wait_for_pause(proc, point: str) -> str:  # noqa: ANN001
+    """Read `proc`'s stderr until it logs the test pause at `point`; what it printed so far.
+
+    Fails the test if the process ends without reaching the pause.
+    """
+    import pytest
+
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if f"test pause at {point}" in line:
+            return "".join(seen)
+    pytest.fail(f"the process never reached the pause at {point}: " + "".join(seen))

@@ -18,6 +18,7 @@ from tests.search.helpers import (
     running_with_epochs,
     trials_of,
     wait_for,
+    wait_for_pause,
     write_config,
 )
 
@@ -104,17 +105,10 @@ def test_a_signal_after_training_still_tells_the_finished_result(
         str(tiny_data),
         env={"TUMOR_SEARCH_TEST_PAUSE": "after-training:4"},
     )
-    assert worker.stderr is not None
-    seen = []
-    for line in worker.stderr:
-        seen.append(line)
-        if "test pause at after-training" in line:
-            break
-    else:
-        pytest.fail("the worker never reached the pause: " + "".join(seen))
+    seen = wait_for_pause(worker, "after-training")
     worker.send_signal(signum)
     _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 128 + signum, "".join(seen) + err
+    assert worker.returncode == 128 + signum, seen + err
     trials = trials_of(storage, "window")
     assert trials[0].state == TrialState.COMPLETE and trials[0].value is not None
     assert "history" in trials[0].user_attrs and "rss_mb" in trials[0].user_attrs

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import start_cli
-from tests.search.helpers import trials_of, write_config
+from tests.search.helpers import trials_of, wait_for_pause, write_config
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -33,18 +33,11 @@ def test_a_run_that_meets_a_study_being_created_waits_for_it(
     args += ("--study", name)
     try:
         first = start_cli(*args, env={"TUMOR_SEARCH_TEST_PAUSE": "study-row-written:4"})
-        assert first.stderr is not None
-        seen = []
-        for line in first.stderr:
-            seen.append(line)
-            if "test pause at study-row-written" in line:
-                break
-        else:
-            pytest.fail("the first run never paused: " + "".join(seen))
+        seen = wait_for_pause(first, "study-row-written")
         second = start_cli(*args)
         out2, err2 = second.communicate(timeout=300)
         out1, err1 = first.communicate(timeout=300)
-        assert first.returncode == 0, "".join(seen) + err1
+        assert first.returncode == 0, seen + err1
         assert second.returncode == 0, err2
         assert "resuming study" in err2
         trials = trials_of(storage, name)
