@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from bench.common import note, phantoms, report, write_yaml
+from bench.harness import note, phantoms, report, write_yaml
 
 
 def run(workdir: Path) -> float:

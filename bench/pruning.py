@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.common import cli, note, phantoms, report, write_yaml
+from bench.harness import cli, note, phantoms, report, write_yaml
 
 TRIALS = 20
 EPOCHS = 30

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import feature_cache, pruning, service_overhead  # noqa: E402
-from bench.common import note  # noqa: E402
+from bench.harness import note  # noqa: E402
 
 BENCHES = {
     "feature_cache": feature_cache.run,

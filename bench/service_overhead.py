@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.common import ROOT, cli, note, phantoms, report, timed, write_yaml
+from bench.harness import ROOT, cli, note, phantoms, report, timed, write_yaml
 
 EPOCHS = 28
 ROUNDS = 5

@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, cli, note, phantoms, report, write_yaml  # noqa: E402
+from bench.harness import ROOT, cli, note, phantoms, report, write_yaml  # noqa: E402
 
 
 def _config(name: str, trials: int, data: Path) -> dict:

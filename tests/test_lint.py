@@ -27,3 +27,10 @@ def test_package_imports_without_tensorflow_for_light_commands() -> None:
         "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_bench_scripts_do_not_shadow_the_packages() -> None:
+    """`python bench/X.py` puts bench/ first on sys.path: a bench module named like one of
+    the project's packages would hide it (bench/common.py once hid `common`)."""
+    packages = {"search", "models", "data", "common"}
+    assert not {p.stem for p in (ROOT / "bench").glob("*.py")} & packages
