@@ -94,23 +94,12 @@ def test_check_with_a_config_prints_the_fingerprint_a_study_records(
     whose split differs from data check's default)."""
     import optuna
 
-    from tests.search.helpers import write_config
+    from tests.search.helpers import create_cli, write_config
 
     root = _leaky_copy(phantom_dir, tmp_path)
     config = write_config(tmp_path / "c.yaml", data={"split": "pooled", "seed": 7})
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    created = run_cli(
-        "study",
-        "create",
-        "--study",
-        "fp",
-        "--config",
-        str(config),
-        "--data",
-        str(root),
-        "--storage",
-        storage,
-    )
+    created = create_cli("fp", config, root, storage)
     assert created.returncode == 0, created.stderr
     recorded = optuna.load_study(study_name="fp", storage=storage).user_attrs["data_fingerprint"]
     checked = json.loads(

@@ -80,14 +80,14 @@ def running_with_epochs(storage: str, study: str, epochs: int = 1) -> bool:
     )
 
 
-def create_tiny_study(root: Path, data: Path, storage: str, name: str, **changes: Any) -> Path:
-    """`study create` through the CLI for a tiny config; returns the config file."""
+def create_cli(
+    name: str, config: Path, data: Path, storage: str, command: str = "study create"
+) -> Any:
+    """`study create` (or `run`) of study `name` from `config` on `data`, as a user types it."""
     from tests.conftest import run_cli
 
-    config = write_config(root / f"{name}.yaml", **changes)
-    result = run_cli(
-        "study",
-        "create",
+    return run_cli(
+        *command.split(),
         "--study",
         name,
         "--config",
@@ -97,6 +97,12 @@ def create_tiny_study(root: Path, data: Path, storage: str, name: str, **changes
         "--storage",
         storage,
     )
+
+
+def create_tiny_study(root: Path, data: Path, storage: str, name: str, **changes: Any) -> Path:
+    """`study create` through the CLI for a tiny config; returns the config file."""
+    config = write_config(root / f"{name}.yaml", **changes)
+    result = create_cli(name, config, data, storage)
     assert result.returncode == 0, result.stderr
     return config
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from tests.conftest import CliResult, assert_bad_input, run_cli
-from tests.search.helpers import create_tiny_study, write_config
+from tests.search.helpers import create_cli, create_tiny_study, write_config
 
 # The two commands that create a study when it is missing (`run` also trains: each case
 # here is refused before that).
@@ -19,17 +19,7 @@ COMMANDS = ("study create", "run")
 
 
 def _create(command: str, name: str, config: Path, data: Path, storage: str) -> CliResult:
-    return run_cli(
-        *command.split(),
-        "--study",
-        name,
-        "--config",
-        str(config),
-        "--data",
-        str(data),
-        "--storage",
-        storage,
-    )
+    return create_cli(name, config, data, storage, command)
 
 
 def _snapshot(storage: str) -> dict[str, Any]:

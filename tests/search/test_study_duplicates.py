@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 
 from tests.conftest import run_cli
-from tests.search.helpers import write_config
+from tests.search.helpers import create_cli, write_config
 
 
 def _leaky(tiny_data: Path, tmp_path: Path) -> Path:
@@ -26,18 +26,7 @@ def test_study_create_warns_and_records_the_dropped_test_copies(
     root = _leaky(tiny_data, tmp_path)
     storage = f"sqlite:///{tmp_path / 's.db'}"
     config = write_config(tmp_path / "c.yaml")
-    result = run_cli(
-        "study",
-        "create",
-        "--study",
-        "d",
-        "--config",
-        str(config),
-        "--data",
-        str(root),
-        "--storage",
-        storage,
-    )
+    result = create_cli("d", config, root, storage)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "3 test images" in warnings[0], result.stderr
@@ -60,18 +49,7 @@ def test_a_study_stored_without_a_duplicate_policy_keeps_its_fingerprint(
         training={"epochs": 1},
         data={"dedup": "exact-train-val"},
     )
-    created = run_cli(
-        "study",
-        "create",
-        "--study",
-        "old",
-        "--config",
-        str(config),
-        "--data",
-        str(root),
-        "--storage",
-        storage,
-    )
+    created = create_cli("old", config, root, storage)
     assert created.returncode == 0, created.stderr
     study = optuna.load_study(study_name="old", storage=storage)
     stored = study.user_attrs["config"]
