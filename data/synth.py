@@ -16,6 +16,7 @@ separate the classes. Output is reproducible for a seed: the same files, byte fo
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from dataclasses import dataclass
@@ -199,6 +200,37 @@ def phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
         brain = _pituitary(f, brain, strength, b, rng)
     img = brain * brain_mask + 0.22 * csf_rim + 0.08 * skull + 0.82 * scalp
     return _scanner(f, img, rng)
+
+
+def phantom_with_lesion(
+    label: str, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`phantom`'s slice (same pixels for the same `rng` state) and its lesion mask: the
+    share of each pixel the tumour replaces, (size, size) float32 in [0, 1], zeros for
+    ``no_tumor`` (the tumour drawn again over a black and a white brain, same draws)."""
+    replay = copy.deepcopy(rng)
+    pixels = phantom(label, size, rng)
+    f = _frame(size, replay)
+    a = 0.74 * replay.uniform(0.95, 1.05)
+    b = 0.9 * replay.uniform(0.95, 1.03)
+    r = np.sqrt((f.u / a) ** 2 + (f.v / b) ** 2)
+    sharp = 1.0 / (f.px * 1.5 / min(a, b))
+    brain_mask = _soft(0.86 - r, sharp)
+    _brain(f, r, sharp, replay)
+    strength = replay.uniform(0.7, 1.0)
+    drawn = []
+    for level in (0.0, 1.0):
+        again, brain = copy.deepcopy(replay), np.full_like(r, level)
+        if label == "glioma_tumor":
+            drawn.append(_glioma(f, brain, strength, again))
+        elif label == "meningioma_tumor":
+            drawn.append(_meningioma(f, brain, strength, (a, b), brain_mask, again))
+        elif label == "pituitary_tumor":
+            drawn.append(_pituitary(f, brain, strength, b, again))
+        else:
+            drawn.append(brain)
+    mask = 1.0 - (drawn[1] - drawn[0])
+    return pixels, np.clip(mask * brain_mask, 0.0, 1.0).astype(np.float32)
 
 
 def _encode_jpeg(pixels: np.ndarray) -> bytes:

@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 from data.cache import atomic_write_bytes
 from search.results.report_data import ReportData
 from search.results.report_figures import SEARCH_FIGURES, TEST_FIGURES, render_figure
+from search.results.report_gradcam import gradcam_html
 from search.results.report_tables import (
     best_trial_html,
     config_html,
@@ -49,6 +50,7 @@ def build_report(data: ReportData, storage: str) -> tuple[str, int, int]:
         test_figures = [render_figure(title, builder, data) for title, builder in TEST_FIGURES]
         sections += [f.html for f in test_figures]
         figures += test_figures
+    sections.append(gradcam_html(data.train_best))
     drawn = sum(f.drawn for f in figures)
     title = html.escape(f"tumor-search report: {data.study.study_name}")
     page = (

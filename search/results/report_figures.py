@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from common.progress import log
 from search.config import StudyConfig
 from search.errors import one_line
+from search.results.report_calibration import reliability_figure
 from search.results.report_data import ReportData, Unavailable, backbone_of, duration_of
 
 STATE_COLOURS = {
@@ -194,6 +195,7 @@ SEARCH_FIGURES: tuple[tuple[str, Builder], ...] = (
 )
 TEST_FIGURES: tuple[tuple[str, Builder], ...] = (
     ("Confusion matrix on the held-out test split", confusion_figure),
+    ("Reliability diagram on the held-out test split", reliability_figure),
 )
 
 # ---------------------------------------------------------------- sections

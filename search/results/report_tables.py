@@ -126,5 +126,46 @@ def held_out_html(result: dict[str, Any]) -> str:
         + ".</p>\n"
         + '<div class="per-class">'
         + _table(("class", "precision", "recall", "F1", "support"), rows)
+        + "</div>\n"
+        + intervals_html(result)
+    )
+
+
+def _ci(interval: dict[str, Any] | None) -> tuple[Any, str]:
+    """An interval record as (value, "lower to upper")."""
+    interval = interval or {}
+    lower, upper = interval.get("lower"), interval.get("upper")
+    span = f"{lower:.4f} to {upper:.4f}" if lower is not None and upper is not None else "n/a"
+    return interval.get("value"), span
+
+
+def intervals_html(result: dict[str, Any]) -> str:
+    """The test metrics with their bootstrap 95 % intervals, per-class sensitivity and
+    specificity with theirs, and the calibration (temperature, ECE and Brier score)."""
+    ci = result.get("intervals")
+    if not ci:
+        return ""
+    names = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))
+    rows = [(label, *_ci(ci.get(key))) for key, label in (*names, ("macro_f1", "macro F1"))]
+    per_class = [
+        (name, *_ci(m.get("sensitivity")), *_ci(m.get("specificity")))
+        for name, m in (ci.get("per_class") or {}).items()
+    ]
+    text = (
+        f"<p>95 % intervals: {html.escape(str(ci.get('method', 'bootstrap')))}, "
+        f"{ci.get('resamples', '?')} resamples.</p>\n"
+        + '<div class="intervals">'
+        + _table(("metric", "value", "95 % CI"), rows)
+        + _table(("class", "sensitivity", "95 % CI", "specificity", "95 % CI"), per_class)
         + "</div>"
     )
+    cal = result.get("calibration") or {}
+    test = cal.get("test") or {}
+    if test:
+        text += (
+            f'\n<p class="calibration">Temperature scaling: T = {cal.get("temperature", 1.0):.3f}'
+            f", fitted on the {html.escape(str(cal.get('fitted_on') or 'nothing: not calibrated'))}"
+            f"; test ECE {test['ece_before']:.4f} &rarr; {test['ece_after']:.4f}, Brier "
+            f"{test['brier_before']:.4f} &rarr; {test['brier_after']:.4f}.</p>"
+        )
+    return text

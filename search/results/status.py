@@ -97,8 +97,15 @@ def print_status(status: dict[str, Any]) -> None:
         print(f"failed:   trial {f['number']}: {f['reason']}")
     tb = status.get("train_best")
     if tb:
+        ci = (tb.get("intervals") or {}).get("accuracy") or {}
+        span = (
+            f", 95 % CI {ci['lower']:.4f}-{ci['upper']:.4f}" if ci.get("lower") is not None else ""
+        )
+        t = (tb.get("calibration") or {}).get("temperature")
+        calibrated = f", temperature {t:.3f}" if isinstance(t, int | float) else ""
         print(
-            f"test:     accuracy {tb['test']['accuracy']:.4f} (train-best of trial {tb.get('trial')})"
+            f"test:     accuracy {tb['test']['accuracy']:.4f}{span}{calibrated} "
+            f"(train-best of trial {tb.get('trial')})"
         )
 
 

@@ -19,38 +19,15 @@ import numpy as np
 from common.progress import log
 from data.cache import atomic_path
 from search.errors import InputError, one_line
+from search.results.calibrate import calibrate_selected
+from search.results.evaluation import bootstrap_intervals, classification_metrics
 from search.results.export import read_export
+from search.results.held_out import write_examples_and_card
+from search.results.model_card import test_result_markdown
 from search.results.outputs import check_writable_dir, read_document, write_document
 from search.runtime.study_data import check_matches, load_test, load_train_val, prepare
 
 TEST_NOTE_HEADING = "## Held-out test result"
-
-
-def classification_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]
-) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix
-    (rows: true class, columns: predicted class)."""
-    k = len(classes)
-    matrix = np.zeros((k, k), dtype=np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
-    per_class = {}
-    for i, name in enumerate(classes):
-        tp = int(matrix[i, i])
-        predicted = int(matrix[:, i].sum())
-        actual = int(matrix[i, :].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
-    accuracy = float(np.trace(matrix) / matrix.sum()) if matrix.sum() else 0.0
-    return {
-        "accuracy": accuracy,
-        "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
-        "per_class": per_class,
-        "confusion_matrix": matrix.tolist(),
-        "classes": list(classes),
-    }
 
 
 def _save_model_atomically(model: Any, target: Path) -> None:
@@ -85,9 +62,14 @@ def train_best(
         f"retraining trial {payload.get('trial')} of study {payload['study']!r}: {trial_config.describe()}"
     )
     runs, best_model, best_index = _train_seeds(config, trial_config, train_val, test, seeds)
+    best_model, calibration = calibrate_selected(
+        best_model, train_val, payload, test, trial_config.batch_size
+    )
     summary = _summary(payload, config, trial_config, data, test, runs, best_index)
+    summary["calibration"] = calibration
     out.mkdir(parents=True, exist_ok=True)
-    _save_model_atomically(best_model, out / "model.keras")
+    _save_model_atomically(best_model, out / "model.keras")  # calibrated: T in its head
+    write_examples_and_card(best_model, summary, payload, data, test, out, storage_url)
     write_document(out / "metrics.json", summary)
     if record:
         _record_on_study(payload, summary, storage_url)
@@ -156,6 +138,7 @@ def _summary(
         "selected_seed": selected["seed"],
         "selected_by": f"best {config.objective.metric} on the validation split",
         "test": selected["test"],
+        "intervals": bootstrap_intervals(selected["test"]["confusion_matrix"], data.classes),
         "test_accuracy_mean": float(accuracies.mean()),
         "test_accuracy_std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
         "seeds": runs,
@@ -196,20 +179,9 @@ def _record_on_study(
 
 
 def _note(payload: dict[str, Any], summary: dict[str, Any]) -> str:
-    test = summary["test"]
-    rows = "\n".join(
-        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
-        for name, m in test["per_class"].items()
-    )
-    seeds = len(summary["seeds"])
-    spread = (
-        f" (mean {summary['test_accuracy_mean']:.4f} ± {summary['test_accuracy_std']:.4f} over {seeds} seeds)"
-        if seeds > 1
-        else ""
-    )
+    """The dashboard note's section: test metrics with 95 % intervals, and calibration."""
     return (
         f"{TEST_NOTE_HEADING} (train-best, {summary['trained_at']})\n\n"
         f"Trial {payload.get('trial')}: `{json.dumps(summary['trial_config'])}`\n\n"
-        f"Test accuracy **{test['accuracy']:.4f}** on {summary['test_images']} images{spread}.\n\n"
-        f"| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n{rows}\n"
+        f"{test_result_markdown(summary)}\n"
     )

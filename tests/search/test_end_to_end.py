@@ -123,7 +123,14 @@ def test_train_best_then_predict(tiny_study: TinyStudy, tmp_path: Path) -> None:
     test = metrics["test"]
     assert test["classes"] == ["glioma", "meningioma", "no_tumor", "pituitary"]
     assert np.asarray(test["confusion_matrix"]).sum() == metrics["test_images"] == 16
-    assert set(test["per_class"]["glioma"]) == {"precision", "recall", "f1", "support"}
+    assert set(test["per_class"]["glioma"]) == {
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "sensitivity",
+        "specificity",
+    }
     assert len(metrics["seeds"]) == 2 and "test_accuracy_std" in metrics
     assert (out / "model.keras").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left

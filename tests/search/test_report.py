@@ -15,6 +15,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from search.results.evaluation import bootstrap_intervals
 from tests.conftest import assert_bad_input, run_cli
 from tests.search.conftest import TinyStudy
 
@@ -166,6 +167,7 @@ def make_study(path: Path, completed: int, pruned: int = 0, with_test_result: bo
         y_true = [t for t, row in enumerate(CONFUSION) for p, n in enumerate(row) for _ in range(n)]
         y_pred = [p for t, row in enumerate(CONFUSION) for p, n in enumerate(row) for _ in range(n)]
         test = classification_metrics(np.array(y_true), np.array(y_pred), CLASSES)
+        calibration = _calibration(np.array(y_true), np.array(y_pred))
         study.set_user_attr(
             "train_best",
             {
@@ -176,9 +178,33 @@ def make_study(path: Path, completed: int, pruned: int = 0, with_test_result: bo
                 "test_images": len(y_true),
                 "test_accuracy_mean": test["accuracy"],
                 "test_accuracy_std": 0.0,
+                "intervals": bootstrap_intervals(CONFUSION, CLASSES),
+                "calibration": calibration,
             },
         )
     return storage
+
+
+def _calibration(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """A calibration record as train-best writes it, for overconfident made-up logits."""
+    from search.results.calibrate import fit_temperature, softmax
+    from search.results.evaluation import expected_calibration_error, reliability
+
+    rng = np.random.default_rng(0)
+    logits = 8.0 * np.eye(4)[y_pred] + rng.normal(0.0, 0.5, (len(y_pred), 4))
+    t = fit_temperature(logits, y_true)
+    before, after = softmax(logits), softmax(logits, t)
+    return {
+        "temperature": t,
+        "fitted_on": "validation split (80 images)",
+        "test": {
+            "ece_before": expected_calibration_error(before, y_true),
+            "ece_after": expected_calibration_error(after, y_true),
+            "brier_before": 0.2,
+            "brier_after": 0.18,
+        },
+        "reliability": {"before": reliability(before, y_true), "after": reliability(after, y_true)},
+    }
 
 
 def test_report_of_a_finished_study_renders_offline_in_chromium(
@@ -187,15 +213,19 @@ def test_report_of_a_finished_study_renders_offline_in_chromium(
     out = tmp_path / "report.html"
     drawn, placeholders = report_cli(tiny_study.storage, tiny_study.name, out)
     # History, learning curves, parallel coordinates, per backbone and duration always draw;
-    # importances may not (three tiny trials can score the same). The confusion matrix is
-    # there when another test already ran train-best on this shared study.
+    # importances may not (three tiny trials can score the same). The confusion matrix and
+    # the reliability diagram are there when another test already ran train-best on this
+    # shared study.
     import optuna
 
     tested = (
         "train_best"
         in optuna.load_study(study_name=tiny_study.name, storage=tiny_study.storage).user_attrs
     )
-    assert drawn + placeholders == 6 + tested and drawn >= 5 + tested, (drawn, placeholders)
+    assert drawn + placeholders == 6 + 2 * tested and drawn >= 5 + 2 * tested, (
+        drawn,
+        placeholders,
+    )
     page = out.read_text()
     assert page.count('class="plotly-graph-div"') == drawn
     assert "<script src" not in page
@@ -211,22 +241,30 @@ def test_report_of_a_finished_study_renders_offline_in_chromium(
 def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -> None:
     storage = make_study(tmp_path / "fake.db", completed=6, pruned=3, with_test_result=True)
     out = tmp_path / "report.html"
-    assert report_cli(storage, "fake", out) == (7, 0)
+    assert report_cli(storage, "fake", out) == (8, 0)
 
     seen = render(
         chromium,
         out,
         tmp_path / "report.png",
-        selectors=(".per-class th, .per-class td", ".legendtext", "h3"),
+        selectors=(".per-class th, .per-class td", ".legendtext", "h3", ".intervals tr"),
     )
     assert seen.errors == [] and seen.requests == []
-    assert seen.plots == 7
+    assert seen.plots == 8
     cells = seen.texts[".per-class th, .per-class td"]
     rows = [cells[i : i + 5] for i in range(0, len(cells), 5)]
     assert [r[0] for r in rows] == ["class", *CLASSES]
     assert rows[1][1:] == ["0.9", "0.9", "0.9", "20"]  # glioma: 18 of 20 right, 18 of 20 said
     assert "pruned trials" in seen.texts[".legendtext"]
     assert "Confusion matrix on the held-out test split" in seen.texts["h3"]
+    assert "Reliability diagram on the held-out test split" in seen.texts["h3"]
+    assert "perfectly calibrated" in seen.texts[".legendtext"]
+    assert any(t.startswith("before calibration (ECE") for t in seen.texts[".legendtext"])
+    ci = bootstrap_intervals(CONFUSION, CLASSES)
+    rows = seen.texts[".intervals tr"]  # a row's cells' texts, run together
+    low, high = ci["accuracy"]["lower"], ci["accuracy"]["upper"]
+    assert f"accuracy0.8875{low:.4f} to {high:.4f}" in rows
+    assert any(r.startswith("glioma0.9") for r in rows)  # sensitivity: 18 of 20
     page = out.read_text()
     assert '"type":"heatmap"' in page and "[[18,1,0,1],[2,15,2,1]" in page
 

@@ -1,0 +1,167 @@
+"""Temperature scaling of the selected model (Guo et al. 2017).
+
+One scalar T divides the logits before the softmax; it is fitted by minimising the
+negative log-likelihood of held-back predictions: the validation split's logits, or, when
+train-best refits on train+val (no validation data left), finalize's out-of-fold logits
+from the export. The NLL is convex in 1/T, so it is unimodal in log T and a golden-section
+search on log T finds its minimum (numpy only). The accuracy does not change: T > 0 keeps
+every argmax.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.progress import log
+from search.results.evaluation import (
+    CALIBRATION_BINS,
+    brier_score,
+    ece_of,
+    reliability,
+)
+
+T_LOW, T_HIGH = 0.05, 20.0
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class FitSet:
+    """Logits and labels the temperature is fitted on, and where they come from."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    source: str
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of softmax(logits / T)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    top = z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]
+    picked = z[np.arange(len(z)), np.asarray(labels, dtype=np.int64)]
+    return float((log_norm - picked).mean())
+
+
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, low: float = T_LOW, high: float = T_HIGH
+) -> float:
+    """The T in [low, high] that minimises the NLL (golden-section search on log T); 1.0
+    when no T does better than leaving the model as it is."""
+    a, b = math.log(low), math.log(high)
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
+    while b - a > 1e-5:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = nll(logits, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = nll(logits, labels, math.exp(d))
+    best = math.exp((a + b) / 2.0)
+    return best if nll(logits, labels, best) < nll(logits, labels, 1.0) else 1.0
+
+
+def _out_of_fold(payload: dict[str, Any]) -> FitSet | None:
+    """finalize's out-of-fold logits from the export, when it holds them."""
+    final = payload.get("finalize")
+    if not isinstance(final, dict):
+        return None
+    logits, labels = final.get("oof_logits"), final.get("oof_labels")
+    if logits is None or labels is None or len(labels) == 0:
+        return None
+    x = np.asarray(logits, dtype=np.float64)
+    return FitSet(x, np.asarray(labels, dtype=np.int64), f"out-of-fold logits ({len(x)} images)")
+
+
+def fit_set(model: Any, train_val: Any, payload: dict[str, Any], batch_size: int) -> FitSet | None:
+    """What to fit T on: the validation split's logits; with no validation data (a refit
+    on train+val), the export's out-of-fold logits; None when there is neither."""
+    from models.calibration import logits_model
+
+    x_val = getattr(train_val, "x_val", None)
+    if x_val is not None and len(x_val):
+        logits = logits_model(model).predict(x_val, batch_size=batch_size, verbose=0)
+        y = np.asarray(train_val.y_val, dtype=np.int64)
+        return FitSet(np.asarray(logits, np.float64), y, f"validation split ({len(y)} images)")
+    return _out_of_fold(payload)
+
+
+def calibrate(
+    model: Any, fitted_on: FitSet | None, x_test: np.ndarray, y_test: np.ndarray, batch_size: int
+) -> tuple[Any, dict[str, Any]]:
+    """Fit T, measure calibration before and after, return the calibrated model.
+
+    Returns:
+        The model with its temperature (`models.calibration.with_temperature`; the model
+        unchanged when there is nothing to fit on) and the calibration record for
+        metrics.json.
+    """
+    from models.calibration import logits_model, with_temperature
+
+    test_logits = np.asarray(
+        logits_model(model).predict(x_test, batch_size=batch_size, verbose=0), np.float64
+    )
+    y = np.asarray(y_test, dtype=np.int64)
+    t = 1.0 if fitted_on is None else fit_temperature(fitted_on.logits, fitted_on.labels)
+    before, after = softmax(test_logits), softmax(test_logits, t)
+    record: dict[str, Any] = {
+        "temperature": t,
+        "fitted_on": fitted_on.source if fitted_on is not None else None,
+        "method": "temperature scaling: minimum NLL of softmax(logits / T)",
+        "bins": CALIBRATION_BINS,
+        "test": _measures(before, after, y, test_logits, t),
+        "reliability": {"before": reliability(before, y), "after": reliability(after, y)},
+    }
+    if fitted_on is not None:
+        z, labels = fitted_on.logits, fitted_on.labels
+        record["fit"] = _measures(softmax(z), softmax(z, t), labels, z, t)
+        model = with_temperature(model, t)
+    return model, record
+
+
+def calibrate_selected(
+    model: Any, train_val: Any, payload: dict[str, Any], test: Any, batch_size: int
+) -> tuple[Any, dict[str, Any]]:
+    """train-best's calibration step: fit T on the validation split (or the export's
+    out-of-fold logits), measure the test split before and after; the calibrated model and
+    the record for metrics.json."""
+    fitted_on = fit_set(model, train_val, payload, batch_size)
+    calibrated, record = calibrate(model, fitted_on, test.x, test.y, batch_size)
+    m = record["test"]
+    if fitted_on is None:
+        log("not calibrated: no validation data and no out-of-fold logits in the export")
+    else:
+        log(
+            f"temperature {record['temperature']:.3f}, fitted on the {fitted_on.source}; "
+            f"test ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f}, "
+            f"Brier {m['brier_before']:.4f} -> {m['brier_after']:.4f}"
+        )
+    return calibrated, record
+
+
+def _measures(
+    before: np.ndarray, after: np.ndarray, y: np.ndarray, logits: np.ndarray, t: float
+) -> dict[str, float]:
+    """ECE, Brier score and NLL before and after calibration."""
+    return {
+        "ece_before": ece_of(reliability(before, y)),
+        "ece_after": ece_of(reliability(after, y)),
+        "brier_before": brier_score(before, y),
+        "brier_after": brier_score(after, y),
+        "nll_before": nll(logits, y),
+        "nll_after": nll(logits, y, t),
+        "images": len(y),
+    }
