@@ -34,11 +34,11 @@ from tests.conftest import ROOT
 # The first release of each package that has everything below; the evidence is the symbol
 # (or keyword) that the release before it lacks.
 FIRST_RELEASE: dict[str, str] = {
-    # RDBStorage.heartbeat_stale_trial_callback, the attribute that enable_heartbeat sets and
-    # that fail_stale_trials reads through get_heartbeat_stale_trial_callback(), is new in
-    # 4.9.0 (with RetryHeartbeatStaleTrialCallback); 4.8 reads only failed_trial_callback, so
-    # a stale trial would be failed but never retried.
-    "optuna": "4.9.0",
+    # Trial.set_constraint, with which a finished trial records the objective's constraints
+    # before it is told (search.training.constraints), is new in 5.0.0: 4.9.0's Trial has no
+    # such method (constraints there come only from a sampler's deprecated constraints_func).
+    # (RDBStorage.heartbeat_stale_trial_callback, read by fail_stale_trials, is new in 4.9.0.)
+    "optuna": "5.0.0",
     # optuna_integration.KerasPruningCallback is importable from the package itself from
     # 3.6.0 (3.2 to 3.5 have only optuna_integration.keras.KerasPruningCallback, deprecated).
     "optuna-integration": "3.6.0",
@@ -64,6 +64,8 @@ OPTUNA_SYMBOLS: list[str] = [
     "optuna:Study.set_user_attr",
     "optuna:Study.get_trials",
     "optuna:Study.best_trial",
+    "optuna:trial.Trial.set_constraint",
+    "optuna:trial.FrozenTrial.constraints",
     "optuna:Study.best_value",
     "optuna:Study.trials",
     "optuna:Study.direction",

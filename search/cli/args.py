@@ -63,8 +63,33 @@ def load_config_with_overrides(args: argparse.Namespace) -> Any:
     return config.with_overrides(data_path=args.data, trials=getattr(args, "trials", None))
 
 
+# Below this many validation images one image moves accuracy by more than 0.01: trials
+# whose scores differ by less than a point cannot be told apart, and the best of many
+# trials is mostly the luckiest.
+MIN_RANKING_VAL_IMAGES = 100
+
+
+def small_validation_warning(n_val: int) -> str | None:
+    """One line when a validation split is too small to rank trials."""
+    if n_val >= MIN_RANKING_VAL_IMAGES or n_val <= 0:
+        return None
+    return (
+        f"warning: {n_val} validation image{'s' if n_val != 1 else ''}: accuracy moves in "
+        f"steps of {1 / n_val:.3g}, too coarse to rank trials (use more data or a larger "
+        "data.val_fraction, and `tumor-search finalize` to rank the best by cross-validation)"
+    )
+
+
 def warn_dropped(data: Any) -> None:
     warning = data.dropped_warning()
+    if warning:
+        log(warning)
+
+
+def warn_small_validation(data: Any) -> None:
+    """Once the study exists (bad input is reported first, alone): a validation split too
+    small to rank trials."""
+    warning = small_validation_warning(data.counts()["val"])
     if warning:
         log(warning)
 

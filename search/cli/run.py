@@ -13,6 +13,7 @@ from search.cli.args import (
     positive_float,
     positive_int,
     warn_dropped,
+    warn_small_validation,
 )
 
 
@@ -72,6 +73,7 @@ def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str
     if not result.created and args.trials is not None:
         result.study.set_user_attr(BUDGET_ATTR, args.trials)
     log_created(result, url)
+    warn_small_validation(data)
     return config, data, name
 
 

@@ -9,6 +9,7 @@ from search.cli.args import (
     load_config_with_overrides,
     positive_int,
     warn_dropped,
+    warn_small_validation,
 )
 
 
@@ -25,6 +26,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     warn_dropped(data)
     result = create_study(args.study or config.name, url, config, data)
     log_created(result, url)
+    warn_small_validation(data)
     print(result.study.study_name)
     return 0
 

@@ -62,10 +62,12 @@ def header_html(data: ReportData, storage: str) -> str:
 
 def best_trial_html(data: ReportData) -> str:
     """The best trial's value, duration and configuration (its recorded TrialConfig)."""
+    infeasible = infeasible_html(data)
     try:
         best = data.study.best_trial
     except ValueError:
-        return "<h2>Best trial</h2>\n<p>No completed trial yet.</p>"
+        none = "No feasible trial yet." if data.completed else "No completed trial yet."
+        return f"<h2>Best trial</h2>\n<p>{none}</p>\n{infeasible}"
     trial_config = best.user_attrs.get(TRIAL_CONFIG_ATTR) or best.params
     seconds = duration_of(best)
     took = f" in {seconds:.0f} s" if seconds is not None else ""
@@ -73,6 +75,22 @@ def best_trial_html(data: ReportData) -> str:
         f"<h2>Best trial</h2>\n<p>Trial {best.number}: {html.escape(data.metric)} "
         f"<b>{best.value:.4f}</b>{took}.</p>\n"
         + _table(("parameter", "value"), sorted(trial_config.items()))
+        + infeasible
+    )
+
+
+def infeasible_html(data: ReportData) -> str:
+    """The completed trials that break a constraint (never best), with what they break."""
+    from search.training.constraints import violations
+
+    rows = [(t.number, f"{t.value:.4f}", ", ".join(violations(t))) for t in data.completed]
+    rows = [r for r in rows if r[2]]
+    if not rows:
+        return ""
+    return (
+        f'<h3>Infeasible trials</h3>\n<p class="infeasible">{len(rows)} completed trial'
+        f"{'s break' if len(rows) != 1 else ' breaks'} a constraint of the objective and "
+        "cannot be best.</p>\n" + _table(("trial", data.metric, "breaks"), rows)
     )
 
 

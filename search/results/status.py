@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from search.runtime.optuna_compat import FAIL_REASON_ATTR
 from search.runtime.study import budget, budget_used, describe_storage, open_study
+from search.training.constraints import is_feasible, violations
 
 
 def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
             "params": b.params,
             "trial_config": b.user_attrs.get("trial_config"),
         }
-    except ValueError:
+    except ValueError:  # none completed, or none feasible
         pass
     failures = [
         {"number": t.number, "reason": t.user_attrs.get(FAIL_REASON_ATTR, "unknown")}
@@ -67,8 +68,18 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
         "best": best,
         "running": running,
         "failed": failures,
+        "infeasible": _infeasible(trials),
         "train_best": study.user_attrs.get("train_best"),
     }
+
+
+def _infeasible(trials: list[Any]) -> list[dict[str, Any]]:
+    """Completed trials that break a constraint of the objective, with what they break."""
+    return [
+        {"number": t.number, "violations": violations(t)}
+        for t in trials
+        if t.state == TrialState.COMPLETE and not is_feasible(t)
+    ]
 
 
 def print_status(status: dict[str, Any]) -> None:
@@ -82,8 +93,12 @@ def print_status(status: dict[str, Any]) -> None:
     if best:
         print(f"best:     {status['metric']} {best['value']:.4f} (trial {best['number']})")
         print(f"          {best['params']}")
+    elif status["counts"]["complete"]:
+        print("best:     no feasible trial yet (every completed trial breaks a constraint)")
     else:
         print("best:     no completed trial yet")
+    for bad in status.get("infeasible", [])[-5:]:
+        print(f"infeasible: trial {bad['number']}: {', '.join(bad['violations'])}")
     for r in status["running"]:
         last = (
             f", last {status['metric']} {r['last_value']:.4f}"
@@ -97,16 +112,19 @@ def print_status(status: dict[str, Any]) -> None:
         print(f"failed:   trial {f['number']}: {f['reason']}")
     tb = status.get("train_best")
     if tb:
-        ci = (tb.get("intervals") or {}).get("accuracy") or {}
-        span = (
-            f", 95 % CI {ci['lower']:.4f}-{ci['upper']:.4f}" if ci.get("lower") is not None else ""
-        )
-        t = (tb.get("calibration") or {}).get("temperature")
-        calibrated = f", temperature {t:.3f}" if isinstance(t, int | float) else ""
-        print(
-            f"test:     accuracy {tb['test']['accuracy']:.4f}{span}{calibrated} "
-            f"(train-best of trial {tb.get('trial')})"
-        )
+        print(test_line(tb))
+
+
+def test_line(tb: dict[str, Any]) -> str:
+    """The held-out result of train-best: accuracy, its 95 % interval and the temperature."""
+    ci = (tb.get("intervals") or {}).get("accuracy") or {}
+    span = f", 95 % CI {ci['lower']:.4f}-{ci['upper']:.4f}" if ci.get("lower") is not None else ""
+    t = (tb.get("calibration") or {}).get("temperature")
+    calibrated = f", temperature {t:.3f}" if isinstance(t, int | float) else ""
+    return (
+        f"test:     accuracy {tb['test']['accuracy']:.4f}{span}{calibrated} "
+        f"(train-best of trial {tb.get('trial')})"
+    )
 
 
 def top_trials_table(study: optuna.Study, metric: str, k: int = 5) -> str:
@@ -129,6 +147,9 @@ def top_trials_table(study: optuna.Study, metric: str, k: int = 5) -> str:
             f"{config.get('backbone')}, head {head}, dropout {config.get('dropout', 0):.2f}, "
             f"lr {config.get('learning_rate', 0):.1e}"
         )
+        broken = violations(t)
+        if broken:
+            desc += f"  [infeasible: {', '.join(broken)}]"
         lines.append(
             f"{t.number:>5}  {t.value:>12.4f}  {t.user_attrs.get('epochs_run', '-'):>6}  "
             f"{t.user_attrs.get('params', '-'):>9}  {t.user_attrs.get('seconds_per_epoch', '-'):>7}  {desc}"
@@ -153,6 +174,7 @@ def progress_line(study: optuna.Study, total: int) -> str:
     try:
         best = study.best_trial
         best_text = f"best {best.value:.4f} (trial {best.number})"
-    except ValueError:
-        best_text = "no completed trial yet"
+    except ValueError:  # none completed, or (with constraints) none feasible
+        complete = any(t.state == TrialState.COMPLETE for t in trials)
+        best_text = "no feasible trial yet" if complete else "no completed trial yet"
     return f"study {study.study_name}: {done}/{total} trials done, {best_text}"

@@ -103,6 +103,9 @@ def create_study(
         StorageError: the storage cannot be opened.
         InputError: a study of that name exists with another config or data.
     """
+    from search.training.constraints import check_classes
+
+    check_classes(config.objective.constraints, data.classes)  # before anything is made
     storage = open_storage(storage_url, create=True)
     # Under the study's lock, so that no other process sees the study before its config
     # and fingerprint (readers of a study without them wait for this lock; see load_study).

@@ -85,21 +85,6 @@ def uses_feature_cache(trial_config: TrialConfig, config: StudyConfig) -> bool:
     )
 
 
-def _callbacks(config: StudyConfig, recorder: EpochRecorder, extra: list[Any] | None) -> list[Any]:
-    metric, direction = config.objective.metric, config.objective.direction
-    out: list[Any] = [recorder, BestWeights(metric, direction)]
-    if config.training.early_stopping_patience > 0:
-        out.append(
-            keras.callbacks.EarlyStopping(
-                monitor=metric,
-                mode="max" if direction == "maximize" else "min",
-                patience=config.training.early_stopping_patience,
-            )
-        )
-    out.extend(extra or [])
-    return out
-
-
 @dataclass
 class _Trainee:
     """What `fit` trains: the whole model on pixels, or only its head on cached features."""
@@ -115,6 +100,35 @@ class _Trainee:
         if self.features is None:
             return {}
         return {"hit": self.features.hit, "seconds": round(self.features.seconds, 3)}
+
+
+def _callbacks(
+    config: StudyConfig,
+    recorder: EpochRecorder,
+    extra: list[Any] | None,
+    trainee: _Trainee,
+    data: TrainVal,
+    batch_size: int,
+) -> list[Any]:
+    """The fit's callbacks, in the order that matters: metrics Keras lacks are added to the
+    epoch's logs first, so that every callback after them reads them."""
+    metric, direction = config.objective.monitor, config.objective.direction
+    out: list[Any] = []
+    if config.objective.needs_class_metrics:
+        from search.training.val_metrics import ValidationMetrics
+
+        out.append(ValidationMetrics(trainee.x_val, data.y_val, list(data.classes), batch_size))
+    out += [recorder, BestWeights(metric, direction)]
+    if config.training.early_stopping_patience > 0:
+        out.append(
+            keras.callbacks.EarlyStopping(
+                monitor=metric,
+                mode="max" if direction == "maximize" else "min",
+                patience=config.training.early_stopping_patience,
+            )
+        )
+    out.extend(extra or [])
+    return out
 
 
 def _trainee(
@@ -218,11 +232,12 @@ def fit(
         epochs=training.epochs,
         batch_size=trial_config.batch_size,
         class_weight=class_weight,
-        callbacks=_callbacks(config, recorder, callbacks),
+        callbacks=_callbacks(config, recorder, callbacks, trainee, data, trial_config.batch_size),
         shuffle=True,
         verbose=0,
     )
-    epoch, value = best_epoch(recorder.history, config.objective.metric, config.objective.direction)
+    goal = config.objective
+    epoch, value = best_epoch(recorder.history, goal.monitor, goal.direction)
     model, params = _trained_model(trainee, need_model)
     return FitResult(
         model=model,

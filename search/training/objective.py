@@ -17,6 +17,7 @@ from search.runtime.study import TRIAL_CONFIG_ATTR
 from search.runtime.study_data import TrainVal
 from search.space import suggest
 from search.training.callbacks import EpochRecorder
+from search.training.constraints import apply_constraints, violations
 from search.training.fit import FitResult, fit
 
 
@@ -50,7 +51,7 @@ class Objective:
         from optuna_integration import KerasPruningCallback
 
         recorder = EpochRecorder(prefix, self.config.training.epochs)
-        pruning = KerasPruningCallback(trial, self.config.objective.metric)
+        pruning = KerasPruningCallback(trial, self.config.objective.monitor)
         start = time.perf_counter()
         try:
             with self.interruptible():
@@ -71,6 +72,11 @@ class Objective:
             raise
         pause("after-training")
         record_result(trial, result, time.perf_counter() - start)
+        feasible = apply_constraints(
+            trial, self.config.objective.constraints, result.metrics_at_best()
+        )
+        if feasible is False:
+            log(f"{prefix} infeasible: {', '.join(violations(trial))}")
         return result.best_value
 
 
