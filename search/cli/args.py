@@ -92,4 +92,3 @@ def warn_small_validation(data: Any) -> None:
     warning = small_validation_warning(data.counts()["val"])
     if warning:
         log(warning)
-

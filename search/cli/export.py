@@ -1,8 +1,9 @@
-"""`tumor-search export`: the best configuration as best.json."""
+"""`tumor-search export`: the chosen configuration as best.json."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from search.cli.args import (
     add_study,
@@ -10,16 +11,34 @@ from search.cli.args import (
 )
 
 
+def trial_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a trial number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a trial number (0 or more), got {text!r}")
+    return value
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from search.results.export import export_best
     from search.results.outputs import check_writable_file
 
     out = check_writable_file(args.out)
-    payload = export_best(args.study, args.storage, out, top=args.top)
+    payload = export_best(args.study, args.storage, out, top=args.top, trial=args.trial)
+    if payload.get("warning"):
+        print(payload["warning"], file=sys.stderr)
     print(
         f"wrote {out}: trial {payload['trial']} of study {args.study!r}, "
-        f"{payload['metric']} {payload['value']:.4f}"
+        f"{payload['metric']} {payload['value']:.4f} on the validation split"
     )
+    line = f"selected by: {payload['selected_by']}"
+    final = payload.get("finalize")
+    if final:
+        cv = next(f for f in final["finalists"] if f["trial"] == payload["trial"])
+        line += f" (CV {cv['mean']:.4f} ± {cv['std']:.4f}; refit for {final['epochs']} epochs)"
+    print(line)
     return 0
 
 
@@ -27,10 +46,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser(
         "export",
         parents=[common],
-        help="write the best configuration to best.json",
-        description="Replay the best trial's parameters through the search space and write its "
-        "configuration, the study config, its validation metrics, the data fingerprint and "
-        "library versions (YAML when the name ends in .yaml).",
+        help="write the chosen configuration to best.json",
+        description="Replay the chosen trial's parameters through the search space and write "
+        "its configuration, the study config, its validation metrics, the data fingerprint and "
+        "library versions (YAML when the name ends in .yaml). The chosen trial is finalize's "
+        "cross-validated winner when the study has one (with its out-of-fold logits), else the "
+        "best feasible trial on the validation split; the file and the output say which rule "
+        "chose it.",
     )
     add_study(p)
     p.add_argument(
@@ -38,5 +60,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument(
         "--top", type=positive_int, default=1, metavar="K", help="also list the K best trials"
+    )
+    p.add_argument(
+        "--trial",
+        type=trial_number,
+        metavar="N",
+        help="export completed trial N instead (warns when it breaks a constraint)",
     )
     p.set_defaults(handler=cmd_export)

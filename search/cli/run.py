@@ -101,14 +101,14 @@ def _run_workers(
 
 def _print_summary(name: str, url: str, masked: str, config: Any) -> None:
     """The top trials, the best configuration and how to browse and export the study."""
-    from search.results.export import completed_trials, trial_config_of
+    from search.results.export import feasible_ranked, trial_config_of
     from search.results.status import dashboard_commands, top_trials_table
     from search.runtime.study import open_study
 
     study, _ = open_study(name, url)
     print(f"\nTop trials of study {name!r} ({config.objective.metric}, validation split):")
     print(top_trials_table(study, config.objective.metric))
-    ranked = completed_trials(study)
+    ranked = feasible_ranked(study)  # a trial that breaks a constraint is never best
     if ranked:
         best = ranked[0]
         print(

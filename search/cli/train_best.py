@@ -21,7 +21,20 @@ def cmd_train_best(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         storage_url=args.storage,
         record=not args.no_record,
+        refit=args.refit,
     )
+    print(f"trial {summary['trial']} chosen by: {summary['trial_selected_by']}")
+    trained = summary["trained_on"]
+    if summary["refit"]:
+        print(
+            f"refit on train+val: {trained['images']} images, {trained['epochs']} epochs "
+            f"({trained['epochs_rule']}), no validation split"
+        )
+    else:
+        print(
+            f"trained on the train split ({trained['images']} images), validation "
+            f"({trained['validation_images']} images) chose the best epoch"
+        )
     test = summary["test"]
     print(
         f"test accuracy {test['accuracy']:.4f} on {summary['test_images']} held-out images", end=""
@@ -47,9 +60,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "train-best",
         parents=[common],
         help="retrain the exported configuration and test it once",
-        description="Retrain the configuration in best.json on the train split (validation for "
-        "early stopping), evaluate once on the held-out test split, write model.keras and "
-        "metrics.json, and record the result on the study.",
+        description="Retrain the configuration in best.json, evaluate once on the held-out "
+        "test split, write model.keras and metrics.json, and record the result on the study. "
+        "When best.json carries a finalize result, train on train+val together for the epoch "
+        "count cross-validation chose (--refit, the default then); else on the train split, "
+        "with validation for early stopping (--no-refit).",
     )
     p.add_argument("--config", required=True, metavar="best.json", help="file written by export")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")
@@ -62,6 +77,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default=1,
         metavar="N",
         help="train N times with different seeds",
+    )
+    refit = p.add_mutually_exclusive_group()
+    refit.add_argument(
+        "--refit",
+        dest="refit",
+        action="store_true",
+        default=None,
+        help="train on train+val for finalize's epoch count (default when best.json has a "
+        "finalize result; an error without one)",
+    )
+    refit.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="train on the train split with validation for early stopping",
     )
     add_storage(p)
     p.add_argument("--no-record", action="store_true", help="do not write the result to the study")

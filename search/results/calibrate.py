@@ -86,11 +86,16 @@ def _out_of_fold(payload: dict[str, Any]) -> FitSet | None:
     return FitSet(x, np.asarray(labels, dtype=np.int64), f"out-of-fold logits ({len(x)} images)")
 
 
-def fit_set(model: Any, train_val: Any, payload: dict[str, Any], batch_size: int) -> FitSet | None:
-    """What to fit T on: the validation split's logits; with no validation data (a refit
-    on train+val), the export's out-of-fold logits; None when there is neither."""
+def fit_set(
+    model: Any, train_val: Any, payload: dict[str, Any], batch_size: int, refit: bool = False
+) -> FitSet | None:
+    """What to fit T on: the validation split's logits; after a refit on train+val (the
+    validation split was training data) or with no validation data, the export's
+    out-of-fold logits; None when there is neither."""
     from models.calibration import logits_model
 
+    if refit:
+        return _out_of_fold(payload)
     x_val = getattr(train_val, "x_val", None)
     if x_val is not None and len(x_val):
         logits = logits_model(model).predict(x_val, batch_size=batch_size, verbose=0)
@@ -133,12 +138,17 @@ def calibrate(
 
 
 def calibrate_selected(
-    model: Any, train_val: Any, payload: dict[str, Any], test: Any, batch_size: int
+    model: Any,
+    train_val: Any,
+    payload: dict[str, Any],
+    test: Any,
+    batch_size: int,
+    refit: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """train-best's calibration step: fit T on the validation split (or the export's
-    out-of-fold logits), measure the test split before and after; the calibrated model and
-    the record for metrics.json."""
-    fitted_on = fit_set(model, train_val, payload, batch_size)
+    """train-best's calibration step: fit T on the validation split (or, after a refit,
+    the export's out-of-fold logits), measure the test split before and after; the
+    calibrated model and the record for metrics.json."""
+    fitted_on = fit_set(model, train_val, payload, batch_size, refit)
     calibrated, record = calibrate(model, fitted_on, test.x, test.y, batch_size)
     m = record["test"]
     if fitted_on is None:

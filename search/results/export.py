@@ -1,4 +1,9 @@
-"""`tumor-search export`: the best trial, replayed through the search space, as a file."""
+"""`tumor-search export`: the chosen trial, replayed through the search space, as a file.
+
+The chosen trial is finalize's cross-validated winner when the study has one, else the best
+feasible trial on the validation split; `--trial N` exports any completed trial. The file
+says which rule chose it (``selected_by``) and carries finalize's summary and out-of-fold
+logits, so that `train-best` needs no storage to refit and calibrate."""
 
 from __future__ import annotations
 
@@ -42,30 +47,114 @@ def trial_config_of(trial: FrozenTrial, study_config: Any) -> TrialConfig:
     return config
 
 
-def build_export(study_name: str, storage_url: str | None, top: int = 1) -> dict[str, Any]:
-    """The contents of best.json.
+def feasible_ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials that meet every constraint, best first."""
+    from search.training.constraints import is_feasible
+
+    return [t for t in completed_trials(study) if is_feasible(t)]
+
+
+def infeasible_warning(trial: FrozenTrial) -> str | None:
+    """One line when `trial` breaks a constraint of its study; None when it meets them all."""
+    from search.training.constraints import is_feasible, violations
+
+    if is_feasible(trial):
+        return None
+    return (
+        f"warning: trial {trial.number} is infeasible (breaks {', '.join(violations(trial))}); "
+        "exported because --trial asked for it"
+    )
+
+
+def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    """The completed trial `number` (`InputError` when there is none such)."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trial = trials.get(number)
+    if trial is None:
+        raise InputError(
+            f"study {study.study_name!r} has no trial {number} (trials 0 to {len(trials) - 1})"
+        )
+    if trial.state != TrialState.COMPLETE:
+        raise InputError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}; "
+            "only a completed trial can be exported"
+        )
+    return trial
+
+
+def select_trial(study: optuna.Study, metric: str) -> tuple[FrozenTrial, str]:
+    """The trial to export and the rule that chose it: finalize's winner when the study has
+    one, else the best feasible trial on the validation split.
 
     Raises:
-        InputError: no such study, or no completed trial yet.
+        InputError: no completed feasible trial.
+    """
+    from search.results.finalize import FINALIZE_ATTR
+
+    ranked = feasible_ranked(study)
+    if not ranked:
+        done = len(completed_trials(study))
+        if done:
+            raise InputError(
+                f"study {study.study_name!r}: all {done} completed trials break its constraints; "
+                "export one anyway with --trial N"
+            )
+        raise InputError(
+            f"study {study.study_name!r} has no completed trial yet; nothing to export"
+        )
+    final = study.user_attrs.get(FINALIZE_ATTR)
+    if isinstance(final, dict):
+        for trial in ranked:
+            if trial.number == final.get("winner"):
+                return trial, str(final["rule"])
+    return ranked[0], f"best {metric} on the validation split"
+
+
+def finalize_payload(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """finalize's summary with the winner's out-of-fold logits and labels, when trial
+    `number` is finalize's winner; None otherwise."""
+    from search.results.finalize import FINALIZE_ATTR, OOF_ATTR
+
+    final = study.user_attrs.get(FINALIZE_ATTR)
+    if not isinstance(final, dict) or final.get("winner") != number:
+        return None
+    out = dict(final)
+    oof = study.user_attrs.get(OOF_ATTR)
+    if isinstance(oof, dict) and oof.get("trial") == number:
+        out["oof_logits"], out["oof_labels"] = oof["logits"], oof["labels"]
+    return out
+
+
+def build_export(
+    study_name: str, storage_url: str | None, top: int = 1, trial: int | None = None
+) -> dict[str, Any]:
+    """The contents of best.json: finalize's winner, else the best feasible trial, or trial
+    `trial` when given (with a ``warning`` when it is infeasible).
+
+    Raises:
+        InputError: no such study or trial, or no completed feasible trial yet.
     """
     study, config = open_study(study_name, storage_url)
-    ranked = completed_trials(study)
-    if not ranked:
-        raise InputError(f"study {study_name!r} has no completed trial yet; nothing to export")
-    best = ranked[0]
-    trial_config = trial_config_of(best, config)
+    if trial is None:
+        best, selected_by = select_trial(study, config.objective.metric)
+        warning = None
+    else:
+        best, selected_by = _by_number(study, trial), f"--trial {trial}"
+        warning = infeasible_warning(best)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "study": study_name,
         "storage": describe_storage(storage_url),
         "trial": best.number,
+        "selected_by": selected_by,
         "metric": config.objective.metric,
         "direction": config.objective.direction,
         "value": best.value,
-        "trial_config": trial_config.to_dict(),
+        "trial_config": trial_config_of(best, config).to_dict(),
         "params": best.params,
         "validation": best.user_attrs.get("validation", {}),
         "best_epoch": best.user_attrs.get("best_epoch"),
+        "constraints": best.constraints,
         "study_config": config.to_dict(),
         "data_fingerprint": study.user_attrs.get(FINGERPRINT_ATTR),
         "data_counts": study.user_attrs.get(COUNTS_ATTR),
@@ -73,6 +162,11 @@ def build_export(study_name: str, storage_url: str | None, top: int = 1) -> dict
         "versions": versions(),
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if warning:
+        payload["warning"] = warning
+    final = finalize_payload(study, best.number)
+    if final is not None:
+        payload["finalize"] = final
     if top > 1:
         payload["top"] = [
             {
@@ -81,15 +175,15 @@ def build_export(study_name: str, storage_url: str | None, top: int = 1) -> dict
                 "trial_config": trial_config_of(t, config).to_dict(),
                 "validation": t.user_attrs.get("validation", {}),
             }
-            for t in ranked[:top]
+            for t in feasible_ranked(study)[:top]
         ]
     return payload
 
 
 def export_best(
-    study_name: str, storage_url: str | None, out: Path, top: int = 1
+    study_name: str, storage_url: str | None, out: Path, top: int = 1, trial: int | None = None
 ) -> dict[str, Any]:
-    payload = build_export(study_name, storage_url, top)
+    payload = build_export(study_name, storage_url, top, trial)
     write_document(out, payload)
     return payload
 

@@ -25,6 +25,8 @@ from search.results.export import read_export
 from search.results.held_out import write_examples_and_card
 from search.results.model_card import test_result_markdown
 from search.results.outputs import check_writable_dir, read_document, write_document
+from search.results.retrain import refit_seeds, training_record, wants_refit
+from search.results.study_note import save_section
 from search.runtime.study_data import check_matches, load_test, load_train_val, prepare
 
 TEST_NOTE_HEADING = "## Held-out test result"
@@ -42,8 +44,12 @@ def train_best(
     seeds: int = 1,
     storage_url: str | None = None,
     record: bool = True,
+    refit: bool | None = None,
 ) -> dict[str, Any]:
     """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``.
+
+    `refit` (default: when the export carries a finalize result) trains on train+val for
+    the epoch count finalize chose, with no validation data (`search.results.retrain`).
 
     Raises:
         InputError, ConfigError, DataError: before any training starts.
@@ -52,6 +58,7 @@ def train_best(
         raise InputError(f"--seeds must be at least 1, got {seeds}")
     payload = read_document(best_path, flag="--config")
     config, trial_config = read_export(payload, str(best_path))
+    refit = wants_refit(payload, refit, str(best_path))
     out = check_writable_dir(out_dir)
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)
@@ -61,11 +68,17 @@ def train_best(
     log(
         f"retraining trial {payload.get('trial')} of study {payload['study']!r}: {trial_config.describe()}"
     )
-    runs, best_model, best_index = _train_seeds(config, trial_config, train_val, test, seeds)
+    if refit:
+        runs, best_model, best_index = refit_seeds(
+            config, trial_config, train_val, test, seeds, payload
+        )
+    else:
+        runs, best_model, best_index = _train_seeds(config, trial_config, train_val, test, seeds)
     best_model, calibration = calibrate_selected(
-        best_model, train_val, payload, test, trial_config.batch_size
+        best_model, train_val, payload, test, trial_config.batch_size, refit=refit
     )
     summary = _summary(payload, config, trial_config, data, test, runs, best_index)
+    summary.update(training_record(payload, config, train_val, refit, seeds))
     summary["calibration"] = calibration
     out.mkdir(parents=True, exist_ok=True)
     _save_model_atomically(best_model, out / "model.keras")  # calibrated: T in its head
@@ -165,14 +178,8 @@ def _record_on_study(
         study = optuna.load_study(study_name=payload["study"], storage=storage)
         compact = {k: v for k, v in summary.items() if k != "seeds"}
         study.set_user_attr("train_best", json.loads(json.dumps(compact)))
-        try:
-            import optuna_dashboard
-
-            # Keep the study's description; replace an earlier test result.
-            before = (optuna_dashboard.get_note(study) or "").split(TEST_NOTE_HEADING)[0].rstrip()
-            optuna_dashboard.save_note(study, f"{before}\n\n{_note(payload, summary)}".lstrip())
-        except ImportError:
-            pass
+        # Keep the study's description and other sections; replace an earlier test result.
+        save_section(study, TEST_NOTE_HEADING, _note(payload, summary))
         log(f"recorded the test result on study {payload['study']!r}")
     except Exception as exc:  # noqa: BLE001 - the model and metrics are already written
         log(f"warning: could not record the result on the study: {one_line(str(exc))}")

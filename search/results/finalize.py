@@ -1,0 +1,250 @@
+"""`tumor-search finalize`: re-score the top trials by K-fold cross-validation, pick one.
+
+A search ranks trials on one small validation split, so the best of many trials is partly
+the luckiest. `finalize` re-trains the top N completed feasible trials with stratified
+K-fold cross-validation over train+val (copies of an image kept within one fold; the test
+split is never read) and picks the best mean fold score. It also records the winner's
+epoch count (the median of its folds' best epochs, rounded up), which `train-best --refit`
+trains for, and the winner's out-of-fold logits, which train-best calibrates on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from common.progress import log
+from search.errors import InputError
+from search.results.export import feasible_ranked, trial_config_of
+from search.results.folds import (
+    Fold,
+    check_folds,
+    group_ids,
+    make_folds,
+    pool_labels,
+    pool_paths,
+)
+from search.results.study_note import save_section
+from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, open_study
+from search.runtime.study_data import check_matches, load_train_val, prepare
+
+FINALIZE_ATTR = "finalize"
+OOF_ATTR = "finalize_oof"
+NOTE_HEADING = "## Finalize"
+EPOCHS_RULE = "median of the winner's folds' best epochs, rounded up"
+LOGIT_DECIMALS = 5
+
+
+def rule_text(metric: str, folds: int, top: int) -> str:
+    return f"best mean {metric} over {folds}-fold CV of the top {top} trials"
+
+
+@dataclass
+class Finalist:
+    """One re-scored trial: its fold scores, best epochs and out-of-fold logits."""
+
+    trial: FrozenTrial
+    scores: list[float] = field(default_factory=list)
+    best_epochs: list[int] = field(default_factory=list)
+    logits: np.ndarray | None = None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.scores, ddof=1)) if len(self.scores) > 1 else 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial.number,
+            "value": self.trial.value,
+            "mean": self.mean,
+            "std": self.std,
+            "scores": list(self.scores),
+            "best_epochs": list(self.best_epochs),
+        }
+
+
+def check_arguments(top: int, folds: int) -> None:
+    """Refuse --top or --folds out of range before anything is loaded (`InputError`)."""
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    if folds < 2:
+        raise InputError(f"--folds must be at least 2, got {folds}")
+
+
+def finalists_of(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The top `top` completed feasible trials, best first (`InputError` when none)."""
+    if len(study.directions) > 1:
+        raise InputError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives; finalize "
+            "ranks single-objective studies only (export its Pareto front instead)"
+        )
+    ranked = feasible_ranked(study)
+    if not ranked:
+        raise InputError(
+            f"study {study.study_name!r} has no completed feasible trial yet; nothing to finalize"
+        )
+    return ranked[:top]
+
+
+def finalize(
+    study_name: str,
+    storage_url: str | None,
+    data_dir: str | None = None,
+    top: int = 5,
+    folds: int = 5,
+) -> dict[str, Any]:
+    """Cross-validate the top trials, record the result on the study; the summary.
+
+    Raises:
+        InputError, ConfigError, DataError: before any training starts.
+    """
+    check_arguments(top, folds)
+    study, config = open_study(study_name, storage_url)
+    trials = finalists_of(study, top)
+    configs = [trial_config_of(t, config) for t in trials]
+    data = prepare(config, data_dir)
+    expected = study.user_attrs.get(FINGERPRINT_ATTR)
+    check_matches(data, study_name, expected, study.user_attrs.get(COUNTS_ATTR))
+    labels = pool_labels(data.manifest)
+    groups = group_ids(pool_paths(data.manifest), data.manifest.duplicates)
+    check_folds(folds, labels, groups, data.classes)  # before decoding anything
+    fold_list = make_folds(labels, groups, folds, config.data.seed)
+    train_val = load_train_val(data, config.data.image_size)
+    from search.training.data_subsets import pool_arrays
+
+    x, y = pool_arrays(train_val)
+    if not np.array_equal(y, labels):
+        raise RuntimeError("decoded labels differ from the manifest's order")
+    log(
+        f"finalize: {len(trials)} trial{'s' if len(trials) != 1 else ''} x {folds} folds over "
+        f"{len(y)} train+val images ({config.objective.metric}, {config.objective.direction})"
+    )
+    finalists = [Finalist(t) for t in trials]
+    for finalist, trial_config in zip(finalists, configs, strict=True):
+        for fold in fold_list:
+            _score_fold(finalist, trial_config, config, train_val, x, y, fold, folds)
+    summary, oof = _summarise(finalists, config, folds, top, len(y), y)
+    study.set_user_attr(OOF_ATTR, oof)  # first: a summary never names logits not yet written
+    study.set_user_attr(FINALIZE_ATTR, summary)
+    save_section(study, NOTE_HEADING, note_section(summary))
+    return summary
+
+
+def _score_fold(
+    finalist: Finalist,
+    trial_config: Any,
+    config: Any,
+    train_val: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    fold: Fold,
+    k: int,
+) -> None:
+    """Train one finalist on one fold, score its held-out part, keep its logits there."""
+    from models.backend import keras_module
+    from models.calibration import logits_model
+    from search.training.callbacks import EpochRecorder
+    from search.training.data_subsets import subset_train_val
+    from search.training.fit import fit  # imports Keras: only once input is good
+
+    number = finalist.trial.number
+    tag = f"cv{fold.index + 1}of{k}"
+    data = subset_train_val(train_val, x, y, fold.train, fold.held_out, tag)
+    recorder = EpochRecorder(f"[trial {number} fold {fold.index + 1}/{k}]", config.training.epochs)
+    start = time.perf_counter()
+    result = fit(trial_config, config, data, recorder, seed=config.training.seed)
+    logits = logits_model(result.model).predict(
+        data.x_val, batch_size=trial_config.batch_size, verbose=0
+    )
+    if finalist.logits is None:
+        finalist.logits = np.zeros((len(y), logits.shape[1]), dtype=np.float32)
+    finalist.logits[fold.held_out] = np.asarray(logits, dtype=np.float32)
+    finalist.scores.append(float(result.best_value))
+    finalist.best_epochs.append(int(result.best_epoch))
+    log(
+        f"trial {number} fold {fold.index + 1}/{k}: {config.objective.metric} "
+        f"{result.best_value:.4f}, best epoch {result.best_epoch}, "
+        f"{time.perf_counter() - start:.1f}s"
+    )
+    del result
+    keras_module().backend.clear_session()
+    gc.collect()
+
+
+def _winner(finalists: list[Finalist], direction: str) -> Finalist:
+    """Best mean; a tie goes to the trial the search ranked higher."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    order = sorted(range(len(finalists)), key=lambda i: (sign * finalists[i].mean, i))
+    return finalists[order[0]]
+
+
+def _summarise(
+    finalists: list[Finalist], config: Any, folds: int, top: int, images: int, y: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``finalize`` and ``finalize_oof`` user attributes."""
+    metric, direction = config.objective.metric, config.objective.direction
+    winner = _winner(finalists, direction)
+    summary = {
+        "folds": folds,
+        "top": top,
+        "images": images,
+        "metric": metric,
+        "direction": direction,
+        "seed": config.data.seed,
+        "finalists": [f.record() for f in finalists],
+        "winner": winner.trial.number,
+        "epochs": int(math.ceil(float(np.median(winner.best_epochs)))),
+        "epochs_rule": EPOCHS_RULE,
+        "rule": rule_text(metric, folds, top),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    assert winner.logits is not None
+    oof = {
+        "trial": winner.trial.number,
+        "logits": np.round(winner.logits.astype(np.float64), LOGIT_DECIMALS).tolist(),
+        "labels": [int(v) for v in y],
+    }
+    return summary, oof
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The finalists, one line each, the winner marked with ``*``."""
+    lines = [f"  {'trial':>5}  {'search':>8}  {'CV mean ± std':<17}  fold scores"]
+    for f in summary["finalists"]:
+        mark = "*" if f["trial"] == summary["winner"] else " "
+        scores = " ".join(f"{s:.4f}" for s in f["scores"])
+        search = f"{f['value']:.4f}" if f.get("value") is not None else "-"
+        cv = f"{f['mean']:.4f} ± {f['std']:.4f}"
+        lines.append(f"{mark} {f['trial']:>5}  {search:>8}  {cv:<17}  {scores}")
+    return "\n".join(lines)
+
+
+def note_section(summary: dict[str, Any]) -> str:
+    """The dashboard note's section: the finalists table and the winner."""
+    metric = summary["metric"]
+    rows = [
+        f"| {'**' if f['trial'] == summary['winner'] else ''}{f['trial']}"
+        f"{'** (winner)' if f['trial'] == summary['winner'] else ''} | {f['value']} | "
+        f"{f['mean']:.4f} ± {f['std']:.4f} | {', '.join(str(e) for e in f['best_epochs'])} |"
+        for f in summary["finalists"]
+    ]
+    return (
+        f"{NOTE_HEADING} ({summary['finished_at']})\n\n"
+        f"Rule: {summary['rule']} ({summary['images']} train+val images, duplicate groups "
+        f"kept within a fold; the test split is not read). Winner: trial **{summary['winner']}**, "
+        f"refit for **{summary['epochs']}** epochs ({summary['epochs_rule']}).\n\n"
+        f"| trial | search {metric} | CV {metric} (mean ± std) | best epochs |\n"
+        "|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )

@@ -1,0 +1,190 @@
+"""finalize -> export -> train-best --refit, on a copy of the tiny study (2 trials x 2 folds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from search.runtime.storage import open_storage
+from tests.conftest import CliResult, assert_bad_input, run_cli
+
+INFEASIBLE_VALUE = 0.99
+
+
+@dataclass(frozen=True)
+class Finalized:
+    root: Path
+    data: Path
+    storage: str
+    name: str
+    infeasible: int  # number of the trial that breaks a constraint
+    before: dict  # export of the study before finalize
+    before_result: CliResult
+    result: CliResult  # finalize
+
+
+def _study(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def _export(f: Finalized | tuple[Path, str, str], out: str, *extra: str) -> tuple[CliResult, dict]:
+    root, storage, name = (f.root, f.storage, f.name) if isinstance(f, Finalized) else f
+    path = root / out
+    args = ("export", "--study", name, "--storage", storage, "--out", str(path), *extra)
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def finalized(tmp_path_factory: pytest.TempPathFactory, tiny_study) -> Finalized:  # noqa: ANN001
+    """The tiny study copied, plus one completed trial with the best value that breaks a
+    constraint; exported once, then finalized with --top 2 --folds 2."""
+    root = tmp_path_factory.mktemp("finalize")
+    with (
+        closing(sqlite3.connect(tiny_study.root / "studies.db")) as source,
+        closing(sqlite3.connect(root / "studies.db")) as copy,
+    ):
+        source.backup(copy)  # the whole database, also what its write-ahead log holds
+    storage, name = f"sqlite:///{root / 'studies.db'}", tiny_study.name
+    study = _study(storage, name)
+    model = study.trials[0]
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=model.params,
+            distributions=model.distributions,
+            value=INFEASIBLE_VALUE,
+            user_attrs=model.user_attrs,
+            constraints={"min_recall/glioma": 0.2},
+        )
+    )
+    infeasible = study.trials[-1].number
+    before_result, before = _export((root, storage, name), "before.json")
+    result = run_cli(
+        "finalize",
+        *("--study", name, "--storage", storage, "--data", str(tiny_study.data)),
+        *("--top", "2", "--folds", "2"),
+    )
+    assert result.returncode == 0, result.stderr
+    return Finalized(
+        root, tiny_study.data, storage, name, infeasible, before, before_result, result
+    )
+
+
+def test_export_without_finalize_picks_the_best_feasible_trial(finalized: Finalized) -> None:
+    payload = finalized.before
+    assert payload["trial"] != finalized.infeasible
+    assert payload["selected_by"] == "best val_accuracy on the validation split"
+    assert "finalize" not in payload
+    assert (
+        "selected by: best val_accuracy on the validation split" in finalized.before_result.stdout
+    )
+
+
+def test_finalize_records_finalists_and_winner(finalized: Finalized) -> None:
+    study = _study(finalized.storage, finalized.name)
+    final = study.user_attrs["finalize"]
+    assert (final["folds"], final["top"], final["metric"]) == (2, 2, "val_accuracy")
+    numbers = [f["trial"] for f in final["finalists"]]
+    assert len(numbers) == 2 and finalized.infeasible not in numbers
+    for f in final["finalists"]:
+        assert len(f["scores"]) == 2 and len(f["best_epochs"]) == 2
+        assert f["mean"] == pytest.approx(np.mean(f["scores"]))
+        assert all(1 <= e <= 2 for e in f["best_epochs"])
+    best = max(final["finalists"], key=lambda f: (f["mean"], -numbers.index(f["trial"])))
+    assert final["winner"] == best["trial"]
+    assert final["epochs"] == math.ceil(np.median(best["best_epochs"]))
+    assert final["rule"] == "best mean val_accuracy over 2-fold CV of the top 2 trials"
+    oof = study.user_attrs["finalize_oof"]
+    counts = study.user_attrs["data_counts"]
+    n_pool = counts["train"] + counts["val"]
+    assert oof["trial"] == final["winner"]
+    assert len(oof["logits"]) == len(oof["labels"]) == n_pool
+    assert all(len(row) == 4 for row in oof["logits"])
+    # progress: one line per finalist and fold; a table with the winner marked
+    for n in numbers:
+        for k in (1, 2):
+            assert f"trial {n} fold {k}/2: val_accuracy " in finalized.result.stderr
+    assert f"*     {final['winner']}" in finalized.result.stdout
+    import optuna_dashboard
+
+    note = optuna_dashboard.get_note(study)
+    assert note.startswith(f"# {finalized.name}")  # the study's description is kept
+    assert note.count("## Finalize") == 1 and f"trial **{final['winner']}**" in note
+
+
+def test_export_picks_the_winner_and_carries_the_oof_logits(finalized: Finalized) -> None:
+    final = _study(finalized.storage, finalized.name).user_attrs["finalize"]
+    result, payload = _export(finalized, "best.json")
+    assert payload["trial"] == final["winner"]
+    assert payload["selected_by"] == final["rule"]
+    assert f"selected by: {final['rule']}" in result.stdout
+    assert payload["finalize"]["epochs"] == final["epochs"]
+    assert len(payload["finalize"]["oof_logits"]) == len(payload["finalize"]["oof_labels"]) > 0
+
+
+def test_export_of_an_infeasible_trial_warns(finalized: Finalized) -> None:
+    result, payload = _export(finalized, "infeasible.json", "--trial", str(finalized.infeasible))
+    assert payload["trial"] == finalized.infeasible and payload["selected_by"].startswith("--trial")
+    assert "finalize" not in payload
+    warning = [line for line in result.stderr.splitlines() if "infeasible" in line]
+    assert warning == [payload["warning"]]
+    assert "min_recall/glioma +0.200" in warning[0]
+
+
+def test_finalize_bad_counts_exit_2(finalized: Finalized) -> None:
+    base = ("finalize", "--study", finalized.name, "--storage", finalized.storage)
+    data = ("--data", str(finalized.data))
+    assert_bad_input(run_cli(*base, *data, "--folds", "1"), "--folds must be at least 2")
+    assert_bad_input(run_cli(*base, *data, "--folds", "999"), "--folds 999", "glioma")
+    assert_bad_input(run_cli(*base, *data, "--top", "0"), "--top must be at least 1")
+
+
+def test_refit_without_a_finalize_result_exits_2(finalized: Finalized) -> None:
+    result = run_cli(
+        "train-best",
+        *("--config", str(finalized.root / "before.json"), "--data", str(finalized.data)),
+        *("--out", str(finalized.root / "never"), "--refit", "--no-record"),
+    )
+    assert_bad_input(result, "--refit needs a finalize result", "tumor-search finalize")
+    assert not (finalized.root / "never").exists()
+
+
+def test_train_best_refits_for_the_chosen_epochs(finalized: Finalized) -> None:
+    _, payload = _export(finalized, "refit.json")
+    epochs = payload["finalize"]["epochs"]
+    out = finalized.root / "refit"
+    result = run_cli(
+        "train-best",
+        *("--config", str(finalized.root / "refit.json"), "--data", str(finalized.data)),
+        *("--out", str(out), "--storage", finalized.storage),
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    counts = payload["data_counts"]
+    assert metrics["refit"] is True
+    assert metrics["trained_on"]["images"] == counts["train"] + counts["val"]
+    assert metrics["trained_on"]["epochs"] == epochs
+    assert metrics["trial_selected_by"] == payload["selected_by"]
+    (run,) = metrics["seeds"]
+    assert (run["epochs"], run["images"]) == (epochs, counts["train"] + counts["val"])
+    lines = [line for line in result.stderr.splitlines() if "[refit seed 0] epoch " in line]
+    assert len(lines) == epochs and f"epoch {epochs}/{epochs}" in lines[-1]
+    assert "val_" not in " ".join(lines)  # no validation data
+    assert metrics["test_images"] == counts["test"] and sum(run["test"]["confusion_matrix"][0]) > 0
+    assert "out-of-fold" in metrics["calibration"]["fitted_on"]
+    assert f"refit on train+val: {counts['train'] + counts['val']} images, {epochs} epochs" in (
+        result.stdout
+    )
+    import optuna_dashboard
+
+    note = optuna_dashboard.get_note(_study(finalized.storage, finalized.name))
+    assert note.count("## Finalize") == 1 and note.count("## Held-out test result") == 1
