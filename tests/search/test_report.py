@@ -61,6 +61,7 @@ class Rendered:
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     texts: dict[str, list[str]] = field(default_factory=dict)
+    images: int = 0  # <img> elements that decoded
 
 
 def render(
@@ -104,10 +105,14 @@ def render(
             plots = page.evaluate(drawn)
             placeholders = page.locator(".placeholder").count()
             texts = {s: page.locator(s).all_text_contents() for s in selectors}
+            images = page.evaluate(
+                "[...document.querySelectorAll('img')]"
+                ".filter(i => i.complete && i.naturalWidth > 0).length"
+            )
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    return Rendered(declared, plots, placeholders, errors, requests, texts)
+    return Rendered(declared, plots, placeholders, errors, requests, texts, images)
 
 
 def report_cli(storage: str, study: str, out: Path) -> tuple[int, int]:
@@ -180,9 +185,26 @@ def make_study(path: Path, completed: int, pruned: int = 0, with_test_result: bo
                 "test_accuracy_std": 0.0,
                 "intervals": bootstrap_intervals(CONFUSION, CLASSES),
                 "calibration": calibration,
+                **_gradcam_examples(path.parent / "best"),
             },
         )
     return storage
+
+
+def _gradcam_examples(out_dir: Path) -> dict[str, Any]:
+    """Grad-CAM overlays as train-best writes them (made-up heatmaps), and their records."""
+    from search.results.explain import overlay_png
+
+    (out_dir / "explain").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, (name, kind) in enumerate((("glioma", "correct"), ("glioma", "wrong"))):
+        png = f"explain/{name}_{kind}.png"
+        pixels = np.full((32, 32, 3), 60 * (i + 1), np.uint8)
+        (out_dir / png).write_bytes(overlay_png(pixels, np.eye(4, dtype=np.float32), name))
+        records.append(
+            {"class": name, "kind": kind, "predicted": name, "probability": 0.9, "png": png}
+        )
+    return {"out_dir": str(out_dir), "examples": records}
 
 
 def _calibration(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
@@ -259,6 +281,7 @@ def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -
     assert "Confusion matrix on the held-out test split" in seen.texts["h3"]
     assert "Reliability diagram on the held-out test split" in seen.texts["h3"]
     assert "perfectly calibrated" in seen.texts[".legendtext"]
+    assert seen.images == 2  # the Grad-CAM panel's overlays, embedded, drawn by the browser
     assert any(t.startswith("before calibration (ECE") for t in seen.texts[".legendtext"])
     ci = bootstrap_intervals(CONFUSION, CLASSES)
     rows = seen.texts[".intervals tr"]  # a row's cells' texts, run together
