@@ -36,7 +36,8 @@ from tests.conftest import ROOT
 FIRST_RELEASE: dict[str, str] = {
     # Trial.set_constraint, with which a finished trial records the objective's constraints
     # before it is told (search.training.constraints), is new in 5.0.0: 4.9.0's Trial has no
-    # such method (constraints there come only from a sampler's deprecated constraints_func).
+    # such method (constraints there come only from a sampler's constraints_func; the method
+    # came with optuna/optuna#6754, "official support for constrained optimization" in v5.0).
     # (RDBStorage.heartbeat_stale_trial_callback, read by fail_stale_trials, is new in 4.9.0.)
     "optuna": "5.0.0",
     # optuna_integration.KerasPruningCallback is importable from the package itself from

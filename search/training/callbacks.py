@@ -43,6 +43,8 @@ class EpochRecorder(keras.callbacks.Callback):
                 ("accuracy", "acc"),
                 ("val_loss", "val_loss"),
                 ("val_accuracy", "val_acc"),
+                ("val_balanced_accuracy", "val_bal_acc"),
+                ("val_macro_f1", "val_f1"),
             )
             if key in logs
         ]

@@ -99,6 +99,15 @@ def test_infeasible_trial_with_the_best_value_is_never_best(tmp_path: Path) -> N
     first = study.trials[0]
     assert not is_feasible(first) and violations(first) == ["min_recall/glioma +0.250"]
     assert first.user_attrs["feasible"] is False
+    # The report names the best (feasible) trial and lists the infeasible one.
+    from search.results.report_data import ReportData
+    from search.results.report_tables import best_trial_html
+
+    path = write_config(tmp_path / "c.yaml", objective={"constraints": constraints})
+    data = ReportData(study, load_config(str(path)), tuple(study.trials))
+    page = best_trial_html(data)
+    assert "Trial 1: val_accuracy <b>0.9000</b>" in page
+    assert "Infeasible trials" in page and "min_recall/glioma +0.250" in page
 
 
 @pytest.mark.slow
@@ -136,3 +145,44 @@ def test_balanced_accuracy_study_with_a_recall_constraint(tmp_path: Path, tiny_d
     for t in done:
         if not is_feasible(t):
             assert f"infeasible: trial {t.number}: min_recall/glioma" in status.stdout
+
+
+def test_small_validation_warning() -> None:
+    from search.cli.args import small_validation_warning
+
+    assert small_validation_warning(2) == (
+        "warning: 2 validation images: accuracy moves in steps of 0.5, too coarse to rank "
+        "trials (use more data or a larger data.val_fraction, and `tumor-search finalize` to "
+        "rank the best by cross-validation)"
+    )
+    assert "steps of 0.0101" in (small_validation_warning(99) or "")
+    assert small_validation_warning(100) is None and small_validation_warning(0) is None
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "val_loss"])
+def test_fit_reports_the_configured_metric(tmp_path: Path, tiny_data: Path, metric: str) -> None:
+    """fit's best value is the objective's metric at the best epoch: macro F1 equals
+    scikit-learn's on the returned (best-epoch) model's own predictions; a val_loss study
+    keeps Keras' metrics only (no extra prediction pass) and minimises."""
+    from models.trial_config import TrialConfig
+    from search.runtime.study_data import load_train_val, prepare
+    from search.training.callbacks import EpochRecorder
+    from search.training.fit import fit
+
+    path = write_config(
+        tmp_path / "c.yaml", objective={"metric": metric}, training={"epochs": 2, "seed": 0}
+    )
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
+    data = load_train_val(prepare(config), config.data.image_size)
+    trial_config = TrialConfig("small_cnn", head_depth=0, learning_rate=3e-3, fine_tune=1.0)
+    result = fit(trial_config, config, data, EpochRecorder("[t]", 2))
+    if metric == "val_loss":
+        assert "val_macro_f1" not in result.history
+        assert result.best_value == min(result.history["val_loss"])
+        return
+    assert len(result.history["val_macro_f1"]) == result.epochs_run
+    assert result.best_value == max(result.history["val_macro_f1"])
+    predicted = np.argmax(result.model.predict(data.x_val, batch_size=16, verbose=0), axis=1)
+    labels = list(range(data.n_classes))
+    expected = f1_score(data.y_val, predicted, labels=labels, average="macro", zero_division=0.0)
+    assert result.best_value == pytest.approx(expected, abs=1e-9)
