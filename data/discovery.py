@@ -25,6 +25,8 @@ from PIL import Image, UnidentifiedImageError
 
 from common.progress import Progress
 from data.errors import DataError
+from data.near_dup import perceptual_hash
+from data.phash_cache import HashCache
 
 CANONICAL_CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
 
@@ -61,12 +63,15 @@ class ImageRecord:
         label: Canonical class label.
         source: ``"Training"``/``"Testing"`` folder it came from, or ``None`` (flat layout).
         sha256: Hash of the file's bytes.
+        phash: Perceptual hash (`data.near_dup.perceptual_hash`, hex) of its pixels, computed
+            in the same pass; ``""`` when unknown (never a near duplicate of anything).
     """
 
     path: str
     label: str
     source: str | None
     sha256: str
+    phash: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,21 +144,27 @@ def is_readable_image(path: str | os.PathLike[str]) -> bool:
     return _check_image(Path(path)) is not None
 
 
-def _check_image(path: Path) -> str | None:
-    """Hash an image file and make sure it decodes; return the hash, or None if unreadable."""
+def _check_image(path: Path, hashes: HashCache | None = None) -> tuple[str, str] | None:
+    """Make sure an image file decodes; return its sha256 and perceptual hash (from
+    `hashes` when it knows the sha256), or None if it is unreadable."""
     try:
         payload = path.read_bytes()
     except OSError:
         return None
     if not payload:
         return None
+    digest = hashlib.sha256(payload).hexdigest()
+    known = hashes.get(digest) if hashes is not None else None
     try:
         with Image.open(io.BytesIO(payload)) as img:
             img.draft("RGB", (64, 64))  # full scan of the stream at a fraction of the cost
             img.load()
+            phash = known if known is not None else perceptual_hash(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    return hashlib.sha256(payload).hexdigest()
+    if known is None and hashes is not None:
+        hashes.put(digest, phash)
+    return digest, phash
 
 
 def _layout_name(folder_names: set[str], split_layout: bool) -> str:
@@ -206,14 +217,16 @@ def _check_all(
     candidates: list[tuple[Path, str, str | None]], base: Path, workers: int | None
 ) -> tuple[list[ImageRecord], list[str]]:
     """Hash and verify every candidate in threads: the readable images and the others."""
-    hashes: list[str | None] = []
+    hashes: list[tuple[str, str] | None] = []
+    cached = HashCache()
     with (
         Progress(len(candidates), "checking images", min_total=500) as bar,
         ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
     ):
-        for digest in pool.map(_check_image, (c[0] for c in candidates)):
+        for digest in pool.map(lambda c: _check_image(c[0], cached), candidates):
             hashes.append(digest)
             bar.update()
+    cached.save()
     images: list[ImageRecord] = []
     unreadable: list[str] = []
     for (path, label, source), digest in zip(candidates, hashes, strict=True):
@@ -221,7 +234,7 @@ def _check_all(
         if digest is None:
             unreadable.append(rel)
         else:
-            images.append(ImageRecord(rel, label, source, digest))
+            images.append(ImageRecord(rel, label, source, *digest))
     return images, unreadable
 
 
@@ -247,7 +260,9 @@ def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
 
     Args:
         root: The dataset folder.
-        workers: Threads used to hash and verify images (default: one per CPU).
+        workers: Threads used to hash and verify images (default: one per CPU). Each image
+            is decoded once, for its check and its perceptual hash; perceptual hashes of
+            images seen before come from the cache (`data.phash_cache`).
 
     Raises:
         DataError: the folder is missing, holds no class folders, has fewer than two classes,

@@ -2,10 +2,13 @@
 
 ``official`` keeps the dataset's own test folder as the test split and splits ``Training/``
 into train and validation; ``pooled`` pools every image and draws train, validation and test
-itself. Both are stratified by class and deterministic for a seed. Under the ``exact``
-duplicate policy (the default) no image leaks between splits: ``pooled`` keeps every copy
-of a duplicated image (same sha256) in one split, and ``official`` also drops from the test
-split every Testing image that copies a Training image (`SplitManifest.dropped`).
+itself. Both are stratified by class and deterministic for a seed. Under the ``near``
+duplicate policy (the default) no image leaks between splits: ``pooled`` keeps every group
+of exact copies (same sha256) and near copies (perceptual hash within ``near_threshold``
+bits, `data.near_dup`) in one split, and ``official`` drops from the test split every
+Testing image that copies a Training image (`SplitManifest.dropped`). A group that spans
+classes (a label conflict) never reaches the test split. ``exact`` does the same for exact
+copies only (studies made before near duplicates were found).
 """
 
 from __future__ import annotations
@@ -17,15 +20,25 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from data.dedup import (
+    DroppedImage,
+    all_groups,
+    exact_groups,
+    exact_test_drops,
+    is_conflict,
+    official_drops,
+)
 from data.discovery import Dataset, ImageRecord
 from data.errors import DataError
+from data.near_dup import DEFAULT_NEAR_THRESHOLD, HASH_BITS, MAX_NEAR_THRESHOLD
 
 SPLITS = ("train", "val", "test")
 POLICIES = ("official", "pooled")
-# exact: copies stay in one split, and official drops test images that copy a training
-# image; exact-train-val: copies are grouped within train and val only, test copies kept
+# near: exact and near copies stay in one split, official drops test images that copy a
+# training image, label conflicts stay out of test; exact: the same for exact copies only;
+# exact-train-val: copies are grouped within train and val only, test copies kept
 # (studies made before the policy was recorded); off: no grouping.
-DEDUP_POLICIES = ("exact", "exact-train-val", "off")
+DEDUP_POLICIES = ("exact", "near", "exact-train-val", "off")
 
 
 @dataclass(frozen=True)
@@ -39,13 +52,16 @@ class SplitPolicy:
         test_fraction: Fraction of all images held out for test (pooled only).
         seed: Seed of the shuffles.
         dedup: Duplicate policy, one of `DEDUP_POLICIES`.
+        near_threshold: Hamming distance (bits of `HASH_BITS`) up to which two images are
+            near copies under ``dedup: near``; `DEFAULT_NEAR_THRESHOLD` is measured.
     """
 
     policy: str = "official"
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
-    dedup: str = "exact"
+    dedup: str = "near"
+    near_threshold: int = DEFAULT_NEAR_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -62,6 +78,11 @@ class SplitPolicy:
             raise DataError(
                 f"unknown duplicate policy {self.dedup!r}; choose one of {', '.join(DEDUP_POLICIES)}"
             )
+        if not 0 <= self.near_threshold <= MAX_NEAR_THRESHOLD:
+            raise DataError(
+                f"near_threshold must be between 0 and {MAX_NEAR_THRESHOLD} bits (of "
+                f"{HASH_BITS}), got {self.near_threshold}"
+            )
 
 
 @dataclass(frozen=True)
@@ -73,19 +94,15 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
-class DroppedImage:
-    """A test image left out of every split because it copies a training image."""
-
-    path: str
-    copy_of: str
-
-
-@dataclass(frozen=True)
 class SplitManifest:
     """Every image of a dataset with its label and split.
 
     The fingerprint hashes classes and entries only (not the root folder), so any machine
     holding the same files gets the same fingerprint.
+
+    `duplicates` holds every group of paths that must stay together (exact copies, and near
+    copies under ``dedup: near``); `exact_duplicates` the exact ones only; `label_conflicts`
+    the groups whose images carry more than one label.
     """
 
     layout: str
@@ -95,6 +112,8 @@ class SplitManifest:
     unreadable: tuple[str, ...] = ()
     duplicates: tuple[tuple[str, ...], ...] = ()
     dropped: tuple[DroppedImage, ...] = ()
+    exact_duplicates: tuple[tuple[str, ...], ...] = ()
+    label_conflicts: tuple[tuple[str, ...], ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -103,7 +122,12 @@ class SplitManifest:
             "entries": [[e.path, e.label, e.split, e.sha256] for e in self.entries],
         }
         if self.dropped:  # absent when nothing is dropped: older studies keep their fingerprint
-            content["dropped"] = [[d.path, d.copy_of] for d in self.dropped]
+            content["dropped"] = [
+                [d.path, d.copy_of]
+                if d.kind == "exact"
+                else [d.path, d.copy_of, d.kind, d.distance]
+                for d in self.dropped
+            ]
         payload = json.dumps(content, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -136,15 +160,19 @@ class SplitManifest:
             "unreadable": list(self.unreadable),
             "duplicates": [list(g) for g in self.duplicates],
             "dropped": [asdict(d) for d in self.dropped],
+            "exact_duplicates": [list(g) for g in self.exact_duplicates],
+            "label_conflicts": [list(g) for g in self.label_conflicts],
         }
 
 
-def _groups(records: list[ImageRecord], dedup: str) -> list[list[ImageRecord]]:
-    """Records grouped by content hash (each alone when `dedup` is off), in a
-    machine-independent order."""
+def _groups(records: list[ImageRecord], policy: SplitPolicy) -> list[list[ImageRecord]]:
+    """Records grouped by content hash (and perceptual hash under ``near``; each alone when
+    `dedup` is off), in a machine-independent order."""
+    if policy.dedup == "near":
+        return all_groups(records, policy.near_threshold)
     by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
     for r in records:
-        by_hash[r.path if dedup == "off" else r.sha256].append(r)
+        by_hash[r.path if policy.dedup == "off" else r.sha256].append(r)
     groups = [sorted(g, key=lambda r: r.path) for g in by_hash.values()]
     return sorted(groups, key=lambda g: g[0].path)
 
@@ -183,17 +211,49 @@ def _assign(
     return assignment
 
 
-def _test_copies_of_training(records: list[ImageRecord]) -> list[DroppedImage]:
-    """Testing images whose bytes equal a Training image's (the first such, by path)."""
-    first_in_training: dict[str, str] = {}
-    for r in sorted(records, key=lambda r: r.path):
-        if r.source != "Testing":
-            first_in_training.setdefault(r.sha256, r.path)
-    return [
-        DroppedImage(r.path, first_in_training[r.sha256])
-        for r in sorted(records, key=lambda r: r.path)
-        if r.source == "Testing" and r.sha256 in first_in_training
-    ]
+def _split_near(
+    records: list[ImageRecord], policy: SplitPolicy, rng: np.random.Generator
+) -> tuple[dict[str, str], list[DroppedImage], list[list[ImageRecord]]]:
+    """The ``near`` policy: the assignment, the dropped Testing images and the groups.
+    Label conflicts go to train whole (official: their Testing members are dropped)."""
+    groups = _groups(records, policy)
+    dropped, assignment = [], {}
+    fractions = {"test": policy.test_fraction, "val": policy.val_fraction}
+    if policy.policy == "official":
+        dropped = official_drops(groups)
+        gone = {d.path for d in dropped}
+        assignment = {r.path: "test" for r in records if r.source == "Testing"}
+        assignment = {p: s for p, s in assignment.items() if p not in gone}
+        fractions = {"val": policy.val_fraction}
+    free = []
+    for g in groups:
+        pool = [r for r in g if r.source != "Testing" or policy.policy == "pooled"]
+        if pool and is_conflict(g):
+            assignment.update(dict.fromkeys((r.path for r in pool), "train"))
+        elif pool:
+            free.append(pool)
+    assignment.update(_assign(free, fractions, "train", rng))
+    return assignment, dropped, groups
+
+
+def _split_by_content(
+    records: list[ImageRecord], policy: SplitPolicy, rng: np.random.Generator
+) -> tuple[dict[str, str], list[DroppedImage]]:
+    """The ``exact``, ``exact-train-val`` and ``off`` policies (unchanged since they were
+    recorded, so that old studies keep their fingerprints)."""
+    if policy.policy == "pooled":
+        fractions = {"test": policy.test_fraction, "val": policy.val_fraction}
+        return _assign(_groups(records, policy), fractions, "train", rng), []
+    dropped = exact_test_drops(records) if policy.dedup == "exact" else []
+    gone = {d.path for d in dropped}
+    assignment = {r.path: "test" for r in records if r.source == "Testing" and r.path not in gone}
+    pool = [r for r in records if r.source != "Testing"]
+    assignment.update(_assign(_groups(pool, policy), {"val": policy.val_fraction}, "train", rng))
+    return assignment, dropped
+
+
+def _paths(groups: list[list[ImageRecord]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(r.path for r in g) for g in groups)
 
 
 def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
@@ -204,29 +264,17 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
     """
     rng = np.random.default_rng(policy.seed)
     records = list(dataset.images)
-    dropped: list[DroppedImage] = []
-    if policy.policy == "official":
-        if not dataset.has_official_test:
-            raise DataError(
-                f"split 'official' needs Training/ and Testing/ folders, but {dataset.root} "
-                "has none; use split 'pooled'"
-            )
-        pool = [r for r in records if r.source != "Testing"]
-        if policy.dedup == "exact":
-            dropped = _test_copies_of_training(records)
-        gone = {d.path for d in dropped}
-        assignment = {
-            r.path: "test" for r in records if r.source == "Testing" and r.path not in gone
-        }
-        groups = _groups(pool, policy.dedup)
-        assignment.update(_assign(groups, {"val": policy.val_fraction}, "train", rng))
-    else:
-        assignment = _assign(
-            _groups(records, policy.dedup),
-            {"test": policy.test_fraction, "val": policy.val_fraction},
-            "train",
-            rng,
+    if policy.policy == "official" and not dataset.has_official_test:
+        raise DataError(
+            f"split 'official' needs Training/ and Testing/ folders, but {dataset.root} "
+            "has none; use split 'pooled'"
         )
+    exact = exact_groups(records)
+    if policy.dedup == "near":
+        assignment, dropped, groups = _split_near(records, policy, rng)
+        groups = [g for g in groups if len(g) > 1]
+    else:
+        (assignment, dropped), groups = _split_by_content(records, policy, rng), exact
     entries = tuple(
         ManifestEntry(r.path, r.label, assignment[r.path], r.sha256)
         for r in sorted(records, key=lambda r: r.path)
@@ -238,8 +286,10 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
         policy=policy,
         entries=entries,
         unreadable=dataset.unreadable,
-        duplicates=tuple(tuple(g) for g in dataset.duplicates()),
+        duplicates=_paths(groups),
         dropped=tuple(dropped),
+        exact_duplicates=_paths(exact),
+        label_conflicts=_paths([g for g in groups if is_conflict(g)]),
     )
     counts = manifest.counts()
     for split in ("train", "val"):

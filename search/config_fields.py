@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
 
+from data.near_dup import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from data.split import DEDUP_POLICIES, POLICIES
 from models.trial_config import Augmentation
 from search.errors import ConfigError
@@ -68,12 +69,19 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     image_size: int = 224
-    dedup: str = "exact"
+    dedup: str = "near"
+    near_threshold: int = DEFAULT_NEAR_THRESHOLD  # bits; measured by bench/near_dup.py
 
     def validate(self, source: str) -> None:
         """Raises ConfigError for the first bad value, naming ``data.<key>``."""
         check_choice(self.split, POLICIES, source, "data.split", "policy")
         check_choice(self.dedup, DEDUP_POLICIES, source, "data.dedup", "policy")
+        if not 0 <= self.near_threshold <= MAX_NEAR_THRESHOLD:
+            raise bad(
+                source,
+                "data.near_threshold",
+                f"must be between 0 and {MAX_NEAR_THRESHOLD} bits, got {self.near_threshold}",
+            )
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0.0 < value < 1.0:

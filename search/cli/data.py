@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 
-from data.discovery import scan
-from data.split import SplitManifest, SplitPolicy, make_manifest
+from data.discovery import Dataset, scan
+from data.near_dup import DEFAULT_NEAR_THRESHOLD, HASH_BITS, MAX_NEAR_THRESHOLD
+from data.split import DEDUP_POLICIES, SplitManifest, SplitPolicy, make_manifest
 from data.synth import synthesize
+from search.cli.data_report import duplicate_report, print_duplicates
 from search.errors import InputError
 
 
@@ -19,14 +21,14 @@ def resolve_policy(name: str, has_official_test: bool) -> str:
     return name
 
 
-def check_summary(manifest: SplitManifest, root: str, ignored: tuple[str, ...]) -> dict:
+def check_summary(manifest: SplitManifest, dataset: Dataset) -> dict:
     """The `data check --json` object."""
     counts = manifest.counts()
     per_class = dict.fromkeys(manifest.classes, 0)
     for e in manifest.entries:
         per_class[e.label] += 1
     return {
-        "root": root,
+        "root": str(dataset.root),
         "layout": manifest.layout,
         "classes": list(manifest.classes),
         "images": len(manifest.entries),
@@ -37,15 +39,18 @@ def check_summary(manifest: SplitManifest, root: str, ignored: tuple[str, ...]) 
             "val_fraction": manifest.policy.val_fraction,
             "test_fraction": manifest.policy.test_fraction,
             "dedup": manifest.policy.dedup,
+            "near_threshold": manifest.policy.near_threshold,
         },
         "splits": counts,
         "unreadable": list(manifest.unreadable),
-        "ignored": list(ignored),
+        "ignored": list(dataset.ignored),
         "duplicates": [list(g) for g in manifest.duplicates],
         "cross_split_duplicates": manifest.cross_split_duplicates(),
         "dropped_test_duplicates": [
-            {"path": d.path, "copy_of": d.copy_of} for d in manifest.dropped
+            {"path": d.path, "copy_of": d.copy_of, "kind": d.kind, "distance": d.distance}
+            for d in manifest.dropped
         ],
+        **duplicate_report(manifest, dataset),
         "fingerprint": manifest.fingerprint,
     }
 
@@ -73,17 +78,7 @@ def _print_text(summary: dict) -> None:
         print(f"unreadable:  {path}")
     if len(summary["unreadable"]) > 20:
         print(f"unreadable:  ... and {len(summary['unreadable']) - 20} more (see --json)")
-    dups = summary["duplicates"]
-    print(f"duplicates:  {len(dups)} groups of identical images" if dups else "duplicates:  none")
-    for group in dups[:10]:
-        print(f"  {' = '.join(group)}")
-    dropped = summary["dropped_test_duplicates"]
-    if dropped:
-        print(f"dropped:     {len(dropped)} test images copy a training image; left out of test")
-        for d in dropped[:10]:
-            print(f"  {d['path']} = {d['copy_of']}")
-        if len(dropped) > 10:
-            print(f"  ... and {len(dropped) - 10} more (see --json)")
+    print_duplicates(summary)
     leaks = summary["cross_split_duplicates"]
     if leaks:
         print(f"warning:     {len(leaks)} duplicate groups span two splits (train/test leakage)")
@@ -99,9 +94,10 @@ def _print_text(summary: dict) -> None:
 
 def _policy_text(policy: dict) -> str:
     extra = "" if policy["policy"] == "official" else f", test {policy['test_fraction']}"
+    near = f" within {policy['near_threshold']} bits" if policy["dedup"] == "near" else ""
     return (
         f"{policy['policy']} (seed {policy['seed']}, val {policy['val_fraction']}{extra}, "
-        f"duplicates {policy['dedup']})"
+        f"duplicates {policy['dedup']}{near})"
     )
 
 
@@ -109,11 +105,19 @@ def _split_policy(args: argparse.Namespace, has_official_test: bool) -> SplitPol
     """The split `data check` shows: the config's (as a study made from it splits), else the
     flags' (defaults for the rest)."""
     if args.config is None:
+        threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
+        if not 0 <= threshold <= MAX_NEAR_THRESHOLD:
+            raise InputError(
+                f"--near-threshold must be between 0 and {MAX_NEAR_THRESHOLD} bits (of "
+                f"{HASH_BITS}), got {threshold}"
+            )
         return SplitPolicy(
             policy=resolve_policy(args.split or "auto", has_official_test),
             val_fraction=0.15 if args.val_fraction is None else args.val_fraction,
             test_fraction=0.15 if args.test_fraction is None else args.test_fraction,
             seed=42 if args.seed is None else args.seed,
+            dedup=args.dedup or "near",
+            near_threshold=threshold,
         )
     given = [
         flag
@@ -122,6 +126,8 @@ def _split_policy(args: argparse.Namespace, has_official_test: bool) -> SplitPol
             ("--seed", args.seed),
             ("--val-fraction", args.val_fraction),
             ("--test-fraction", args.test_fraction),
+            ("--dedup", args.dedup),
+            ("--near-threshold", args.near_threshold),
         )
         if value is not None
     ]
@@ -130,13 +136,13 @@ def _split_policy(args: argparse.Namespace, has_official_test: bool) -> SplitPol
     from search.config import load_config
 
     d = load_config(args.config).data
-    return SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup)
+    return SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup, d.near_threshold)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     dataset = scan(args.dir)
     manifest = make_manifest(dataset, _split_policy(args, dataset.has_official_test))
-    summary = check_summary(manifest, str(dataset.root), dataset.ignored)
+    summary = check_summary(manifest, dataset)
     summary["config"] = args.config
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
@@ -205,8 +211,11 @@ def _register_check(data_sub: argparse._SubParsersAction, common: argparse.Argum
         help="summarise a dataset: layout, classes, split, unreadable files, duplicates",
         description=(
             "Find the dataset's layout and classes, verify every image, split it and print "
-            "counts per split and class, unreadable files, duplicate images (and the test "
-            "images left out because they copy a training image) and the split's fingerprint. "
+            "counts per split and class, unreadable files, exact and near-duplicate groups "
+            "(same bytes; perceptual hashes within --near-threshold bits) by the splits "
+            "they sit in, label conflicts (a group that spans classes, kept out of test), the "
+            "test images left out because they copy a training image, and the split's "
+            "fingerprint. "
             "With --config the split is the config's, and the fingerprint is the one a study "
             "made from that config records (the one its workers compare)."
         ),
@@ -225,5 +234,18 @@ def _register_check(data_sub: argparse._SubParsersAction, common: argparse.Argum
     check.add_argument("--seed", type=int, help="split seed (default 42)")
     check.add_argument("--val-fraction", type=float, help="validation share (default 0.15)")
     check.add_argument("--test-fraction", type=float, help="test share under pooled (default 0.15)")
+    check.add_argument(
+        "--dedup",
+        choices=DEDUP_POLICIES,
+        help="duplicate policy (default near: exact and near copies stay in one split; "
+        "exact: exact copies only; off: no grouping)",
+    )
+    check.add_argument(
+        "--near-threshold",
+        type=int,
+        metavar="BITS",
+        help=f"largest Hamming distance (of {HASH_BITS} bits) between near copies under "
+        f"--dedup near (default {DEFAULT_NEAR_THRESHOLD}, at most {MAX_NEAR_THRESHOLD})",
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=cmd_check)

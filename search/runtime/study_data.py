@@ -33,14 +33,18 @@ class StudyData:
         return self.manifest.classes
 
     def dropped_warning(self) -> str | None:
-        """One line about test images left out because they copy training images."""
+        """One line about test images left out because they copy training images (or are
+        label conflicts); it says so when near copies are more than 5 % of the test split."""
         dropped = self.manifest.dropped
         if not dropped:
             return None
+        near = sum(d.kind != "exact" for d in dropped)
+        share = near / (len(dropped) + sum(self.manifest.counts()["test"].values()))
+        many = f"; near copies are {share:.0%} of the test split" if share > 0.05 else ""
         return (
             f"warning: {len(dropped)} test image{'s' if len(dropped) != 1 else ''} of {self.root} "
-            "copy a training image and are left out of the test split "
-            "(tumor-search data check lists them)"
+            f"copy a training image (or an image of another class) and are left out of the "
+            f"test split{many} (tumor-search data check lists them)"
         )
 
     def counts(self) -> dict[str, int]:
@@ -77,7 +81,9 @@ def prepare(config: StudyConfig, data_dir: str | os.PathLike[str] | None = None)
     root = Path(data_dir if data_dir is not None else config.data.path).expanduser()
     dataset = scan(root)
     d = config.data
-    policy = SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup)
+    policy = SplitPolicy(
+        d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup, d.near_threshold
+    )
     return StudyData(dataset.root, make_manifest(dataset, policy))
 
 

@@ -44,3 +44,24 @@ def make_classes(root: Path, classes: list[str], n: int, seed: int = 0, ext: str
     for ci, name in enumerate(classes):
         for i in range(n):
             write_image(root / name / f"img{i}{ext}", seed=seed * 1000 + ci * 100 + i)
+
+
+def near_copy(source: Path, target: Path, how: str) -> Path:
+    """Write a near copy of the image `source` to `target`: ``jpeg`` (re-encoded at
+    quality 70), ``resize`` (15 % smaller), ``shift`` (2 px), ``brightness`` (+8 %) or
+    ``png`` (re-saved losslessly)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as img:
+        img = img.convert("L")
+        if how == "resize":
+            side = int(round(img.width * 0.85))
+            img = img.resize((side, side), Image.Resampling.LANCZOS)
+        elif how == "shift":
+            img = img.transform(img.size, Image.Transform.AFFINE, (1, 0, 2, 0, 1, -2))
+        elif how == "brightness":
+            img = Image.fromarray(np.clip(np.asarray(img) * 1.08, 0, 255).astype(np.uint8))
+        if how == "png":
+            img.save(target, format="PNG")
+        else:
+            img.save(target, format="JPEG", quality=70 if how == "jpeg" else 90)
+    return target

@@ -75,8 +75,9 @@ def test_check_lists_test_copies_of_training_images_and_leaves_them_out(
     root = _leaky_copy(phantom_dir, tmp_path)
     text = run_cli("data", "check", str(root))
     assert text.returncode == 0, text.stderr
-    assert "dropped:     2 test images copy a training image" in text.stdout
+    assert "dropped:     2 test images copying a training image" in text.stdout
     assert "Testing/meningioma_tumor/again0.jpg = Training/meningioma_tumor/" in text.stdout
+    assert "(exact)" in text.stdout and "train-test: 2 groups" in text.stdout
     summary = json.loads(run_cli("data", "check", str(root), "--json").stdout)
     assert [d["path"] for d in summary["dropped_test_duplicates"]] == [
         "Testing/meningioma_tumor/again0.jpg",

@@ -28,11 +28,12 @@ def test_study_create_warns_and_records_the_dropped_test_copies(
     config = write_config(tmp_path / "c.yaml")
     result = create_cli("d", config, root, storage)
     assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    lines = result.stderr.splitlines()
+    warnings = [line for line in lines if line.startswith("warning:") and "test image" in line]
     assert len(warnings) == 1 and "3 test images" in warnings[0], result.stderr
     attrs = optuna.load_study(study_name="d", storage=storage).user_attrs
     assert attrs["test_duplicates_dropped"] == 3
-    assert attrs["config"]["data"]["dedup"] == "exact"
+    assert attrs["config"]["data"]["dedup"] == "near"
     assert attrs["data_counts"]["test"] == len(list((tiny_data / "Testing").rglob("*.jpg")))
 
 
@@ -58,3 +59,47 @@ def test_a_study_stored_without_a_duplicate_policy_keeps_its_fingerprint(
     worker = run_cli("worker", "--study", "old", "--storage", storage, "--data", str(root))
     assert worker.returncode == 0, worker.stderr
     assert "1 completed" in worker.stderr or "1 pruned" in worker.stderr
+
+
+def test_a_stored_exact_policy_without_a_near_threshold_keeps_its_fingerprint(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """Studies made with ``dedup: exact`` before near duplicates were found stored no
+    near_threshold: their config still loads and the data still matches its fingerprint."""
+    from search.runtime.study import study_config
+    from search.runtime.study_data import prepare
+
+    root = _leaky(tiny_data, tmp_path)
+    storage = f"sqlite:///{tmp_path / 'exact.db'}"
+    config = write_config(tmp_path / "c.yaml", data={"dedup": "exact"})
+    created = create_cli("exact", config, root, storage)
+    assert created.returncode == 0, created.stderr
+    study = optuna.load_study(study_name="exact", storage=storage)
+    stored = study.user_attrs["config"]
+    del stored["data"]["near_threshold"]  # as the older version wrote it
+    study.set_user_attr("config", stored)
+    loaded = study_config(optuna.load_study(study_name="exact", storage=storage))
+    assert loaded.data.dedup == "exact"
+    assert prepare(loaded, root).fingerprint == study.user_attrs["data_fingerprint"]
+
+
+def test_the_warning_says_when_near_copies_are_over_5_percent_of_the_test_split(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    from PIL import Image
+
+    from data.discovery import scan
+    from data.split import SplitPolicy, make_manifest
+    from search.runtime.study_data import StudyData
+
+    def warning(root: Path) -> str:
+        data = StudyData(root, make_manifest(scan(root), SplitPolicy()))
+        return data.dropped_warning() or ""
+
+    root = _leaky(tiny_data, tmp_path)  # 3 exact copies only
+    assert "3 test images" in warning(root) and "near copies" not in warning(root)
+    for i, image in enumerate(sorted((root / "Training" / "glioma_tumor").iterdir())[:2]):
+        with Image.open(image) as img:  # re-encoded: 2 near copies of 16 + 5 test images
+            img.save(root / "Testing" / "glioma_tumor" / f"near{i}.jpg", quality=70)
+    text = warning(root)
+    assert "5 test images" in text and "near copies are 10% of the test split" in text, text

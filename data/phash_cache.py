@@ -1,0 +1,66 @@
+"""Perceptual hashes of earlier scans, keyed by the sha256 of an image's bytes.
+
+`data.discovery.scan` decodes every image to check it; the perceptual hash
+(`data.near_dup.perceptual_hash`) about doubles that cost, so a scan reuses the hashes of
+images it has seen before. One JSON file, ``phash/<code hash>.json`` in the cache root, maps
+sha256 to hash; changed hash code gets a new file. Writers merge under the file's lock and
+replace it atomically; a cache that cannot be read or written is skipped (the hashes are
+recomputed), never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+
+from data.cache import atomic_write_bytes, cache_root, entry_lock
+from data.near_dup import perceptual_hash
+
+PHASH = "phash"
+
+
+@cache
+def _version() -> str:
+    from data.cache import code_hash
+
+    return code_hash(perceptual_hash)[:16]
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+class HashCache:
+    """sha256 -> perceptual hash; `get` and `put` may be called from several threads."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.path = cache_root(root) / PHASH / f"{_version()}.json"
+        self.known = _read(self.path)
+        self.new: dict[str, str] = {}
+
+    def get(self, sha256: str) -> str | None:
+        return self.known.get(sha256)
+
+    def put(self, sha256: str, phash: str) -> None:
+        self.new[sha256] = phash
+
+    def save(self) -> None:
+        """Merge the new hashes into the file (nothing to do when there are none)."""
+        if not self.new:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with entry_lock(self.path):
+                merged = {**_read(self.path), **self.new}
+                payload = json.dumps(merged, separators=(",", ":"), sort_keys=True).encode()
+                atomic_write_bytes(self.path, payload, durable=False)
+        except OSError:
+            return
+        self.known.update(self.new)
+        self.new.clear()
