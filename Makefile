@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+PEER_STAMP := $(VENV)/.installed-peer
 DEMO_DATA ?= demo-data
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-peer clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,15 @@ test: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Our search against KerasTuner's Hyperband, same space, data and wall-clock budget (about
+# 2 x budget x seeds: 30 min with the defaults --budget 300 --seeds 3).
+$(PEER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[peer]'
+	@touch $(PEER_STAMP)
+
+bench-peer: $(PEER_STAMP)
+	$(BIN)/python bench/peer_kerastuner.py $(BENCH_PEER_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check search models data common tests bench

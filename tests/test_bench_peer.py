@@ -1,0 +1,131 @@
+"""`make bench-peer` (bench/peer_kerastuner.py): its arguments, and that the KerasTuner side
+searches exactly our space and builds exactly our models (no search is run here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+kt = pytest.importorskip("keras_tuner", reason="the peer extra (keras-tuner) is not installed")
+
+from bench.peer_kerastuner import bench_config, parse_args  # noqa: E402
+from bench.peer_tuner import SpaceHyperModel, declare  # noqa: E402
+from models.backend import keras_module  # noqa: E402
+from models.builder import create_model  # noqa: E402
+from models.trial_config import TrialConfig  # noqa: E402
+from search.config import StudyConfig  # noqa: E402
+from search.space import Choice, FloatRange, IntRange  # noqa: E402
+
+CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
+
+
+def test_arguments_default_to_the_issue_measurement() -> None:
+    args = parse_args([])
+    assert (args.budget, args.seeds, args.per_class, args.size) == (300.0, 3, 500, 64)
+    assert args.per_class * 4 * args.test_fraction >= 400  # a test split of 400 images
+    args = parse_args(["--budget", "90", "--seeds", "1", "--workdir", "/tmp/x"])
+    assert (args.budget, args.seeds, args.workdir) == (90.0, 1, "/tmp/x")
+    for bad in (["--budget", "0"], ["--seeds", "0"], ["--run-fraction", "1.5"], ["--seeds", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(bad)
+        assert exc.value.code == 2
+
+
+def _config(tmp_path) -> StudyConfig:  # noqa: ANN001
+    return StudyConfig.from_dict(bench_config(0, tmp_path))
+
+
+def test_the_peer_declares_exactly_our_space(tmp_path) -> None:  # noqa: ANN001
+    config = _config(tmp_path)
+    hp = kt.HyperParameters()
+    declare(hp, config.space)
+    declared = {p.name: p for p in hp.space}
+    assert set(declared) == {name for name, _ in config.space.params}
+    for name, param in config.space.params:
+        peer = declared[name]
+        if isinstance(param, Choice):
+            assert list(peer.values) == list(param.values), name
+        elif isinstance(param, IntRange | FloatRange):
+            assert (peer.min_value, peer.max_value) == (param.low, param.high), name
+            assert peer.sampling == ("log" if param.log else "linear"), name
+        else:
+            assert peer.value == param.value, name
+
+
+def _layers(model) -> list[tuple]:  # noqa: ANN001
+    """Each layer, nested models opened, as (class, output shape, parameters, settings)."""
+    out: list[tuple] = []
+    for layer in model.layers:
+        nested = hasattr(layer, "layers")
+        settings = {} if nested else {k: v for k, v in layer.get_config().items() if k != "name"}
+        out.append((type(layer).__name__, str(layer.output.shape), layer.count_params(), settings))
+        if nested:
+            out += _layers(layer)
+    return out
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"backbone": "small_cnn", "head_depth": 2, "head_width": 64, "dropout": 0.25,
+         "learning_rate": 3e-3, "fine_tune": 1.0, "batch_size": 32},
+        {"backbone": "mobilenet_v3_small", "head_depth": 0, "head_width": 256, "dropout": 0.1,
+         "learning_rate": 1e-4, "fine_tune": 1.0, "batch_size": 32},
+    ],
+    ids=["small_cnn", "mobilenet_v3_small"],
+)  # fmt: skip
+def test_the_peer_builds_the_model_create_model_builds(tmp_path, values: dict) -> None:  # noqa: ANN001
+    keras = keras_module()
+    config = _config(tmp_path)
+    hp = kt.HyperParameters()
+    hp.values = dict(values)
+    hypermodel = SpaceHyperModel(config, CLASSES)
+    assert hypermodel.trial_config(hp) == TrialConfig(**values)
+    peer = hypermodel.build(hp)
+
+    keras.utils.set_random_seed(config.training.seed)
+    ours = create_model(
+        TrialConfig(**values),
+        len(CLASSES),
+        config.data.image_size,
+        config.weights_policy(),
+        augmentation=config.training.augmentation,
+        class_names=list(CLASSES),
+        seed=config.training.seed,
+    )
+    assert _layers(peer) == _layers(ours)
+    assert peer.count_params() == ours.count_params()
+    assert float(peer.optimizer.learning_rate) == pytest.approx(values["learning_rate"])
+    assert type(peer.optimizer) is type(ours.optimizer)
+    # Same seed, same architecture: the same initial weights.
+    for a, b in zip(peer.get_weights(), ours.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    keras.backend.clear_session()
+
+
+def test_our_side_sizes_finalize_to_the_time_left() -> None:
+    from bench.peer_ours import MAX_TOP, finalize_plan, train_best_reserve
+
+    ranked = [20.0] * 8
+    top, folds, seconds = finalize_plan(1000.0, ranked, 0.15)
+    assert (top, folds) == (MAX_TOP, 3)
+    assert seconds == pytest.approx(1000.0 - train_best_reserve(20.0, 0.15))
+    top, folds, _ = finalize_plan(140.0, ranked, 0.15)
+    assert top >= 2 and folds == 2  # more finalists before more folds
+    assert finalize_plan(40.0, ranked, 0.15) is None
+
+
+def test_our_run_stops_between_trials_to_leave_finalize_its_time(tmp_path) -> None:  # noqa: ANN001
+    from bench.peer_ours import RunDeadline, finalize_plan, train_best_reserve
+
+    deadline = RunDeadline("unused", "unused", tmp_path / "run.log", 300.0, 0.55, 0.15, 0.0)
+    ranked = [20.0] * 3
+    end = 300.0 - train_best_reserve(20.0, 0.15)
+    assert deadline.decide(60.0, ranked) == end  # early: search on
+    assert deadline.decide(170.0, ranked) == 170.0  # past 55 %: stop for finalize
+    assert finalize_plan(300.0 - 170.0, ranked, 0.15) is not None
+    # One more trial would leave finalize no room: stop now, before the run's share.
+    late = next(t for t in range(60, 300) if finalize_plan(300.0 - t - 20.0, ranked, 0.15) is None)
+    assert deadline.decide(float(late), ranked) == float(late)
+    # Finalize no longer fits: search on until only train-best's time is left.
+    assert deadline.decide(end - 5.0, ranked) == end
