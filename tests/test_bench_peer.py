@@ -3,16 +3,15 @@ searches exactly our space and builds exactly our models (no search is run here)
 
 from __future__ import annotations
 
+import keras_tuner as kt  # the test extra installs it, as the peer extra does
 import numpy as np
 import pytest
 
-kt = pytest.importorskip("keras_tuner", reason="the peer extra (keras-tuner) is not installed")
-
-from bench.peer_kerastuner import bench_config, parse_args  # noqa: E402
-from bench.peer_tuner import SpaceHyperModel, declare  # noqa: E402
-from models.backend import keras_module  # noqa: E402
-from models.builder import create_model  # noqa: E402
-from models.trial_config import TrialConfig  # noqa: E402
+from bench.peer_kerastuner import bench_config, parse_args
+from bench.peer_tuner import SpaceHyperModel, declare
+from models.backend import keras_module
+from models.builder import create_model
+from models.trial_config import TrialConfig
 from search.config import StudyConfig  # noqa: E402
 from search.space import Choice, FloatRange, IntRange  # noqa: E402
 
