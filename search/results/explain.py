@@ -21,12 +21,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from common.progress import Progress, log
 from data.cache import atomic_write_bytes
-from data.decode import decode_image
 from data.discovery import is_readable_image
-from data.errors import DataError
 from search.errors import InputError
 from search.results.outputs import check_writable_dir
-from search.results.predict import class_names, collect_images, load_model
+from search.results.predict import class_names, collect_images, decode_images, load_model
 
 EXAMPLES_DIR = "explain"
 DISPLAY_SIZE = 256  # overlays are drawn at least this wide, whatever the model's input
@@ -110,23 +108,6 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _decode_all(files: list[Path], direct: set[Path], size: int) -> tuple[np.ndarray, list[Path]]:
-    """Decode every image at the model's input size, as `predict` does: a file named
-    directly that does not decode is an error, one found in a folder is skipped."""
-    pixels, kept = [], []
-    for path in files:
-        try:
-            pixels.append(decode_image(path, size))
-            kept.append(path)
-        except DataError as exc:
-            if path in direct:
-                raise InputError(f"not an image: {path}") from exc
-            log(f"skipping unreadable file {path}")
-    if not kept:
-        raise InputError("no readable image to explain")
-    return np.stack(pixels), kept
-
-
 def explain_paths(
     model_path: str | os.PathLike[str],
     paths: Sequence[str],
@@ -157,7 +138,7 @@ def explain_paths(
     model = load_model(model_path)
     chain = gradcam_chain(model)
     names = class_names(model)
-    pixels, kept = _decode_all(files, direct, int(model.input_shape[1]))
+    pixels, kept = decode_images(files, direct, int(model.input_shape[1]), "explain")
     out.mkdir(parents=True, exist_ok=True)
     names_out = overlay_names(kept)
     results: list[Explanation] = []

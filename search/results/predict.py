@@ -81,6 +81,29 @@ def collect_images(paths: list[str]) -> list[Path]:
     return files
 
 
+def decode_images(
+    files: list[Path], direct: set[Path], size: int, purpose: str
+) -> tuple[np.ndarray, list[Path]]:
+    """Decode every image at the model's input size: a file named directly that does not
+    decode is an error, one found in a folder is skipped with a log line.
+
+    Raises:
+        InputError: a file named directly is no image, or no file decodes.
+    """
+    pixels, kept = [], []
+    for path in files:
+        try:
+            pixels.append(decode_image(path, size))
+            kept.append(path)
+        except DataError as exc:
+            if path in direct:
+                raise InputError(f"not an image: {path}") from exc
+            log(f"skipping unreadable file {path}")
+    if not kept:
+        raise InputError(f"no readable image to {purpose}")
+    return np.stack(pixels), kept
+
+
 def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> list[Prediction]:
     """Predict every image; a file named directly that is not an image is an error, an
     unreadable file inside a folder is skipped with a warning."""
@@ -92,18 +115,8 @@ def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> li
     model = load_model(model_path)
     size = int(model.input_shape[1])
     names = class_names(model)
-    pixels, kept = [], []
-    for path in files:
-        try:
-            pixels.append(decode_image(path, size))
-            kept.append(path)
-        except DataError as exc:
-            if path in direct:
-                raise InputError(f"not an image: {path}") from exc
-            log(f"skipping unreadable file {path}")
-    if not kept:
-        raise InputError("no readable image to predict")
-    probs = model.predict(np.stack(pixels).astype("float32"), batch_size=batch_size, verbose=0)
+    pixels, kept = decode_images(files, direct, size, "predict")
+    probs = model.predict(pixels.astype("float32"), batch_size=batch_size, verbose=0)
     out = []
     for path, row in zip(kept, probs, strict=True):
         out.append(
