@@ -191,6 +191,23 @@ def _set_up(training: Any, seed: int) -> bool:
     return use_xla(training.xla)
 
 
+def prepare_training(
+    trial_config: TrialConfig, config: StudyConfig, data: TrainVal, seed: int | None
+) -> tuple[_Trainee, np.ndarray, dict[int, float] | None]:
+    """What every training run sets up the same way (a trial's fit, a refit): seeded Keras
+    and dtype policy, the model (or its head on cached features) with its optimizer state
+    built, the encoded training targets and the class weights."""
+    training = config.training
+    seed = training.seed if seed is None else seed
+    jit = _set_up(training, seed)
+    y_train = encode_targets(data.y_train, data.n_classes, trial_config)
+    balanced = training.class_weights == "balanced"
+    class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
+    trainee = _trainee(trial_config, config, data, seed, jit)
+    build_training_state(trainee.model, trainee.x_fit, y_train)
+    return trainee, y_train, class_weight
+
+
 def fit(
     trial_config: TrialConfig,
     config: StudyConfig,
@@ -217,14 +234,8 @@ def fit(
     """
     start = time.perf_counter()
     training = config.training
-    seed = training.seed if seed is None else seed
-    jit = _set_up(training, seed)
-    y_train = encode_targets(data.y_train, data.n_classes, trial_config)
+    trainee, y_train, class_weight = prepare_training(trial_config, config, data, seed)
     y_val = encode_targets(data.y_val, data.n_classes, trial_config)
-    balanced = training.class_weights == "balanced"
-    class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
-    trainee = _trainee(trial_config, config, data, seed, jit)
-    build_training_state(trainee.model, trainee.x_fit, y_train)
     trainee.model.fit(
         trainee.x_fit,
         y_train,

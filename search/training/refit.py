@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from models.builder import build_training_state, encode_targets
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.runtime.study_data import TrainVal
 from search.training.callbacks import EpochRecorder
 from search.training.data_subsets import pool_arrays, subset_train_val
-from search.training.fit import _set_up, _trained_model, _trainee, balanced_class_weights
+from search.training.fit import _trained_model, prepare_training
 
 
 @dataclass
@@ -64,15 +63,8 @@ def refit(
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     start = time.perf_counter()
-    training = config.training
-    seed = training.seed if seed is None else seed
-    jit = _set_up(training, seed)
     data = refit_data(train_val)
-    y = encode_targets(data.y_train, data.n_classes, trial_config)
-    balanced = training.class_weights == "balanced"
-    class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
-    trainee = _trainee(trial_config, config, data, seed, jit)
-    build_training_state(trainee.model, trainee.x_fit, y)
+    trainee, y, class_weight = prepare_training(trial_config, config, data, seed)
     trainee.model.fit(
         trainee.x_fit,
         y,
