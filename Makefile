@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 PEER_STAMP := $(VENV)/.installed-peer
 DEMO_DATA ?= demo-data
 
-.PHONY: demo test lint bench bench-peer clean
+.PHONY: demo test lint bench bench-peer gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,18 @@ demo: $(STAMP)
 	@test -d $(DEMO_DATA) || $(BIN)/tumor-search data synth --out $(DEMO_DATA) --per-class 200 --size 64 --seed 0
 	$(BIN)/tumor-search run --config demo --data $(DEMO_DATA) --study demo --storage sqlite:///studies.db
 
-# The tests also cover the gp sampler, so they install its extra (PyTorch, SciPy).
+# The tests also cover the gp sampler (PyTorch, SciPy) and the JAX and PyTorch backends.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,gp]'
+	$(BIN)/python -m pip install --quiet -e '.[test,gp,jax]'
 	@touch $(TEST_STAMP)
 
+# The whole suite on TensorFlow (the default backend), then the tests marked `backends`
+# (every backbone builds, a study prunes, the feature cache, train-best, predict, loading a
+# model saved under another backend) on JAX and on PyTorch.
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backends -p no:cacheprovider
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backends -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
@@ -38,6 +43,12 @@ $(PEER_STAMP): $(STAMP)
 
 bench-peer: $(PEER_STAMP)
 	$(BIN)/python bench/peer_kerastuner.py $(BENCH_PEER_ARGS)
+
+# The wheels bench/gpu/check carries to the GPU machine (Python 3.12, no network) into .whl/:
+# pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_*
+# of bench/gpu/wheels.txt, other versions removed (bench/gpu/README.md).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m bench.gpu.wheels download
 
 lint: $(STAMP)
 	$(BIN)/ruff check search models data common tests bench

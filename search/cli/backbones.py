@@ -8,13 +8,16 @@ import sys
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
+    from models.backend import runtime_info
     from models.registry import list_backbones
 
     records = list_backbones()
+    runtime = runtime_info()
     if args.json:
-        json.dump([r.to_dict() for r in records], sys.stdout, indent=2)
+        json.dump({**runtime, "backbones": [r.to_dict() for r in records]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    print(f"Keras {runtime['keras']}, backend {runtime['backend']}, on {runtime['device']}")
     print(f"{'name':<20} {'family':<16} {'default':>7} {'min':>4} {'features':>8}  preprocessing")
     for r in records:
         print(
@@ -29,7 +32,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="list the backbones a search space may use",
         description="List the registered backbones: family, default and minimum input size, "
-        "pooled feature width and in-graph preprocessing.",
+        "pooled feature width and in-graph preprocessing; and the Keras backend "
+        "(KERAS_BACKEND: tensorflow, jax or torch) and device a worker here would use.",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: keras, backend, device and the backbones list",
+    )
     p.set_defaults(handler=cmd_backbones)

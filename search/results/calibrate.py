@@ -23,6 +23,7 @@ from search.results.evaluation import (
     ece_of,
     reliability,
 )
+from search.training.batching import predict
 
 T_LOW, T_HIGH = 0.05, 20.0
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -98,7 +99,7 @@ def fit_set(
         return _out_of_fold(payload)
     x_val = getattr(train_val, "x_val", None)
     if x_val is not None and len(x_val):
-        logits = logits_model(model).predict(x_val, batch_size=batch_size, verbose=0)
+        logits = predict(logits_model(model), x_val, batch_size)
         y = np.asarray(train_val.y_val, dtype=np.int64)
         return FitSet(np.asarray(logits, np.float64), y, f"validation split ({len(y)} images)")
     return _out_of_fold(payload)
@@ -116,9 +117,7 @@ def calibrate(
     """
     from models.calibration import logits_model, with_temperature
 
-    test_logits = np.asarray(
-        logits_model(model).predict(x_test, batch_size=batch_size, verbose=0), np.float64
-    )
+    test_logits = np.asarray(predict(logits_model(model), x_test, batch_size), np.float64)
     y = np.asarray(y_test, dtype=np.int64)
     t = 1.0 if fitted_on is None else fit_temperature(fitted_on.logits, fitted_on.labels)
     before, after = softmax(test_logits), softmax(test_logits, t)

@@ -25,6 +25,7 @@ from data.discovery import is_readable_image
 from search.errors import InputError
 from search.results.outputs import check_writable_dir
 from search.results.predict import class_names, collect_images, decode_images, load_model
+from search.training.batching import predict
 
 EXAMPLES_DIR = "explain"
 DISPLAY_SIZE = 256  # overlays are drawn at least this wide, whatever the model's input
@@ -214,7 +215,7 @@ def write_examples(
         return []
     x = np.asarray(x_test)
     y = np.asarray(y_test).astype(np.int64)
-    probs = np.asarray(model.predict(x, batch_size=32, verbose=0), np.float32)
+    probs = np.asarray(predict(model, x, 32), np.float32)
     chosen = _examples(probs, y, len(classes))
     if not chosen:
         return []

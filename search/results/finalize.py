@@ -35,6 +35,7 @@ from search.results.folds import (
 from search.results.study_note import save_section
 from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, open_study
 from search.runtime.study_data import check_matches, load_train_val, prepare
+from search.training.batching import predict
 
 FINALIZE_ATTR = "finalize"
 OOF_ATTR = "finalize_oof"
@@ -165,9 +166,7 @@ def _score_fold(
     recorder = EpochRecorder(f"[trial {number} fold {fold.index + 1}/{k}]", config.training.epochs)
     start = time.perf_counter()
     result = fit(trial_config, config, data, recorder, seed=config.training.seed)
-    logits = logits_model(result.model).predict(
-        data.x_val, batch_size=trial_config.batch_size, verbose=0
-    )
+    logits = predict(logits_model(result.model), data.x_val, trial_config.batch_size)
     if finalist.logits is None:
         finalist.logits = np.zeros((len(y), logits.shape[1]), dtype=np.float32)
     finalist.logits[fold.held_out] = np.asarray(logits, dtype=np.float32)

@@ -116,7 +116,9 @@ def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> li
     size = int(model.input_shape[1])
     names = class_names(model)
     pixels, kept = decode_images(files, direct, size, "predict")
-    probs = model.predict(pixels.astype("float32"), batch_size=batch_size, verbose=0)
+    from search.training.batching import predict
+
+    probs = predict(model, pixels.astype("float32"), batch_size)
     out = []
     for path, row in zip(kept, probs, strict=True):
         out.append(

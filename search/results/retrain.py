@@ -12,6 +12,7 @@ from typing import Any
 
 from common.progress import log
 from search.errors import InputError
+from search.training.batching import predict
 
 
 def finalize_epochs(payload: dict[str, Any]) -> int | None:
@@ -58,7 +59,7 @@ def refit_seeds(
         seed = config.training.seed + i
         recorder = EpochRecorder(f"[refit seed {seed}]", epochs)
         result = refit(trial_config, config, train_val, recorder, epochs, seed=seed)
-        probs = result.model.predict(test.x, batch_size=trial_config.batch_size, verbose=0)
+        probs = predict(result.model, test.x, trial_config.batch_size)
         metrics = classification_metrics(test.y, probs.argmax(axis=1), classes)
         runs.append(
             {"seed": seed, "epochs": result.epochs_run, "images": result.images, "test": metrics}

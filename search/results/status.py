@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.runtime.optuna_compat import FAIL_REASON_ATTR
-from search.runtime.study import budget, budget_used, describe_storage, open_study
+from search.runtime.study import RUNTIME_ATTR, budget, budget_used, describe_storage, open_study
 from search.training.constraints import is_feasible, violations
 
 
@@ -39,6 +39,7 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
                 else None,
                 "epochs_reported": len(steps),
                 "last_value": t.intermediate_values[steps[-1]] if steps else None,
+                "runtime": t.user_attrs.get(RUNTIME_ATTR),
             }
         )
     best = None
@@ -69,8 +70,26 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
         "running": running,
         "failed": failures,
         "infeasible": _infeasible(trials),
+        "runtimes": _runtimes(trials),
         "train_best": study.user_attrs.get("train_best"),
     }
+
+
+def runtime_label(runtime: dict[str, Any] | None) -> str:
+    """``jax on 1 GPU`` from a trial's runtime attribute."""
+    if not runtime:
+        return "unknown"
+    return f"{runtime.get('backend', '?')} on {runtime.get('device', '?')}"
+
+
+def _runtimes(trials: list[Any]) -> dict[str, int]:
+    """How many trials ran on each backend and device (workers may differ)."""
+    counts: dict[str, int] = {}
+    for t in trials:
+        if RUNTIME_ATTR in t.user_attrs:
+            label = runtime_label(t.user_attrs[RUNTIME_ATTR])
+            counts[label] = counts.get(label, 0) + 1
+    return counts
 
 
 def _infeasible(trials: list[Any]) -> list[dict[str, Any]]:
@@ -97,6 +116,9 @@ def print_status(status: dict[str, Any]) -> None:
         print("best:     no feasible trial yet (every completed trial breaks a constraint)")
     else:
         print("best:     no completed trial yet")
+    runtimes = status.get("runtimes") or {}
+    if runtimes:
+        print("ran on:   " + ", ".join(f"{n} trials {label}" for label, n in runtimes.items()))
     for bad in status.get("infeasible", [])[-5:]:
         print(f"infeasible: trial {bad['number']}: {', '.join(bad['violations'])}")
     for r in status["running"]:
@@ -105,8 +127,10 @@ def print_status(status: dict[str, Any]) -> None:
             if r["last_value"] is not None
             else ""
         )
+        where = f" on {runtime_label(r['runtime'])}" if r.get("runtime") else ""
         print(
-            f"running:  trial {r['number']} for {r['elapsed_seconds']:.0f}s, {r['epochs_reported']} epochs{last}"
+            f"running:  trial {r['number']}{where} for {r['elapsed_seconds']:.0f}s, "
+            f"{r['epochs_reported']} epochs{last}"
         )
     for f in status["failed"][-5:]:
         print(f"failed:   trial {f['number']}: {f['reason']}")

@@ -28,6 +28,7 @@ from search.results.outputs import check_writable_dir, read_document, write_docu
 from search.results.retrain import refit_seeds, training_record, wants_refit
 from search.results.study_note import save_section
 from search.runtime.study_data import check_matches, load_test, load_train_val, prepare
+from search.training.batching import predict
 
 TEST_NOTE_HEADING = "## Held-out test result"
 
@@ -105,7 +106,7 @@ def _train_seeds(
         seed = config.training.seed + i
         recorder = EpochRecorder(f"[seed {seed}]", config.training.epochs)
         result = fit(trial_config, config, train_val, recorder, seed=seed)
-        probs = result.model.predict(test.x, batch_size=trial_config.batch_size, verbose=0)
+        probs = predict(result.model, test.x, trial_config.batch_size)
         metrics = classification_metrics(test.y, probs.argmax(axis=1), classes)
         runs.append(
             {

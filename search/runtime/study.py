@@ -30,6 +30,7 @@ LEGACY_DEDUP = "exact-train-val"  # the policy of studies whose stored config na
 CLASSES_ATTR = "classes"
 BUDGET_ATTR = "trials"
 TRIAL_CONFIG_ATTR = "trial_config"
+RUNTIME_ATTR = "runtime"  # on a trial: the Keras version, backend and device that ran it
 
 
 def versions() -> dict[str, str]:

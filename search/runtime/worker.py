@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from common.progress import log
-from models.backend import device_text
+from models.backend import runtime_text
 from search.config import StudyConfig
 from search.results.status import progress_line
 from search.runtime import optuna_compat as compat
@@ -194,7 +194,7 @@ def _start(
 
     arrays = load_train_val(data, config.data.image_size)
     log(
-        f"worker {os.getpid()} on study {study_name!r} ({device_text()}): {len(arrays.y_train)} train / "
+        f"worker {os.getpid()} on study {study_name!r} ({runtime_text()}): {len(arrays.y_train)} train / "
         f"{len(arrays.y_val)} val images at {config.data.image_size}px "
         f"({'from cache' if arrays.from_cache else 'decoded'} in {arrays.seconds:.1f}s)"
     )

@@ -54,6 +54,14 @@ class EpochRecorder(keras.callbacks.Callback):
     def epochs_run(self) -> int:
         return len(self.epoch_seconds)
 
+    @property
+    def compile_seconds(self) -> float | None:
+        """The first epoch's excess over the median later epoch: mostly compiling the train
+        and test steps (and tracing them on TensorFlow). None before a second epoch."""
+        if len(self.epoch_seconds) < 2:
+            return None
+        return max(0.0, self.epoch_seconds[0] - float(np.median(self.epoch_seconds[1:])))
+
 
 class BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the epoch that is best on `metric` and puts them back when

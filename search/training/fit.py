@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backend import configure_precision, keras_module, use_xla
+from models.backend import configure_precision, keras_module, set_seed, use_xla
 from models.builder import (
     build_training_state,
     compile_model,
@@ -26,6 +26,7 @@ from models.registry import get_backbone
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.runtime.study_data import TrainVal
+from search.training.batching import PaddedValidation, fit_inputs, fixed_shapes
 from search.training.callbacks import BestWeights, EpochRecorder
 
 keras = keras_module()
@@ -102,23 +103,38 @@ class _Trainee:
         return {"hit": self.features.hit, "seconds": round(self.features.seconds, 3)}
 
 
+def _validation(
+    config: StudyConfig, trainee: _Trainee, data: TrainVal, y_val: np.ndarray, batch_size: int
+) -> list[Any]:
+    """The callbacks that put the validation metrics into each epoch's logs: on JAX all of
+    them (see `search.training.batching`), elsewhere those Keras lacks."""
+    classes = list(data.classes)
+    needs = config.objective.needs_class_metrics
+    if fixed_shapes():
+        from search.training.val_metrics import class_metrics
+
+        def after(probs: np.ndarray) -> dict[str, float]:
+            return class_metrics(data.y_val, np.argmax(probs, axis=1), classes)
+
+        x_val = trainee.x_val
+        return [PaddedValidation(x_val, y_val, data.y_val, batch_size, after if needs else None)]
+    if not needs:
+        return []
+    from search.training.val_metrics import ValidationMetrics
+
+    return [ValidationMetrics(trainee.x_val, data.y_val, classes, batch_size)]
+
+
 def _callbacks(
     config: StudyConfig,
     recorder: EpochRecorder,
     extra: list[Any] | None,
-    trainee: _Trainee,
-    data: TrainVal,
-    batch_size: int,
+    validation: list[Any],
 ) -> list[Any]:
-    """The fit's callbacks, in the order that matters: metrics Keras lacks are added to the
-    epoch's logs first, so that every callback after them reads them."""
+    """The fit's callbacks, in the order that matters: the validation metrics are added to
+    the epoch's logs first, so that every callback after them reads them."""
     metric, direction = config.objective.monitor, config.objective.direction
-    out: list[Any] = []
-    if config.objective.needs_class_metrics:
-        from search.training.val_metrics import ValidationMetrics
-
-        out.append(ValidationMetrics(trainee.x_val, data.y_val, list(data.classes), batch_size))
-    out += [recorder, BestWeights(metric, direction)]
+    out = [*validation, recorder, BestWeights(metric, direction)]
     if config.training.early_stopping_patience > 0:
         out.append(
             keras.callbacks.EarlyStopping(
@@ -161,7 +177,7 @@ def _trainee(
         data.x_train,
         data.x_val,
     )
-    keras.utils.set_random_seed(seed)
+    set_seed(seed)
     head = build_head(get_backbone(trial_config.backbone).feature_dim, trial_config, data.n_classes)
     compile_model(head, trial_config, jit_compile=jit)
     return _Trainee(head, features.train, features.val, whole_model, features)
@@ -185,18 +201,19 @@ def _trained_model(trainee: _Trainee, need_model: bool) -> tuple[Any, dict[str, 
 
 
 def _set_up(training: Any, seed: int) -> bool:
-    """Seed Keras and set the dtype policy; whether to compile with XLA."""
-    keras.utils.set_random_seed(seed)
+    """Seed Keras and set the dtype policy; whether to compile the steps."""
+    set_seed(seed)
     configure_precision(training.mixed_precision)
     return use_xla(training.xla)
 
 
 def prepare_training(
     trial_config: TrialConfig, config: StudyConfig, data: TrainVal, seed: int | None
-) -> tuple[_Trainee, np.ndarray, dict[int, float] | None]:
+) -> tuple[_Trainee, dict[str, Any]]:
     """What every training run sets up the same way (a trial's fit, a refit): seeded Keras
     and dtype policy, the model (or its head on cached features) with its optimizer state
-    built, the encoded training targets and the class weights."""
+    built, and the training part of `Model.fit`'s arguments (encoded targets, class weights,
+    batches as the backend wants them: see `search.training.batching`)."""
     training = config.training
     seed = training.seed if seed is None else seed
     jit = _set_up(training, seed)
@@ -205,7 +222,10 @@ def prepare_training(
     class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
     trainee = _trainee(trial_config, config, data, seed, jit)
     build_training_state(trainee.model, trainee.x_fit, y_train)
-    return trainee, y_train, class_weight
+    inputs = fit_inputs(
+        trainee.x_fit, y_train, data.y_train, trial_config.batch_size, class_weight, seed
+    )
+    return trainee, inputs
 
 
 def fit(
@@ -234,17 +254,14 @@ def fit(
     """
     start = time.perf_counter()
     training = config.training
-    trainee, y_train, class_weight = prepare_training(trial_config, config, data, seed)
+    trainee, inputs = prepare_training(trial_config, config, data, seed)
     y_val = encode_targets(data.y_val, data.n_classes, trial_config)
+    validation = _validation(config, trainee, data, y_val, trial_config.batch_size)
     trainee.model.fit(
-        trainee.x_fit,
-        y_train,
-        validation_data=(trainee.x_val, y_val),
+        **inputs,
+        validation_data=None if fixed_shapes() else (trainee.x_val, y_val),
         epochs=training.epochs,
-        batch_size=trial_config.batch_size,
-        class_weight=class_weight,
-        callbacks=_callbacks(config, recorder, callbacks, trainee, data, trial_config.batch_size),
-        shuffle=True,
+        callbacks=_callbacks(config, recorder, callbacks, validation),
         verbose=0,
     )
     goal = config.objective

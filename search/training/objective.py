@@ -11,9 +11,10 @@ from typing import Any
 import optuna
 
 from common.progress import log
+from models.backend import runtime_info
 from search.config import StudyConfig
 from search.runtime.pauses import pause
-from search.runtime.study import TRIAL_CONFIG_ATTR
+from search.runtime.study import RUNTIME_ATTR, TRIAL_CONFIG_ATTR
 from search.runtime.study_data import TrainVal
 from search.space import suggest
 from search.training.callbacks import EpochRecorder
@@ -44,6 +45,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial_config = suggest(trial, self.config.space)
         trial.set_user_attr(TRIAL_CONFIG_ATTR, trial_config.to_dict())
+        trial.set_user_attr(RUNTIME_ATTR, runtime_info())
         prefix = f"[trial {trial.number}]"
         log(f"{prefix} {trial_config.describe()}")
         # Imported here: optuna_integration imports Keras, which must load through
@@ -72,6 +74,8 @@ class Objective:
             raise
         pause("after-training")
         record_result(trial, result, time.perf_counter() - start)
+        if recorder.compile_seconds is not None:
+            trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
         feasible = apply_constraints(
             trial, self.config.objective.constraints, result.metrics_at_best()
         )
@@ -90,6 +94,8 @@ def _record_partial(trial: optuna.Trial, recorder: EpochRecorder, wall: float) -
                 "seconds_per_epoch",
                 round(sum(recorder.epoch_seconds) / len(recorder.epoch_seconds), 3),
             )
+        if recorder.compile_seconds is not None:
+            trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
     except Exception:  # noqa: BLE001 - recording must never hide the original error
         pass
 

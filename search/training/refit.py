@@ -64,17 +64,8 @@ def refit(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     start = time.perf_counter()
     data = refit_data(train_val)
-    trainee, y, class_weight = prepare_training(trial_config, config, data, seed)
-    trainee.model.fit(
-        trainee.x_fit,
-        y,
-        epochs=epochs,
-        batch_size=trial_config.batch_size,
-        class_weight=class_weight,
-        callbacks=[recorder],
-        shuffle=True,
-        verbose=0,
-    )
+    trainee, inputs = prepare_training(trial_config, config, data, seed)
+    trainee.model.fit(**inputs, epochs=epochs, callbacks=[recorder], verbose=0)
     model, params = _trained_model(trainee, need_model=True)
     return RefitResult(
         model=model,

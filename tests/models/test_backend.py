@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from models.backend import configure_precision, gpu_count, keras_module, use_xla
 from tests.conftest import ROOT
 
@@ -22,7 +25,9 @@ assert configure_precision("on") == "mixed_float16"
 assert keras.mixed_precision.dtype_policy().name == "mixed_float16"
 assert configure_precision("off") == "float32"
 assert keras.mixed_precision.dtype_policy().name == "float32"
-assert use_xla("auto") is False and use_xla("on") is True and use_xla("off") is False
+# JAX runs its steps op by op without jit, so `auto` compiles there even on a CPU.
+assert use_xla("auto") is (keras.backend.backend() == "jax")
+assert use_xla("on") is True and use_xla("off") is False
 print("cpu-only ok")
 """
 
@@ -71,4 +76,81 @@ def test_auto_settings_follow_the_accelerator_of_this_machine() -> None:
         assert keras.mixed_precision.dtype_policy().name == ("mixed_float16" if gpus else "float32")
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert use_xla("auto") is (gpus > 0)
+    backend = keras.backend.backend()
+    assert use_xla("auto") is (backend == "jax" or (backend == "tensorflow" and gpus > 0))
+
+
+def installed_backends() -> list[str]:
+    """The Keras backends whose library is installed here (TensorFlow, JAX, PyTorch)."""
+    import importlib.util
+
+    modules = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+    return [name for name, module in modules.items() if importlib.util.find_spec(module)]
+
+
+_LOAD_ELSEWHERE = """
+import sys
+import numpy as np
+from models.backend import backend_name
+from search.results.predict import load_model
+
+assert backend_name() == sys.argv[2], backend_name()
+model = load_model(sys.argv[1])
+pixels = np.load(sys.argv[3])
+np.save(sys.argv[4], np.asarray(model.predict(pixels, verbose=0)))
+"""
+
+
+@pytest.mark.backends
+def test_a_saved_model_loads_and_predicts_alike_under_every_other_backend(tmp_path) -> None:
+    """A `.keras` file written under this process's backend loads under each other installed
+    backend (safe mode, through `predict`'s loader) and gives the same probabilities."""
+    from models.backend import set_seed
+    from models.builder import create_model
+    from models.trial_config import TrialConfig
+
+    keras = keras_module()
+    here = keras.backend.backend()
+    set_seed(0)
+    model = create_model(
+        TrialConfig("small_cnn", head_depth=1, head_width=8, fine_tune=1.0), 3, 32, "none"
+    )
+    model.save(tmp_path / "m.keras")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", pixels)
+    expected = np.asarray(model.predict(pixels, verbose=0))
+    others = [b for b in installed_backends() if b != here]
+    assert others or here == "tensorflow", "JAX or PyTorch is installed beside TensorFlow"
+    for other in others:
+        out = tmp_path / f"{other}.npy"
+        result = subprocess.run(
+            [sys.executable, "-c", _LOAD_ELSEWHERE, str(tmp_path / "m.keras"), other]
+            + [str(tmp_path / "x.npy"), str(out)],
+            cwd=ROOT,
+            env={**os.environ, "KERAS_BACKEND": other},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, (other, result.stderr[-3000:])
+        np.testing.assert_allclose(np.load(out), expected, atol=1e-4, err_msg=other)
+
+
+def test_seeding_under_another_backend_does_not_import_tensorflow() -> None:
+    """`set_seed` seeds JAX and PyTorch runs without loading TensorFlow (seconds, and its
+    start-up notices on stderr), unlike `keras.utils.set_random_seed`."""
+    check = (
+        "import sys\nfrom models.backend import set_seed\nset_seed(3)\n"
+        "import numpy as np\nassert np.random.randint(1000) == 874\n"
+        "assert 'tensorflow' not in sys.modules\nprint('ok')"
+    )
+    for other in [b for b in installed_backends() if b != "tensorflow"]:
+        result = subprocess.run(
+            [sys.executable, "-c", check],
+            cwd=ROOT,
+            env={**os.environ, "KERAS_BACKEND": other},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0 and "ok" in result.stdout, (other, result.stderr[-2000:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,16 +12,21 @@ from tests.conftest import assert_bad_input, run_cli
 from tests.search.helpers import write_config
 
 
-def test_backbones_json_lists_all_fifteen() -> None:
+@pytest.mark.backends
+def test_backbones_json_lists_all_fifteen_and_the_backend() -> None:
     result = run_cli("backbones", "--json")
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+    listing = json.loads(result.stdout)
+    assert listing["backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert listing["device"].endswith("CPU") or "GPU" in listing["device"]
+    rows = listing["backbones"]
     names = {row["name"] for row in rows}
     assert len(names) == 15
     for row in rows:
         assert {"name", "default_size", "min_size", "feature_dim"} <= set(row)
     text = run_cli("backbones")
     assert "efficientnet_v2_b0" in text.stdout
+    assert f"backend {listing['backend']}, on {listing['device']}" in text.stdout
 
 
 @pytest.mark.parametrize(

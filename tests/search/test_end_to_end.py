@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ def _study(tiny: TinyStudy) -> optuna.Study:
     return optuna.load_study(study_name=tiny.name, storage=tiny.storage)
 
 
+@pytest.mark.backends
 def test_run_records_config_fingerprint_and_every_trial(tiny_study: TinyStudy) -> None:
     study = _study(tiny_study)
     check = json.loads(
@@ -51,6 +53,7 @@ def test_run_records_config_fingerprint_and_every_trial(tiny_study: TinyStudy) -
     assert "[trial 2] epoch 2/2" in tiny_study.run_stderr
 
 
+@pytest.mark.backends
 def test_status_text_and_json(tiny_study: TinyStudy) -> None:
     text = run_cli("status", "--study", "tiny", "--storage", tiny_study.storage)
     assert text.returncode == 0 and "3/3" in text.stdout and "3 complete" in text.stdout
@@ -58,6 +61,9 @@ def test_status_text_and_json(tiny_study: TinyStudy) -> None:
         run_cli("status", "--study", "tiny", "--storage", tiny_study.storage, "--json").stdout
     )
     assert status["counts"]["complete"] == 3 and status["budget"] == 3 and status["running"] == []
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert status["runtimes"] == {f"{backend} on CPU": 3} or "GPU" in str(status["runtimes"])
+    assert f"ran on:   3 trials {backend} on" in text.stdout
 
 
 def test_export_round_trips_through_the_space(tiny_study: TinyStudy, tmp_path: Path) -> None:
@@ -96,6 +102,7 @@ def test_export_round_trips_through_the_space(tiny_study: TinyStudy, tmp_path: P
     assert yaml.safe_load(yaml_out.read_text())["trial_config"] == best["trial_config"]
 
 
+@pytest.mark.backends
 def test_train_best_then_predict(tiny_study: TinyStudy, tmp_path: Path) -> None:
     best = tmp_path / "best.json"
     assert (

@@ -52,6 +52,7 @@ def _frozen_config(tmp_path: Path, data: Path, weights: Path, cache: bool = True
     return load_config(str(path)).with_overrides(data_path=str(data))
 
 
+@pytest.mark.backends
 def test_head_trained_on_cached_features_predicts_like_the_whole_model(
     tmp_path: Path, tiny_data: Path, weights_file: Path
 ) -> None:
@@ -86,6 +87,7 @@ def test_cache_is_skipped_when_switched_off_or_fine_tuning(
     assert not uses_feature_cache(TrialConfig("mobilenet_v2", fine_tune=0.5), on)
 
 
+@pytest.mark.backends
 def test_trials_record_cache_hits(
     tmp_path: Path, tiny_data: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

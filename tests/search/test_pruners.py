@@ -45,6 +45,7 @@ def learnable_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("pruner", sorted(PRUNERS))
 def test_pruner_stops_the_configuration_that_cannot_learn(
     pruner: str, tmp_path: Path, learnable_data: Path
