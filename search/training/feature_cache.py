@@ -173,12 +173,23 @@ def build_extractor(backbone: str, image_size: int, weights: WeightsPolicy) -> A
 
 
 def _extract(extractor: Any, x: np.ndarray, label: str) -> np.ndarray:
+    """The extractor's features of `x`, batch by batch with a progress bar. TensorFlow calls
+    it eagerly (no graph to trace); JAX and PyTorch through `predict_on_batch` (jitted on JAX,
+    where every batch is padded to one shape; without autograd on PyTorch)."""
     out = []
+    backend = keras_module().backend.backend()
     with Progress(len(x), label, min_total=256) as bar:
         for start in range(0, len(x), BATCH):
             batch = x[start : start + BATCH].astype("float32")
-            out.append(np.asarray(extractor(batch, training=False), dtype=np.float32))
-            bar.update(len(batch))
+            n = len(batch)
+            if backend == "tensorflow":
+                features = extractor(batch, training=False)
+            else:
+                if backend == "jax" and n < BATCH:
+                    batch = np.concatenate([batch, np.repeat(batch[-1:], BATCH - n, axis=0)])
+                features = extractor.predict_on_batch(batch)
+            out.append(np.asarray(features, dtype=np.float32)[:n])
+            bar.update(n)
     return np.concatenate(out) if out else np.zeros((0, extractor.output_shape[-1]), np.float32)
 
 

@@ -229,6 +229,7 @@ def _calibration(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
+@pytest.mark.backends
 def test_report_of_a_finished_study_renders_offline_in_chromium(
     tiny_study: TinyStudy, chromium: Path, tmp_path: Path
 ) -> None:
@@ -292,6 +293,7 @@ def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -
     assert '"type":"heatmap"' in page and "[[18,1,0,1],[2,15,2,1]" in page
 
 
+@pytest.mark.backends
 def test_report_of_a_one_trial_study_has_placeholders(tmp_path: Path) -> None:
     storage = make_study(tmp_path / "one.db", completed=1)
     out = tmp_path / "report.html"

@@ -1,0 +1,1 @@
+"""The GPU proof: `bench/gpu/check` (see README.md)."""
