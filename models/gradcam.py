@@ -6,7 +6,8 @@ softmax) -> `ClassProbabilities`. The target layer is the backbone's last 4-D ou
 by walking its layers from the top (no table of layer names). `gradcam_chain` splits a model
 (or a model that wraps one) into those parts; `gradcam` runs them under one
 `tf.GradientTape` and weighs the target layer's channels by the mean gradient of the
-predicted class's logit.
+predicted class's logit. On JAX and PyTorch, `models.gradcam_autodiff` takes the same
+gradient with their own autodiff.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from models.head import HEAD_NAME
 from models.preprocessing import AUGMENT_NAME
 
 LOGITS_NAME = "logits"
-GRADCAM_BACKENDS = ("tensorflow",)
+GRADCAM_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class GradCamChain:
     head: Any
     after: tuple[Any, ...]
     target_layer: str
+    tail: Any = None  # the target layer's output -> pooled features (JAX and PyTorch)
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ def check_backend() -> None:
     backend = keras_module().backend.backend()
     if backend not in GRADCAM_BACKENDS:
         raise ModelError(
-            f"Grad-CAM is implemented for the TensorFlow backend only, not {backend!r}: "
-            "run with KERAS_BACKEND=tensorflow"
+            f"Grad-CAM is implemented for the TensorFlow, JAX and PyTorch backends, not "
+            f"{backend!r}: run with KERAS_BACKEND=tensorflow"
         )
 
 
@@ -165,7 +167,17 @@ def gradcam_chain(model: Any) -> GradCamChain:
         head=head_out,
         after=tuple(layers[h + 1 :]),
         target_layer=target.name,
+        tail=_tail(conv),
     )
+
+
+def _tail(conv: Any) -> Any:
+    """The backbone's layers after the target layer as a model of its output alone, or None
+    where they also read earlier tensors (the gradient is then TensorFlow's only)."""
+    try:
+        return keras_module().Model(*conv.outputs)
+    except ValueError:
+        return None
 
 
 def _call(layer: Any, x: Any) -> Any:
@@ -179,6 +191,10 @@ def _batch_maps(
     chain: GradCamChain, pixels: np.ndarray, classes: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grad-CAM maps at the target layer's resolution, the classes explained, the outputs."""
+    if keras_module().backend.backend() != "tensorflow":
+        from models.gradcam_autodiff import batch_maps
+
+        return batch_maps(chain, pixels, classes)
     import tensorflow as tf
 
     x = tf.convert_to_tensor(pixels, dtype=tf.float32)
