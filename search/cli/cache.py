@@ -1,7 +1,8 @@
 """`tumor-search cache info` and `tumor-search cache clear [--older-than DAYS]`.
 
 An entry is one decoded split (``images/.../<split>.npz``) or one backbone's features
-(``features/<key>/``), with its lock and any temporary files a crashed writer left. Its age
+(``features/<key>/``), with its lock and any temporary files a crashed writer left, or one
+step that JAX compiled (``jax/<name>-cache``, no lock). Its age
 counts from when it was last written or used. `clear` takes each entry's lock without
 waiting and keeps the entries another process holds.
 """
@@ -28,7 +29,8 @@ from data.cache import (
     try_entry_lock,
 )
 
-KINDS = (IMAGES, FEATURES)
+COMPILED = "jax"  # JAX's compiled steps (models.backend): one file an entry, no lock
+KINDS = (IMAGES, FEATURES, COMPILED)
 DAY = 86400.0
 
 
@@ -94,6 +96,7 @@ def list_entries(root: Path) -> list[CacheEntry]:
     for folder in sorted(features.iterdir()) if features.is_dir() else []:
         if folder.is_dir():
             entries.append(_entry(FEATURES, folder, folder / FEATURES_FILE, _files(folder)))
+    entries += [_entry(COMPILED, f, f, [f]) for f in _files(root / COMPILED)]
     return sorted(entries, key=lambda e: e.mtime)
 
 
@@ -103,6 +106,10 @@ def remove_entry(entry: CacheEntry, root: Path, cutoff: float | None = None) -> 
     Returns:
         ``("removed", bytes freed)``, ``("busy", 0)`` or ``("used", 0)`` (used since listed).
     """
+    if entry.kind == COMPILED:  # JAX writes each file whole and recompiles a missing one
+        with contextlib.suppress(FileNotFoundError):
+            entry.path.unlink()
+        return "removed", entry.size
     with try_entry_lock(entry.data) as held:
         if not held:
             return "busy", 0
@@ -223,9 +230,10 @@ def cmd_clear(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     cache = sub.add_parser(
         "cache",
-        help="show or clear the decoded-image and feature caches",
+        help="show or clear the decoded-image, feature and compiled-step caches",
         description=(
-            "Show or clear the on-disk caches (decoded images, backbone features) under "
+            "Show or clear the on-disk caches (decoded images, backbone features, JAX's "
+            "compiled steps) under "
             "$TUMOR_SEARCH_CACHE, else ~/.cache/tumor-search."
         ),
     )

@@ -66,7 +66,7 @@ def _files(cache: Path) -> list[Path]:
 def test_info_on_an_empty_cache(cache: Path) -> None:
     summary = _info(cache)
     assert summary["path"] == str(cache) and summary["bytes"] == 0
-    assert summary["entries"] == {"images": 0, "features": 0}
+    assert summary["entries"] == {"images": 0, "features": 0, "jax": 0}
     assert summary["oldest"] is None and summary["oldest_age_s"] is None
     text = _cli(cache, "info")
     assert text.returncode == 0 and "0 entries" in text.stdout and "oldest:   none" in text.stdout
@@ -81,7 +81,7 @@ def test_info_counts_entries_per_kind_and_finds_the_oldest(
     _age(old, 3)
     _features_entry(cache, "a" * 32, age_days=1)
     summary = _info(cache)
-    assert summary["entries"] == {"images": 2, "features": 1}
+    assert summary["entries"] == {"images": 2, "features": 1, "jax": 0}
     assert summary["bytes"] == sum(p.stat().st_size for p in _files(cache))
     assert summary["bytes_per_kind"]["features"] == sum(
         p.stat().st_size for p in (cache / "features").rglob("*") if p.is_file()
@@ -102,15 +102,22 @@ def test_clear_older_than_removes_old_entries_and_keeps_fresh_ones(
     _age(old_images, 10)
     old_features = _features_entry(cache, "o" * 32, age_days=10)
     fresh_features = _features_entry(cache, "f" * 32, age_days=1)
+    (cache / "jax").mkdir()
+    old_step, fresh_step = cache / "jax" / "jit_train_step-o-cache", cache / "jax" / "jit_f-cache"
+    old_step.write_bytes(b"x" * 100)
+    fresh_step.write_bytes(b"y" * 10)
+    _age(old_step, 10)
+    assert _info(cache)["entries"]["jax"] == 2
     result = _cli(cache, "clear", "--older-than", "5")
     assert result.returncode == 0, result.stderr
-    assert "removed 2 entries" in result.stdout
+    assert "removed 3 entries" in result.stdout
+    assert not old_step.exists() and fresh_step.exists()
     assert f"removed {old_features.relative_to(cache)}" in result.stdout
     assert not old_features.exists() and fresh_features.is_dir()
     assert not old_images.exists() and not old_images.with_name("train.npz.lock").exists()
     assert load_split(manifest, phantom_dir, "val", 16, cache_dir=str(cache)).from_cache
     assert not load_split(manifest, phantom_dir, "train", 16, cache_dir=str(cache)).from_cache
-    assert _info(cache)["entries"] == {"images": 2, "features": 1}
+    assert _info(cache)["entries"] == {"images": 2, "features": 1, "jax": 1}
 
 
 def test_clear_removes_every_entry_and_reports_the_bytes_freed(
@@ -125,7 +132,7 @@ def test_clear_removes_every_entry_and_reports_the_bytes_freed(
     assert len(report["removed"]) == 2 and report["kept_busy"] == []
     assert report["bytes_freed"] == before
     assert _files(cache) == []  # data, lock and meta files alike
-    assert _info(cache)["entries"] == {"images": 0, "features": 0}
+    assert _info(cache)["entries"] == {"images": 0, "features": 0, "jax": 0}
 
 
 def test_clear_keeps_an_entry_another_process_is_computing(cache: Path) -> None:
