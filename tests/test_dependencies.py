@@ -164,6 +164,15 @@ KERAS_SYMBOLS: list[str] = [
     "keras:layers.RandomZoom",
     "keras:layers.ReLU",
     "keras:layers.Rescaling",
+    # Batches of one shape on JAX (search.training.batching), the feature cache's extraction.
+    "keras:utils.PyDataset",
+    "keras:Model.predict_on_batch",
+    "keras:ops.convert_to_numpy",
+    "keras:ops.convert_to_tensor",
+    # models.backend.set_seed: keras.utils.set_random_seed's own steps without TensorFlow.
+    "keras.src.backend.common.global_state:set_global_attribute",
+    "keras.src.random.seed_generator:GLOBAL_SEED_GENERATOR",
+    "keras.src.utils.rng_utils:GLOBAL_RANDOM_SEED",
 ] + [
     # Every Keras application's constructor and the preprocess_input the tests compare with
     # (a record with a `keras.applications` module is one; ours have none).
