@@ -30,10 +30,20 @@ def is_quiet() -> bool:
     return _quiet
 
 
+def task_prefix() -> str:
+    """``[task 3] `` in a Slurm array task, ``[pod 3] `` in a pod of a Kubernetes Indexed
+    Job, else nothing: workers that a cluster started tell their lines apart in one log."""
+    for variable, label in (("SLURM_ARRAY_TASK_ID", "task"), ("JOB_COMPLETION_INDEX", "pod")):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return f"[{label} {value}] "
+    return ""
+
+
 def log(message: str) -> None:
-    """One line of progress or information on stderr."""
+    """One line of progress or information on stderr (prefixed by `task_prefix`)."""
     if not _quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(task_prefix() + message, file=sys.stderr, flush=True)
 
 
 # Today's line: a 24-character bar of "#" on ".", the count, seconds and items per second.

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_cli
 
 
@@ -86,3 +88,22 @@ def test_the_terminal_bar_reads_as_before(tmp_path: Path) -> None:
     for frame in frames:
         assert re.fullmatch(line.format(bar="[#.]{24}", done=r"\d+"), frame), frame
     assert re.fullmatch(line.format(bar="#" * 24, done="240"), frames[-1]), frames[-1]
+
+
+@pytest.mark.parametrize(
+    ("variable", "prefix"), [("SLURM_ARRAY_TASK_ID", "[task 3] "), ("JOB_COMPLETION_INDEX", "[pod 3] ")]
+)
+def test_log_lines_of_a_cluster_task_carry_its_index(
+    variable: str, prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A worker that Slurm (array job) or Kubernetes (Indexed Job) started prefixes its lines
+    with its index, so that the lines of N workers in one log are told apart."""
+    from common import progress
+
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    monkeypatch.setattr(progress, "_quiet", False)
+    progress.log("plain")
+    monkeypatch.setenv(variable, "3")
+    progress.log("worker started")
+    assert capsys.readouterr().err.splitlines() == ["plain", f"{prefix}worker started"]
