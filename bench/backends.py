@@ -11,13 +11,14 @@ compilation cache is pointed at a fresh folder, so its compile time is a first r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from models.backend import installed_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("small_cnn", "mobilenet_v3_small")
@@ -55,10 +56,6 @@ def write_config(path: Path, size: int, epochs: int) -> Path:
     return path
 
 
-def installed() -> list[str]:
-    return [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=60)
@@ -71,7 +68,7 @@ def main() -> int:
         synthesize(Path(tmp) / "data", per_class=args.per_class, size=args.size, seed=0)
         config = write_config(Path(tmp) / "c.yaml", args.size, args.epochs)
         print(f"{'backend':<11} {'backbone':<20} {'compile_s':>9} {'epoch_s':>8}")
-        for backend in installed():
+        for backend in installed_backends():
             for backbone in BACKBONES:
                 env = {**os.environ, "KERAS_BACKEND": backend, "TUMOR_SEARCH_CACHE": tmp}
                 env["JAX_COMPILATION_CACHE_DIR"] = str(Path(tmp) / f"jax-{backbone}")

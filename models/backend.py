@@ -77,6 +77,13 @@ def _jax_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def installed_backends() -> list[str]:
+    """The Keras backends whose library is installed here, without importing any of them."""
+    import importlib.util
+
+    return [name for name in ("tensorflow", "jax", "torch") if importlib.util.find_spec(name)]
+
+
 def backend_name() -> str:
     """The Keras backend in use: ``tensorflow``, ``jax`` or ``torch``."""
     return str(keras_module().backend.backend())

@@ -14,13 +14,7 @@ import numpy as np
 
 from models.backend import keras_module
 from models.errors import ModelError
-
-
-def _call(layer: Any, x: Any) -> Any:
-    try:
-        return layer(x, training=False)
-    except TypeError:  # a layer whose call takes no `training`
-        return layer(x)
+from models.gradcam import _call
 
 
 def _feature_map(chain: Any, pixels: np.ndarray) -> Any:

@@ -89,14 +89,16 @@ def fit_inputs(
     }
 
 
+def repeat_last(x: np.ndarray, missing: int) -> np.ndarray:
+    """`x` with its last row repeated `missing` more times (padding for one batch shape)."""
+    return np.concatenate([x, np.repeat(x[-1:], missing, axis=0)]) if missing > 0 else x
+
+
 def pad_rows(x: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
     """`x` with its last row repeated up to a multiple of the batch size, and the batch size
     used (no larger than `x`)."""
     size = max(1, min(batch_size, len(x)))
-    missing = -len(x) % size
-    if missing:
-        x = np.concatenate([x, np.repeat(x[-1:], missing, axis=0)])
-    return x, size
+    return repeat_last(x, -len(x) % size), size
 
 
 def predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -185,8 +185,10 @@ def _extract(extractor: Any, x: np.ndarray, label: str) -> np.ndarray:
             if backend == "tensorflow":
                 features = extractor(batch, training=False)
             else:
-                if backend == "jax" and n < BATCH:
-                    batch = np.concatenate([batch, np.repeat(batch[-1:], BATCH - n, axis=0)])
+                if backend == "jax":
+                    from search.training.batching import repeat_last
+
+                    batch = repeat_last(batch, BATCH - n)
                 features = extractor.predict_on_batch(batch)
             out.append(np.asarray(features, dtype=np.float32)[:n])
             bar.update(n)

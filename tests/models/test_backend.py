@@ -9,7 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from models.backend import configure_precision, gpu_count, keras_module, use_xla
+from models.backend import (
+    configure_precision,
+    gpu_count,
+    installed_backends,
+    keras_module,
+    use_xla,
+)
 from tests.conftest import ROOT
 
 # Run in a fresh process with every accelerator hidden, so that the CPU behaviour is checked
@@ -78,14 +84,6 @@ def test_auto_settings_follow_the_accelerator_of_this_machine() -> None:
         keras.mixed_precision.set_global_policy("float32")
     backend = keras.backend.backend()
     assert use_xla("auto") is (backend == "jax" or (backend == "tensorflow" and gpus > 0))
-
-
-def installed_backends() -> list[str]:
-    """The Keras backends whose library is installed here (TensorFlow, JAX, PyTorch)."""
-    import importlib.util
-
-    modules = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
-    return [name for name, module in modules.items() if importlib.util.find_spec(module)]
 
 
 _LOAD_ELSEWHERE = """
