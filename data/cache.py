@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from common.disk import is_disk_full
+
 IMAGES = "images"
 FEATURES = "features"
 FEATURES_FILE = "features.npz"
@@ -72,9 +74,20 @@ def _acquire(path: Path, wait: bool) -> FileLock | None:
 
 @contextlib.contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock for the cache entry at `path` (blocks while another holds it)."""
-    lock = _acquire(path, wait=True)
-    assert lock is not None
+    """Hold an exclusive lock for the cache entry at `path` (blocks while another holds it).
+
+    A disk too full for the lock file (or its folder): go on unlocked; the cache write that
+    follows meets the full disk too and skips the entry (`common.disk.skip_when_full`).
+    """
+    try:
+        lock = _acquire(path, wait=True)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        lock = None
+    if lock is None:
+        yield
+        return
     try:
         yield
     finally:
@@ -113,7 +126,8 @@ def atomic_path(target: Path, durable: bool = True, suffix: str = ".tmp") -> Ite
 
     Readers see either the old file or the whole new one. The caller writes the temporary
     file by its path; on leaving the block it gets the mode `open()` would give and is renamed
-    over `target`; on any error it is removed instead.
+    over `target`; on any error (a full disk included, even while the file is still open) it
+    is removed instead, so no partial file is left.
 
     Args:
         target: The file to write.

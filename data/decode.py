@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.disk import skip_when_full
 from common.progress import Progress
 from data.cache import (
     IMAGES,
@@ -150,5 +151,6 @@ def load_split(
         index = {name: i for i, name in enumerate(manifest.classes)}
         x = _decode_entries(Path(root), entries, size, f"decoding {split} at {size}px")
         y = np.asarray([index[e.label] for e in entries], dtype=np.int32)
-        atomic_save_arrays(path, x=x, y=y)
+        with skip_when_full("decode cache", path.parent):  # a full disk: go on without it
+            atomic_save_arrays(path, x=x, y=y)
     return SplitArrays(x, y, False, time.perf_counter() - start)

@@ -5,7 +5,7 @@
 images it has seen before. One JSON file, ``phash/<code hash>.json`` in the cache root, maps
 sha256 to hash; changed hash code gets a new file. Writers merge under the file's lock and
 replace it atomically; a cache that cannot be read or written is skipped (the hashes are
-recomputed), never an error.
+recomputed), never an error; a full disk says so in one progress line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+from common.disk import cache_skipped
 from data.cache import atomic_write_bytes, cache_root, entry_lock
 from data.near_dup import perceptual_hash
 
@@ -60,7 +61,8 @@ class HashCache:
                 merged = {**_read(self.path), **self.new}
                 payload = json.dumps(merged, separators=(",", ":"), sort_keys=True).encode()
                 atomic_write_bytes(self.path, payload, durable=False)
-        except OSError:
+        except OSError as exc:  # a full disk says so in one line; other errors stay quiet
+            cache_skipped("phash cache", self.path.parent, exc)
             return
         self.known.update(self.new)
         self.new.clear()

@@ -20,10 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common.progress import Progress, log
-from data.cache import atomic_write_bytes
 from data.discovery import is_readable_image
 from search.errors import InputError
-from search.results.outputs import check_writable_dir
+from search.results.outputs import check_writable_dir, make_out_dir, write_result
 from search.results.predict import class_names, collect_images, decode_images, load_model
 from search.training.batching import predict
 
@@ -140,7 +139,7 @@ def explain_paths(
     chain = gradcam_chain(model)
     names = class_names(model)
     pixels, kept = decode_images(files, direct, int(model.input_shape[1]), "explain")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     names_out = overlay_names(kept)
     results: list[Explanation] = []
     with Progress(len(kept), "explaining", min_total=BATCH_SIZE * 2) as bar:
@@ -151,7 +150,7 @@ def explain_paths(
                 probability = float(batch.probabilities[i, k])
                 target = out / names_out[start + i]
                 png = overlay_png(pixels[start + i], batch.maps[i], _title(names[k], probability))
-                atomic_write_bytes(target, png, durable=False)
+                write_result(target, png, durable=False)
                 result = Explanation(str(path), names[k], round(probability, 6), str(target))
                 results.append(result)
                 if on_result is not None:
@@ -227,7 +226,7 @@ def write_examples(
         probability = float(cams.probabilities[i, k])
         relative = f"{EXAMPLES_DIR}/{safe_name(classes[c])}_{kind}.png"
         title = _title(classes[k], probability, classes[c])
-        atomic_write_bytes(Path(out_dir) / relative, overlay_png(x[index], cam_map, title))
+        write_result(Path(out_dir) / relative, overlay_png(x[index], cam_map, title))
         source = paths[index] if paths is not None else None
         records.append(
             {

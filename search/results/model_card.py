@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data.cache import atomic_write_bytes
+from search.results.outputs import write_result
 
 MODEL_CARD = "MODEL_CARD.md"
 SECTIONS = (
@@ -266,5 +266,5 @@ def write_model_card(
 ) -> Path:
     """Write MODEL_CARD.md into `out_dir` atomically; its path."""
     path = Path(out_dir) / MODEL_CARD
-    atomic_write_bytes(path, render_model_card(summary, payload, data, trials).encode("utf-8"))
+    write_result(path, render_model_card(summary, payload, data, trials).encode("utf-8"))
     return path

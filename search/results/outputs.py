@@ -1,4 +1,8 @@
-"""Writing result files safely: check the target before long work, write atomically."""
+"""Writing result files safely: check the target before long work, write atomically.
+
+A full disk while writing a result raises `common.disk.DiskFullError` (one line, exit code
+74) and leaves no partial file: the temporary file beside the target is removed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from data.cache import atomic_write_bytes
+from common.disk import raise_when_full
+from data.cache import atomic_path, atomic_write_bytes
 from search.errors import InputError
 
 
@@ -53,13 +58,43 @@ def check_writable_dir(path: str | os.PathLike[str], flag: str = "--out") -> Pat
     return target
 
 
+def make_out_dir(path: Path) -> None:
+    """Create the output folder (and its parents); a full disk raises `DiskFullError`."""
+    with raise_when_full(path):
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def write_result(path: Path, payload: bytes, durable: bool = True) -> None:
+    """Write a result file atomically.
+
+    Raises:
+        DiskFullError: the disk, quota or file size limit is full (no partial file is left).
+    """
+    with raise_when_full(path):
+        atomic_write_bytes(path, payload, durable=durable)
+
+
+def save_model(model: Any, target: Path) -> None:
+    """`model.save` to a temporary ``.keras`` beside `target`, then rename it over `target`.
+
+    Raises:
+        DiskFullError: as `write_result`.
+    """
+    with raise_when_full(target), atomic_path(target, suffix=target.suffix) as tmp:
+        model.save(tmp)  # Keras insists on the extension
+
+
 def write_document(path: Path, payload: Any) -> None:
-    """Write `payload` as YAML when the name ends in .yaml/.yml, else as JSON; atomically."""
+    """Write `payload` as YAML when the name ends in .yaml/.yml, else as JSON; atomically.
+
+    Raises:
+        DiskFullError: as `write_result`.
+    """
     if path.suffix.lower() in (".yaml", ".yml"):
         text = yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)
     else:
         text = json.dumps(payload, indent=2) + "\n"
-    atomic_write_bytes(path, text.encode())
+    write_result(path, text.encode())
 
 
 def read_document(path: str | os.PathLike[str], flag: str = "--config") -> Any:

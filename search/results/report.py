@@ -12,7 +12,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from data.cache import atomic_write_bytes
+from search.results.outputs import write_result
 from search.results.report_data import ReportData
 from search.results.report_figures import SEARCH_FIGURES, TEST_FIGURES, render_figure
 from search.results.report_gradcam import gradcam_html
@@ -82,7 +82,7 @@ def write_report(study_name: str, storage_url: str | None, out: Path) -> str:
     study, config = open_study(study_name, storage_url)
     data = ReportData(study, config, tuple(study.get_trials(deepcopy=False)))
     page, drawn, missing = build_report(data, describe_storage(storage_url))
-    atomic_write_bytes(out, page.encode("utf-8"))
+    write_result(out, page.encode("utf-8"))
     summary = f"{drawn} figure{'s' if drawn != 1 else ''}"
     if missing:
         summary += f", {missing} placeholder{'s' if missing != 1 else ''}"

@@ -11,31 +11,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.progress import log
-from data.cache import atomic_path
 from search.errors import InputError, one_line
 from search.results.calibrate import calibrate_selected
 from search.results.evaluation import bootstrap_intervals, classification_metrics
 from search.results.export import read_export
 from search.results.held_out import write_examples_and_card
 from search.results.model_card import test_result_markdown
-from search.results.outputs import check_writable_dir, read_document, write_document
+from search.results.outputs import (
+    check_writable_dir,
+    make_out_dir,
+    read_document,
+    save_model,
+    write_document,
+)
 from search.results.retrain import refit_seeds, training_record, wants_refit
 from search.results.study_note import save_section
 from search.runtime.study_data import check_matches, load_test, load_train_val, prepare
 from search.training.batching import predict
 
 TEST_NOTE_HEADING = "## Held-out test result"
-
-
-def _save_model_atomically(model: Any, target: Path) -> None:
-    with atomic_path(target, suffix=target.suffix) as tmp:  # Keras insists on the extension
-        model.save(tmp)
 
 
 def train_best(
@@ -81,8 +80,8 @@ def train_best(
     summary = _summary(payload, config, trial_config, data, test, runs, best_index)
     summary.update(training_record(payload, config, train_val, refit, seeds))
     summary["calibration"] = calibration
-    out.mkdir(parents=True, exist_ok=True)
-    _save_model_atomically(best_model, out / "model.keras")  # calibrated: T in its head
+    make_out_dir(out)
+    save_model(best_model, out / "model.keras")  # calibrated: T in its head
     write_examples_and_card(best_model, summary, payload, data, test, out, storage_url)
     write_document(out / "metrics.json", summary)
     if record:

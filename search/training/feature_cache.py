@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.disk import skip_when_full
 from common.progress import Progress, log
 from data.cache import (
     FEATURES,
@@ -212,6 +213,14 @@ def _features(arrays: dict, hit: bool, start: float) -> Features:
     return Features(arrays["train"], arrays["val"], params, hit, time.perf_counter() - start)
 
 
+def _store(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write an entry; a full disk leaves none of its files and the trial goes on without."""
+    path, meta_path = folder / FEATURES_FILE, folder / "meta.json"
+    with skip_when_full("feature cache", folder, remove=(path, meta_path)):
+        atomic_save_arrays(path, **arrays)
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
+
+
 def get_features(
     backbone: str,
     weights: WeightsPolicy,
@@ -262,9 +271,7 @@ def get_features(
                     keras.backend.clear_session()
                     continue
                 arrays = _compute(extractor, backbone, x_train, x_val)
-                atomic_save_arrays(path, **arrays)
-                meta = {**parts, "weights_policy": str(weights)}
-                atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=2).encode())
+                _store(folder, arrays, {**parts, "weights_policy": str(weights)})
                 return _features(arrays, False, start)
     finally:
         if extractor is not None:
