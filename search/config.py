@@ -36,6 +36,24 @@ from search.config_fields import (
 from search.errors import ConfigError
 from search.space import SearchSpace
 
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """How workers ride out a storage outage (see `search.runtime.outage`).
+
+    Attributes:
+        retry_seconds: Retry connection errors this long before a worker gives up with
+            exit 75 (0: never retry); ``--storage-retry`` overrides it.
+    """
+
+    retry_seconds: float = 120.0
+
+    def validate(self, source: str) -> None:
+        """Raises ConfigError for a negative (or NaN) ``storage.retry_seconds``."""
+        if not self.retry_seconds >= 0.0:
+            raise bad(source, "storage.retry_seconds", "must not be negative (0: no retry)")
+
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BUILTIN_CONFIGS = ("demo", "kaggle")
 
@@ -56,6 +74,7 @@ class StudyConfig:
     trials: int
     timeout: float | None = None
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping that `from_dict` reads back (and YAML or JSON can hold)."""
@@ -72,6 +91,7 @@ class StudyConfig:
             "objective": asdict(self.objective),
             "heartbeat": asdict(self.heartbeat),
             "worker": asdict(self.worker),
+            "storage": asdict(self.storage),
         }
 
     @classmethod
@@ -102,6 +122,7 @@ class StudyConfig:
             objective=read_section(ObjectiveConfig, raw.get("objective"), source, "objective"),
             heartbeat=read_section(HeartbeatConfig, raw.get("heartbeat"), source, "heartbeat"),
             worker=read_section(WorkerConfig, raw.get("worker"), source, "worker"),
+            storage=read_section(StorageConfig, raw.get("storage"), source, "storage"),
             trials=typed(raw.get("trials", 20), int, source, "trials"),
             timeout=typed(raw.get("timeout"), float, source, "timeout", optional=True),
         )
@@ -117,6 +138,7 @@ class StudyConfig:
         if self.timeout is not None and self.timeout <= 0:
             raise bad(source, "timeout", f"must be positive, got {self.timeout}")
         self.worker.validate(source)
+        self.storage.validate(source)
         self.heartbeat.validate(source)
         for name in self.space.backbones:
             record = get_backbone(name)

@@ -1,8 +1,8 @@
 """The `tumor-search` command line: one module per command, each with its parser beside its
 handler, registered in `COMMANDS`.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug,
-130/143 interrupted by SIGINT/SIGTERM.
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 a bug, 74 a full
+disk, 75 a storage unreachable past its retry limit, 130/143 interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from search.cli import (
 from search.errors import InputError, one_line
 
 PROG = "tumor-search"
+EX_IOERR = 74  # a full disk (or another write error) while writing a result
 
 # The commands in the order `--help` lists them: adding a command adds its module here.
 COMMANDS = (
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Storage: --storage, else $TUMOR_SEARCH_STORAGE, else sqlite:///studies.db. "
-            "Exit codes: 0 ok, 2 bad input, 1 bug, 130/143 interrupted."
+            "Exit codes: 0 ok, 2 bad input, 1 bug, 74 disk full, 75 storage unreachable "
+            "past its retry limit, 130/143 interrupted."
         ),
     )
     # Also accepted before the command; its own dest, or the command's default would win.
@@ -111,11 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(bool(getattr(args, "quiet", False) or args.quiet_all))
     _quiet_libraries()
     bad_input = _bad_input_types()
+    from common.disk import DiskFullError
+    from search.runtime.outage import StorageUnavailable
+
     try:
         return int(args.handler(args) or 0)
     except bad_input as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+        return EX_IOERR
+    except StorageUnavailable as exc:
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

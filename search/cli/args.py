@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -31,6 +32,34 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_storage_retry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-retry",
+        type=non_negative_float,
+        metavar="S",
+        help="retry an unreachable storage (a restart, a database still starting) for S "
+        "seconds, then exit 75 (default: the study's storage.retry_seconds, 120; 0: never)",
+    )
+
+
+def apply_storage_retry(args: argparse.Namespace) -> None:
+    """Hand ``--storage-retry`` on to this process's workers, its children and restarts."""
+    from search.runtime.outage import RETRY_ENV
+
+    if getattr(args, "storage_retry", None) is not None:
+        os.environ[RETRY_ENV] = repr(args.storage_retry)
 
 
 def port(text: str) -> int:

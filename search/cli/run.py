@@ -10,6 +10,8 @@ from common.progress import is_quiet, log
 from search.cli.args import (
     STARTED_AT,
     add_storage,
+    add_storage_retry,
+    apply_storage_retry,
     positive_float,
     positive_int,
     warn_dropped,
@@ -35,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search.runtime.restart import RestartState
     from search.runtime.storage import parse_url, resolve_url
 
+    apply_storage_retry(args)
     restarted = RestartState.take_from_environment()
     gpus = parse_gpus(args.gpus) if args.gpus else None
     url = resolve_url(args.storage)
@@ -160,4 +163,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     group.add_argument(
         "--gpus", metavar="0,1,...", help="one worker per GPU, each with CUDA_VISIBLE_DEVICES set"
     )
+    add_storage_retry(p)
     p.set_defaults(handler=cmd_run)

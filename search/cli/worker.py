@@ -8,7 +8,9 @@ import os
 from common.progress import log
 from search.cli.args import (
     STARTED_AT,
+    add_storage_retry,
     add_study,
+    apply_storage_retry,
     positive_float,
     positive_int,
 )
@@ -17,6 +19,7 @@ from search.cli.args import (
 def cmd_worker(args: argparse.Namespace) -> int:
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    apply_storage_retry(args)
     from search.runtime.restart import RestartState
     from search.runtime.storage import resolve_url
     from search.runtime.worker import run_here
@@ -60,4 +63,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--data", metavar="DIR", help="this machine's copy of the dataset (default: the config's)"
     )
     p.add_argument("--gpu", metavar="ID", help="use only this GPU (sets CUDA_VISIBLE_DEVICES)")
+    add_storage_retry(p)
     p.set_defaults(handler=cmd_worker)

@@ -11,6 +11,8 @@ Optuna release changes any of it, this file and those tests say so.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 import warnings
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from search.runtime.outage import Outage
 
 RETRY_OF_ATTR = "retry_of"  # user attribute: the number of the failed attempt a retry replaces
 FAIL_REASON_ATTR = "fail_reason"
@@ -29,11 +33,85 @@ def storage_of(study: optuna.Study) -> Any:
 
 
 def rdb(storage: Any) -> Any:
-    """The RDBStorage under Optuna's caching wrapper (`study._storage`)."""
-    return getattr(storage, "_backend", storage)
+    """The RDBStorage under Optuna's caching wrapper (`study._storage`) and under
+    `RetryingStorage`: the heartbeat thread, locks and settings use it directly."""
+    backend = getattr(storage, "_backend", storage)
+    return getattr(backend, "inner", backend)
 
 
-def trial_id(trial: optuna.Trial) -> int:
+class RetryingStorage:
+    """An RDBStorage whose every method call retries transient errors (see `Outage`).
+
+    It sits under Optuna's caching wrapper, so that every storage call a worker makes
+    through its study (claiming, reporting an epoch, attributes, telling) is retried
+    without wrapping call sites. A retried tell whose first commit had landed reads as done.
+    """
+
+    def __init__(self, inner: Any, outage: Outage) -> None:
+        self.inner, self.outage = inner, outage
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not inspect.isroutine(attr):
+            return attr
+        if name == "set_trial_state_values":
+            return self._set_trial_state_values
+        return functools.partial(self.outage.call, attr)
+
+    def _set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        attempts = 0
+
+        def attempt() -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return self.inner.set_trial_state_values(trial_id, state=state, values=values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # A retry after a commit that landed but whose answer was lost.
+                if attempts > 1 and self.inner.get_trial(trial_id).state == state:
+                    return True
+                raise
+
+        return self.outage.call(attempt)
+
+
+def retry_storage(study: optuna.Study, outage: Outage) -> None:
+    """Put `RetryingStorage` under the study's caching wrapper."""
+    cached = storage_of(study)
+    cached._backend = RetryingStorage(rdb(cached), outage)
+
+
+def outage_of(study: optuna.Study) -> Outage | None:
+    """The retry policy of a study opened by a worker (None otherwise)."""
+    backend = getattr(storage_of(study), "_backend", None)
+    return backend.outage if isinstance(backend, RetryingStorage) else None
+
+
+def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """One heartbeat now (retried): a claim records it before it lets go of the study lock,
+    so that every claimed RUNNING trial has a heartbeat and can go stale."""
+    storage_of(study).record_heartbeat(trial_id(trial))
+
+
+def without_heartbeat(study: optuna.Study, trial_ids: list[int]) -> list[int]:
+    """Which of `trial_ids` have never recorded a heartbeat."""
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    backend = rdb(storage_of(study))
+    with _create_scoped_session(backend.scoped_session) as session:
+        query = session.query(TrialHeartbeatModel.trial_id)
+        beating = {row[0] for row in query.filter(TrialHeartbeatModel.trial_id.in_(trial_ids))}
+    return [t for t in trial_ids if t not in beating]
+
+
+def current_state(study: optuna.Study, trial: optuna.Trial) -> TrialState:
+    """A trial's state as stored now (not Optuna's cached copy; retried in a worker)."""
+    cached = storage_of(study)
+    return getattr(cached, "_backend", cached).get_trial(trial_id(trial)).state
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """A trial's id in its storage (not its number in the study)."""
     return trial._trial_id
 
@@ -120,7 +198,12 @@ class Heartbeat:
     """Records a running trial's heartbeat every `interval` seconds from a thread."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: int) -> None:
-        self._storage, self._trial_id, self._interval = storage_of(study), trial_id(trial), interval
+        # The storage itself, not the retrying one: a missed beat is retried at the next one.
+        self._storage, self._trial_id, self._interval = (
+            rdb(storage_of(study)),
+            trial_id(trial),
+            interval,
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -150,6 +233,13 @@ def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON_ATTR, reason)
     with quiet_experimental():
         study.tell(trial, state=TrialState.FAIL)
+
+
+def fail_frozen(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """`fail_trial` for a trial this process holds no `optuna.Trial` of."""
+    storage = storage_of(study)
+    storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_ATTR, reason)
+    storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
 
 
 def tell(

@@ -16,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 from common.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
-from search.runtime.optuna_compat import enable_heartbeat
+from search.runtime.optuna_compat import enable_heartbeat, rdb, retry_storage
+from search.runtime.outage import DEFAULT_RETRY_SECONDS, Outage, retry_override
 from search.runtime.pauses import pause
 from search.runtime.storage import StudyLock, open_storage, parse_url, resolve_url
 from search.runtime.study_data import StudyData
@@ -130,9 +131,7 @@ def create_study(
             study.set_user_attr(DROPPED_ATTR, len(data.manifest.dropped))
             study.set_user_attr(CLASSES_ATTR, list(data.classes))
             study.set_user_attr(BUDGET_ATTR, config.trials)
-            study.set_user_attr(
-                "created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            )
+            study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
             study.set_user_attr("versions", versions())
             seeds = seed_trials(config.space, config.data.image_size)[: config.trials]
             for params in seeds:
@@ -221,24 +220,31 @@ def _stored_config(raw: dict[str, Any], source: str) -> StudyConfig:
 
 
 def open_study(
-    name: str, storage_url: str | None, heartbeat: bool = False
+    name: str, storage_url: str | None, worker: bool = False
 ) -> tuple[optuna.Study, StudyConfig]:
     """Open an existing study with the sampler and pruner its config names.
 
     Args:
         name: The study.
         storage_url: Its storage.
-        heartbeat: Turn on the heartbeat the config asks for (workers).
+        worker: For a worker: wait for a storage that is not up yet, turn on the heartbeat
+            the config asks for, and retry storage calls through an outage.
     """
-    storage = open_storage(storage_url)
+    override = retry_override() if worker else None
+    wait = (DEFAULT_RETRY_SECONDS if override is None else override) if worker else None
+    storage = open_storage(storage_url, wait=wait)
     study = load_study(name, storage)
     config = study_config(study)
-    if heartbeat:
+    if worker:
         hb = config.heartbeat
         enable_heartbeat(storage, hb.interval, hb.grace_period, hb.max_retry)
     study = optuna.load_study(
         study_name=name, storage=storage, sampler=make_sampler(config), pruner=make_pruner(config)
     )
+    if worker:
+        seconds = config.storage.retry_seconds if override is None else override
+        outage = Outage(describe_storage(storage_url), seconds, rdb(storage).remove_session)
+        retry_storage(study, outage)
     return study, config
 
 

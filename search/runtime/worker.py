@@ -5,7 +5,8 @@ local data against the study's fingerprint, decodes the data once, and runs tria
 heartbeat, so that a worker killed mid-trial leaves a trial that the next worker fails and
 retries. SIGINT or SIGTERM fail the running trial with the reason recorded, put its
 parameters back in the queue, and exit with 130 or 143 (a trial whose training had ended
-is told first; see `search.runtime.signals`).
+is told first; see `search.runtime.signals`). Storage calls ride out an outage of up to
+``storage.retry_seconds`` (`search.runtime.outage`); a longer one ends the worker with 75.
 """
 
 from __future__ import annotations
@@ -26,51 +27,15 @@ from models.backend import runtime_text
 from search.config import StudyConfig
 from search.results.status import progress_line
 from search.runtime import optuna_compat as compat
+from search.runtime.claim import WorkerReport, claim_trial
 from search.runtime.restart import MemoryWatch, RestartState, current_rss_mb, restart_process
 from search.runtime.signals import Signals, WorkerInterrupted
 from search.runtime.storage import StudyLock
-from search.runtime.study import (
-    COUNTS_ATTR,
-    FINGERPRINT_ATTR,
-    budget,
-    budget_used,
-    make_sampler,
-    open_study,
-)
+from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, budget, budget_used, open_study
 from search.runtime.study_data import StudyData, check_matches, load_train_val, prepare
 from search.training.weights import ensure_weights
 
-MAX_CONSECUTIVE_FAILURES = 5
-
-
-@dataclass
-class WorkerReport:
-    completed: int = 0
-    pruned: int = 0
-    failed: int = 0
-    exit_code: int = 0
-    reason: str = ""
-    trials_run: int = 0  # counting those of earlier processes of this worker
-    restart: bool = False  # memory grew too much: the caller should restart the process
-    consecutive_failures: int = 0
-
-    def count(self, state: TrialState, reason: str) -> bool:
-        """Count a told trial; True when too many trials in a row have failed."""
-        if state == TrialState.FAIL:
-            self.failed += 1
-            self.consecutive_failures += 1
-            if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                self.exit_code = 1
-                self.reason = f"{self.consecutive_failures} trials in a row failed; last: {reason}"
-                log(f"stopping: {self.reason}")
-                return True
-            return False
-        if state == TrialState.COMPLETE:
-            self.completed += 1
-        else:
-            self.pruned += 1
-        self.consecutive_failures = 0
-        return False
+LOST = "another worker failed it while the storage was unreachable, and queued it again"
 
 
 def run_here(
@@ -86,9 +51,7 @@ def run_here(
     """`run_worker` in this process; when its memory grew too much, this process is replaced
     by a fresh one that goes on (`restart_process`), counting its limits from `started_at`
     (this worker's first start)."""
-    report = run_worker(
-        study_name, storage_url, data_dir, max_trials, timeout, prepared, restarted
-    )
+    report = run_worker(study_name, storage_url, data_dir, max_trials, timeout, prepared, restarted)
     if report.restart:
         first = restarted.started_at if restarted else started_at
         restart_process(
@@ -109,22 +72,6 @@ class _Worker:
     keras: Any
     memory: MemoryWatch
     total: int
-
-
-def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> optuna.Trial | None:
-    """Start the next trial if the budget allows: a queued one first, else a new one.
-
-    The sampler is seeded from the config's seed and the trial's number, so that workers
-    (and a worker's restarted process) never repeat each other's random draws, and one
-    worker with one seed reproduces the same sequence.
-    """
-    with lock.hold():
-        trials = study.get_trials(deepcopy=False)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        if not waiting and budget_used(trials) >= budget(study):
-            return None
-        study.sampler = make_sampler(config, trial_number=len(trials))
-        return compat.ask(study)
 
 
 def _work_left(study: optuna.Study) -> bool:
@@ -154,6 +101,7 @@ def run_worker(
 
     Raises:
         InputError, StorageError, DataError: before any trial starts (bad input).
+        StorageUnavailable: the storage stayed unreachable past the retry limit.
     """
     start = time.monotonic() - (time.time() - restarted.started_at if restarted else 0.0)
     signals = Signals()
@@ -184,7 +132,7 @@ def _start(
     signals: Signals,
 ) -> _Worker:
     """Open the study, check and load the data, build the objective (bad input stops here)."""
-    study, config = open_study(study_name, storage_url, heartbeat=True)
+    study, config = open_study(study_name, storage_url, worker=True)
     data = prepared if prepared is not None else prepare(config, data_dir)
     check_matches(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)
@@ -234,7 +182,7 @@ def _loop(
             if trial is not None:
                 report.trials_run += 1
                 state, value, reason = _train(worker, trial)
-                _tell(worker, trial, state, value, reason)
+                state = _tell(worker, trial, state, value, reason)
         worker.signals.check()
         if trial is None or report.count(state, reason):
             break
@@ -266,12 +214,14 @@ def _claim(worker: _Worker) -> optuna.Trial | None:
 
 def _train(worker: _Worker, trial: optuna.Trial) -> tuple[TrialState, float | None, str]:
     """Run the objective with a heartbeat; its outcome (an interrupt fails and requeues the
-    trial, then goes on up)."""
+    trial, then goes on up). RUNNING: another worker failed the trial meanwhile."""
     with compat.Heartbeat(worker.study, trial, worker.config.heartbeat.interval):
         try:
             return TrialState.COMPLETE, worker.objective(trial), ""
         except optuna.TrialPruned:
             return TrialState.PRUNED, None, ""
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return TrialState.RUNNING, None, LOST
         except WorkerInterrupted as exc:
             reason = f"interrupted by {signal.Signals(exc.signum).name}"
             compat.reset_session(worker.study)  # the interrupt may have cut a call short
@@ -292,9 +242,16 @@ def _train(worker: _Worker, trial: optuna.Trial) -> tuple[TrialState, float | No
 
 def _tell(
     worker: _Worker, trial: optuna.Trial, state: TrialState, value: float | None, reason: str
-) -> None:
+) -> TrialState:
+    """Tell the trial's outcome; RUNNING when it is no longer this worker's to tell."""
     worker.keras.backend.clear_session()  # and collects garbage: the next model starts clean
+    if state == TrialState.RUNNING or compat.current_state(worker.study, trial).is_finished():
+        # While the storage was unreachable the heartbeat went stale, and another worker
+        # failed the trial and queued it again: it is not this worker's to tell any more.
+        log(f"[trial {trial.number}] given up: {LOST}")
+        return TrialState.RUNNING
     rss = current_rss_mb()
     trial.set_user_attr("rss_mb", round(rss, 1))
     compat.tell(worker.study, trial, state, value, reason)
     worker.memory.record(rss)
+    return state

@@ -10,6 +10,7 @@ import numpy as np
 
 from common.progress import log
 from models.backend import keras_module
+from search.runtime.pauses import pause
 
 keras = keras_module()
 
@@ -49,6 +50,7 @@ class EpochRecorder(keras.callbacks.Callback):
             if key in logs
         ]
         log(f"{self.prefix} epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  ({seconds:.1f}s)")
+        pause("epoch-end")  # tests only: a slow trial without slow training
 
     @property
     def epochs_run(self) -> int:

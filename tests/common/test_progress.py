@@ -91,7 +91,8 @@ def test_the_terminal_bar_reads_as_before(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "prefix"), [("SLURM_ARRAY_TASK_ID", "[task 3] "), ("JOB_COMPLETION_INDEX", "[pod 3] ")]
+    ("variable", "prefix"),
+    [("SLURM_ARRAY_TASK_ID", "[task 3] "), ("JOB_COMPLETION_INDEX", "[pod 3] ")],
 )
 def test_log_lines_of_a_cluster_task_carry_its_index(
     variable: str, prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

@@ -10,7 +10,8 @@ import sqlalchemy
 from optuna.storages._rdb import models
 
 from search.errors import StorageError, mask_password, one_line
-from search.runtime.storage import _creation_lock, open_storage, parse_url, resolve_url
+from search.runtime.locks import creation_lock
+from search.runtime.storage import open_storage, parse_url, resolve_url
 
 
 def test_storage_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +52,7 @@ def test_plain_open_waits_while_another_process_creates_the_tables(tmp_path: Pat
     meeting half-made tables must wait for the creator, not race it for those rows."""
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     opened: list[Any] = []
-    with _creation_lock(parse_url(url)):
+    with creation_lock(parse_url(url)):
         # What a creator has made half-way: the tables, not yet Optuna's version rows.
         engine = sqlalchemy.create_engine(url)
         models.BaseModel.metadata.create_all(engine)

@@ -1,0 +1,96 @@
+"""Claiming a worker's next trial, and counting what its trials came to.
+
+A claim holds the study lock while it counts the trials and starts one, so that workers
+meet the budget exactly, and records the trial's first heartbeat before it lets go: every
+claimed RUNNING trial can then go stale. A claim whose storage calls were retried may have
+started a trial twice (a commit that landed although its answer was lost); such a trial
+has no heartbeat and no worker, and the claim fails it and queues it again at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from common.progress import log
+from search.config import StudyConfig
+from search.runtime import optuna_compat as compat
+from search.runtime.storage import StudyLock
+from search.runtime.study import budget, budget_used, make_sampler
+
+MAX_CONSECUTIVE_FAILURES = 5
+ORPHAN_REASON = "started twice by a retried claim: it never ran"
+
+
+@dataclass
+class WorkerReport:
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    lost: int = 0  # trials another worker failed while the storage was unreachable
+    exit_code: int = 0
+    reason: str = ""
+    trials_run: int = 0  # counting those of earlier processes of this worker
+    restart: bool = False  # memory grew too much: the caller should restart the process
+    consecutive_failures: int = 0
+
+    def count(self, state: TrialState, reason: str) -> bool:
+        """Count a told trial; True when too many trials in a row have failed."""
+        if state == TrialState.RUNNING:  # given up: another worker failed it meanwhile
+            self.lost += 1
+            return False
+        if state == TrialState.FAIL:
+            self.failed += 1
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                self.exit_code = 1
+                self.reason = f"{self.consecutive_failures} trials in a row failed; last: {reason}"
+                log(f"stopping: {self.reason}")
+                return True
+            return False
+        if state == TrialState.COMPLETE:
+            self.completed += 1
+        else:
+            self.pruned += 1
+        self.consecutive_failures = 0
+        return False
+
+
+def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> optuna.Trial | None:
+    """Start the next trial if the budget allows: a queued one first, else a new one.
+
+    The sampler is seeded from the config's seed and the trial's number, so that workers
+    (and a worker's restarted process) never repeat each other's random draws, and one
+    worker with one seed reproduces the same sequence.
+    """
+    outage = compat.outage_of(study)
+    retried = outage.retries if outage is not None else 0
+    with lock.hold():
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and budget_used(trials) >= budget(study):
+            return None
+        study.sampler = make_sampler(config, trial_number=len(trials))
+        trial = compat.ask(study)
+        compat.record_heartbeat(study, trial)
+        if outage is not None and outage.retries != retried:
+            outage.call(_fail_orphans, study, trial, config.heartbeat.max_retry)
+        return trial
+
+
+def _fail_orphans(study: optuna.Study, claimed: optuna.Trial, max_retry: int | None) -> None:
+    """Fail and queue again the RUNNING trials without a heartbeat but `claimed`: under the
+    study lock, where every other worker's claimed trial has one, they are a retried claim's
+    doubles."""
+    running = {
+        compat.trial_id(t): t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if compat.trial_id(t) != compat.trial_id(claimed)
+    }
+    for orphan_id in compat.without_heartbeat(study, list(running)):
+        orphan = running[orphan_id]
+        compat.fail_frozen(study, orphan, ORPHAN_REASON)
+        compat.retry_trial(study, compat.storage_of(study).get_trial(orphan_id), max_retry)
+        log(f"[trial {orphan.number}] failed: {ORPHAN_REASON}; queued again")

@@ -1,0 +1,125 @@
+"""Locks shared by the processes of one storage: creating tables, claiming a study's trials.
+
+An flock next to an SQLite file; a PostgreSQL advisory lock or MySQL's GET_LOCK held by one
+connection (closing a dropped connection frees it on the server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+
+if TYPE_CHECKING:
+    from search.runtime.storage import StorageURL
+
+
+def _lock_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".lock")
+
+
+def file_lock(path: Path) -> FileLock:
+    """An exclusive lock on `path` (an flock), held in a `with` block; it waits for other holders.
+
+    A new instance per use: filelock makes an instance reentrant, but two instances exclude
+    each other like two processes (within one thread filelock raises instead of deadlocking).
+    """
+    return FileLock(path)
+
+
+@contextlib.contextmanager
+def _advisory_lock(conn: Any, backend: str, key: int) -> Iterator[None]:
+    """A database-wide named lock held by `conn` (PostgreSQL advisory lock, MySQL GET_LOCK)."""
+    from sqlalchemy import text
+
+    if backend == "postgresql":
+        acquire, release, arg = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)", key
+    else:
+        acquire, release, arg = "SELECT GET_LOCK(:k, 600)", "SELECT RELEASE_LOCK(:k)", str(key)
+    conn.execute(text(acquire), {"k": arg})
+    try:
+        yield
+    finally:
+        try:
+            conn.execute(text(release), {"k": arg})
+            conn.commit()
+        except Exception:  # noqa: BLE001 - a dropped connection: closing it frees the lock
+            conn.invalidate()
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(f"tumor-search:{name}".encode()) & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def creation_lock(parsed: StorageURL, required: bool = True) -> Iterator[None]:
+    """Held while Optuna creates or initialises the tables of `parsed`'s database.
+
+    Args:
+        required: When False (a plain open) and no SQLite lock file can be made next to
+            the database (a read-only folder), go on without it, so that a read-only
+            copy of a study can still be read.
+    """
+    if parsed.sqlite_path is not None:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(file_lock(_lock_path(parsed.sqlite_path)))
+            except OSError:
+                if required:
+                    raise
+            yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    from search.runtime.storage import engine_kwargs
+
+    engine = sqlalchemy.create_engine(parsed.url, poolclass=NullPool, **engine_kwargs(parsed))
+    try:
+        with engine.connect() as conn, _advisory_lock(conn, parsed.backend, _lock_key("tables")):
+            yield
+    finally:
+        engine.dispose()
+
+
+class StudyLock:
+    """A lock shared by every worker of one study, held while a worker claims a trial.
+
+    It makes "count the trials, then create one" atomic, so concurrent workers meet the
+    study's budget exactly: an flock next to an SQLite file, a PostgreSQL advisory lock, or
+    MySQL's GET_LOCK.
+    """
+
+    def __init__(self, storage: Any, study_name: str) -> None:
+        from search.runtime.optuna_compat import rdb
+
+        self._outage = getattr(getattr(storage, "_backend", None), "outage", None)
+        self._storage = rdb(storage)
+        self._key = _lock_key(f"study:{study_name}")
+        url = self._storage.engine.url
+        self._backend = url.get_backend_name()
+        self._path = _lock_path(Path(url.database)) if self._backend == "sqlite" else None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._path is not None:
+            with file_lock(self._path):
+                yield
+            return
+        # Taking the lock is retried through an outage, as every other storage call is.
+        with self._outage.call(self._take) if self._outage else self._take():
+            yield
+
+    def _take(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        try:
+            conn = stack.enter_context(self._storage.engine.connect())
+            stack.enter_context(_advisory_lock(conn, self._backend, self._key))
+        except BaseException:
+            stack.close()
+            raise
+        return stack

@@ -1,0 +1,213 @@
+"""Which storage errors are retried, the retry policy, and retries that must be idempotent.
+
+The errors are real ones (a refused port, an unknown host, a locked SQLite file); where a
+commit must land while its answer is lost, a real storage call runs and then the real
+error of a dropped connection is raised after it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from search.config import StudyConfig
+from search.errors import ConfigError
+from search.runtime import optuna_compat as compat
+from search.runtime.claim import ORPHAN_REASON, claim_trial
+from search.runtime.outage import Outage, StorageUnavailable, is_transient
+from search.runtime.storage import StudyLock
+from search.runtime.study import open_study
+from tests.conftest import run_cli
+from tests.search.helpers import TINY_CONFIG, create_tiny_study
+
+
+def _error_of(url: str, **connect_args: Any) -> Exception:
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - the error is the point
+        return exc
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{url} did not fail")
+
+
+@pytest.fixture(scope="module")
+def refused() -> Exception:
+    return _error_of("postgresql+psycopg2://u:secret@127.0.0.1:1/db", connect_timeout=5)
+
+
+def _locked_error(tmp_path: Path) -> Exception:
+    db = tmp_path / "locked.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        engine = sqlalchemy.create_engine(f"sqlite:///{db}", connect_args={"timeout": 0.1})
+        try:
+            with engine.begin() as conn:
+                conn.execute(sqlalchemy.text("INSERT INTO t VALUES (1)"))
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        finally:
+            engine.dispose()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    raise AssertionError("the locked SQLite file accepted a write")
+
+
+def test_transient_and_permanent_errors_are_told_apart(tmp_path: Path, refused: Exception) -> None:
+    assert is_transient(refused)
+    assert is_transient(_locked_error(tmp_path))
+    assert not is_transient(_error_of("postgresql+psycopg2://u@no-such-host.invalid/db"))
+    assert not is_transient(ValueError("connection refused"))  # not a database error
+
+
+def test_a_missing_database_is_not_waited_for(pg_url: str) -> None:
+    url = sqlalchemy.engine.make_url(pg_url).set(database="no_such_database_here")
+    assert not is_transient(_error_of(url.render_as_string(hide_password=False)))
+
+
+def test_the_outage_is_retried_until_the_storage_is_back(
+    refused: Exception, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failures = [refused, refused]
+
+    def flaky() -> int:
+        if failures:
+            raise failures.pop()
+        return 42
+
+    outage = Outage("postgresql://u:***@db/x", seconds=30)
+    assert outage.call(flaky) == 42
+    assert outage.retries == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "unreachable (connection to server" in lines[0] and "up to 30s" in lines[0]
+    assert "is back after" in lines[1]
+
+
+def test_an_outage_past_the_limit_gives_up_and_every_later_call_fails_at_once(
+    refused: Exception,
+) -> None:
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise refused
+
+    outage = Outage("postgresql://u:***@db/x", seconds=0.5)
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailable, match=r"unreachable for 0\.\ds .*giving up"):
+        outage.call(down)
+    assert 0.5 <= time.monotonic() - start < 3
+    made = len(calls)
+    with pytest.raises(StorageUnavailable):
+        outage.call(down)
+    assert len(calls) == made
+
+
+def test_other_errors_are_not_retried() -> None:
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        Outage("db", seconds=30).call(broken)
+    assert calls == [1]
+
+
+def test_a_negative_retry_limit_is_refused() -> None:
+    raw = {**TINY_CONFIG, "storage": {"retry_seconds": -1}}
+    with pytest.raises(ConfigError, match="storage.retry_seconds"):
+        StudyConfig.from_dict(raw)
+    assert StudyConfig.from_dict(TINY_CONFIG).storage.retry_seconds == 120
+
+
+def test_a_worker_waits_for_a_refused_database_then_exits_75() -> None:
+    url = "postgresql+psycopg2://alice:topsecret@127.0.0.1:1/db"
+    start = time.monotonic()
+    result = run_cli("worker", "--study", "s", "--storage", url, "--storage-retry", "1")
+    assert result.returncode == 75, result.stderr
+    assert 1 <= time.monotonic() - start < 30
+    errors = [line for line in result.stderr_lines if line.startswith("tumor-search: error:")]
+    assert len(errors) == 1 and "alice:***@127.0.0.1:1" in errors[0], result.stderr
+    assert "topsecret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_worker_with_an_unknown_host_exits_2_at_once() -> None:
+    url = "postgresql+psycopg2://alice@no-such-host.invalid/db"
+    result = run_cli("worker", "--study", "s", "--storage", url)
+    assert result.returncode == 2, result.stderr
+    assert "could not translate host name" in result.stderr
+    assert "retrying" not in result.stderr
+
+
+class _AnswerLost:
+    """A real RDBStorage whose named method, once, runs and commits, and then raises the
+    error of a dropped connection: a retry must cope with a first attempt that landed."""
+
+    def __init__(self, storage: Any, method: str, error: Exception) -> None:
+        self._storage, self._method, self._error = storage, method, error
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._storage, name)
+        if name != self._method or self._error is None:
+            return attr
+
+        def landed_then_lost(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            error, self._error = self._error, None
+            if error is None:  # the retry, holding the same function
+                return result
+            raise error
+
+        return landed_then_lost
+
+
+def _study_losing(tmp_path: Path, data: Path, method: str, error: Exception) -> Any:
+    storage = f"sqlite:///{tmp_path / 'lost.db'}"
+    create_tiny_study(tmp_path, data, storage, "lost", trials=4)
+    study, config = open_study("lost", storage, worker=True)
+    cached = compat.storage_of(study)
+    retrying = cached._backend
+    retrying.inner = _AnswerLost(retrying.inner, method, error)
+    return study, config
+
+
+def test_a_retried_claim_fails_and_requeues_the_trial_it_started_twice(
+    tmp_path: Path, tiny_data: Path, refused: Exception
+) -> None:
+    study, config = _study_losing(tmp_path, tiny_data, "_create_new_trial", refused)
+    lock = StudyLock(compat.storage_of(study), "lost")
+    trial = claim_trial(study, lock, config)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == ORPHAN_REASON
+    assert trials[1].number == trial.number
+    assert trials[2].user_attrs == {"retry_of": 0}
+    assert compat.without_heartbeat(study, [compat.trial_id(trial)]) == []
+    # The double does not count against the budget: its retry replaces it.
+    from search.runtime.study import budget_used
+
+    assert budget_used(trials) == 2
+
+
+def test_a_retried_tell_whose_commit_landed_is_done(
+    tmp_path: Path, tiny_data: Path, refused: Exception
+) -> None:
+    study, config = _study_losing(tmp_path, tiny_data, "set_trial_state_values", refused)
+    trial = compat.ask(study)  # the first state change (to RUNNING) is not the lost one
+    compat.tell(study, trial, TrialState.COMPLETE, 0.5, "")
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.COMPLETE
+    assert study.get_trials(deepcopy=False)[0].value == 0.5
