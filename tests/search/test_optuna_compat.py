@@ -119,3 +119,37 @@ def test_tell_fail_and_ask_raise_no_experimental_warnings(tmp_path: Path) -> Non
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     assert study.trials[2].user_attrs[FAIL_REASON_ATTR] == "why"
+
+
+def test_the_retrying_storage_sits_under_optunas_cache(tmp_path: Path) -> None:
+    """Optuna's cache calls every storage method on its replaceable `_backend`; a finished
+    trial refuses updates with UpdateFinishedTrialError; heartbeats live in their own table."""
+    from search.runtime.optuna_compat import (
+        RetryingStorage,
+        outage_of,
+        rdb,
+        record_heartbeat,
+        retry_storage,
+        storage_of,
+        trial_id,
+        without_heartbeat,
+    )
+    from search.runtime.outage import Outage
+
+    study = _study(tmp_path)
+    outage = Outage("db", seconds=5)
+    retry_storage(study, outage)
+    assert isinstance(storage_of(study)._backend, RetryingStorage)
+    assert outage_of(study) is outage
+    assert isinstance(rdb(storage_of(study)), optuna.storages.RDBStorage)
+    enable_heartbeat(storage_of(study), interval=1, grace_period=2, max_retry=1)
+    beating, silent = study.ask(), study.ask()
+    record_heartbeat(study, beating)
+    assert without_heartbeat(study, [trial_id(beating), trial_id(silent)]) == [trial_id(silent)]
+    study.tell(beating, 1.0)
+    try:
+        study._storage.set_trial_intermediate_value(trial_id(beating), 0, 0.5)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    else:
+        raise AssertionError("a finished trial took an intermediate value")
