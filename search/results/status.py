@@ -72,7 +72,26 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
         "infeasible": _infeasible(trials),
         "runtimes": _runtimes(trials),
         "train_best": study.user_attrs.get("train_best"),
+        "slurm": _slurm_jobs(study.user_attrs),
     }
+
+
+def _slurm_jobs(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The study's Slurm array jobs (`slurm submit`), with each task's state from squeue
+    while it is queued or running (``tasks`` empty: it left the queue; None: no squeue)."""
+    from search.runtime.slurm import SLURM_ATTR, task_states
+
+    return [{**job, "tasks": task_states(job["job_id"])} for job in attrs.get(SLURM_ATTR, [])]
+
+
+def slurm_line(job: dict[str, Any]) -> str:
+    head = f"slurm:    job {job['job_id']} ({job['workers']} workers)"
+    tasks = job.get("tasks")
+    if tasks is None:
+        return f"{head}: squeue cannot be asked from here"
+    if not tasks:
+        return f"{head}: no longer queued (finished or cancelled; its trials are above)"
+    return f"{head}: " + ", ".join(f"task {task} {state}" for task, state in tasks.items())
 
 
 def runtime_label(runtime: dict[str, Any] | None) -> str:
@@ -134,6 +153,8 @@ def print_status(status: dict[str, Any]) -> None:
         )
     for f in status["failed"][-5:]:
         print(f"failed:   trial {f['number']}: {f['reason']}")
+    for job in status.get("slurm", [])[-3:]:
+        print(slurm_line(job))
     tb = status.get("train_best")
     if tb:
         print(test_line(tb))

@@ -9,7 +9,10 @@ has no heartbeat and no worker, and the claim fails it and queues it again at on
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -21,6 +24,7 @@ from search.runtime.storage import StudyLock
 from search.runtime.study import budget, budget_used, make_sampler
 
 MAX_CONSECUTIVE_FAILURES = 5
+WORKER_ATTR = "worker"  # trial user attribute: the host and process that ran it
 ORPHAN_REASON = "started twice by a retried claim: it never ran"
 
 
@@ -75,9 +79,21 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
         study.sampler = make_sampler(config, trial_number=len(trials))
         trial = compat.ask(study)
         compat.record_heartbeat(study, trial)
+        trial.set_user_attr(WORKER_ATTR, worker_identity())
         if outage is not None and outage.retries != retried:
             outage.call(_fail_orphans, study, trial, config.heartbeat.max_retry)
         return trial
+
+
+def worker_identity() -> dict[str, Any]:
+    """Where a trial runs: host, process, and the Slurm task or Kubernetes pod if any."""
+    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if job and task:
+        out["slurm_task"] = f"{job}_{task}"
+    if os.environ.get("JOB_COMPLETION_INDEX"):
+        out["pod_index"] = int(os.environ["JOB_COMPLETION_INDEX"])
+    return out
 
 
 def _fail_orphans(study: optuna.Study, claimed: optuna.Trial, max_retry: int | None) -> None:
