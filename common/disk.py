@@ -36,6 +36,8 @@ class DiskFullError(Exception):
         cause: What was full, e.g. ``no space left on device``.
     """
 
+    exit_code = EXIT_DISK_FULL
+
     def __init__(self, path: str | os.PathLike[str], cause: str, hint: str = DEFAULT_HINT) -> None:
         self.path = Path(path)
         self.cause = cause

@@ -10,6 +10,7 @@ module reads them in order and adds the checks that span sections.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,8 @@ class StorageConfig:
 
     def validate(self, source: str) -> None:
         """Raises ConfigError for a negative (or NaN) ``storage.retry_seconds``."""
-        if not self.retry_seconds >= 0.0:
-            raise bad(source, "storage.retry_seconds", "must not be negative (0: no retry)")
+        if not (self.retry_seconds >= 0.0 and math.isfinite(self.retry_seconds)):
+            raise bad(source, "storage.retry_seconds", "must be finite, not negative (0: no retry)")
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

@@ -32,7 +32,6 @@ from search.cli import (
 from search.errors import InputError, one_line
 
 PROG = "tumor-search"
-EX_IOERR = 74  # a full disk (or another write error) while writing a result
 
 # The commands in the order `--help` lists them: adding a command adds its module here.
 COMMANDS = (
@@ -123,10 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except bad_input as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except DiskFullError as exc:
-        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
-        return EX_IOERR
-    except StorageUnavailable as exc:
+    except (DiskFullError, StorageUnavailable) as exc:  # 74 and 75: see the README
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from typing import Any
@@ -39,19 +40,19 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
-def add_storage_retry(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--storage-retry",
-        type=non_negative_float,
-        metavar="S",
-        help="retry an unreachable storage (a restart, a database still starting) for S "
-        "seconds, then exit 75 (default: the study's storage.retry_seconds, 120; 0: never)",
-    )
+RETRY_HELP = (
+    "retry an unreachable storage (a restart, a database still starting) for S seconds, "
+    "then exit 75 (default: the study's storage.retry_seconds, 120; 0: never)"
+)
+
+
+def add_storage_retry(parser: argparse.ArgumentParser, help: str = RETRY_HELP) -> None:  # noqa: A002
+    parser.add_argument("--storage-retry", type=non_negative_float, metavar="S", help=help)
 
 
 def apply_storage_retry(args: argparse.Namespace) -> None:

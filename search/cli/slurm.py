@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.progress import log
-from search.cli.args import add_storage, non_negative_float, positive_int
+from search.cli.args import add_storage_retry, add_study, positive_int
 
 
 def cmd_slurm_submit(args: argparse.Namespace) -> int:
@@ -60,8 +60,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "study must exist (study create); the storage URL reaches the tasks in their "
         "environment, never in the batch script. `status` shows each task's state.",
     )
-    p.add_argument("--study", required=True, metavar="NAME", help="study name")
-    add_storage(p)
+    add_study(p)
     p.add_argument("--data", required=True, metavar="DIR", help="the dataset as the nodes see it")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="array tasks")
     p.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
@@ -73,11 +72,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--log-dir", default="slurm-logs", metavar="DIR", help="task logs (default slurm-logs)"
     )
-    p.add_argument(
-        "--storage-retry",
-        type=non_negative_float,
-        metavar="S",
-        help="the workers' --storage-retry (default: the study's storage.retry_seconds)",
-    )
+    add_storage_retry(p, "the workers' --storage-retry (default: the study's retry_seconds)")
     p.add_argument("--dry-run", action="store_true", help="print the batch script, submit nothing")
     p.set_defaults(handler=cmd_slurm_submit)

@@ -36,6 +36,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     log(
         f"worker done: {report.completed} completed, {report.pruned} pruned, {report.failed} failed"
+        + (f", {report.lost} given up to another worker" if report.lost else "")
         + (f" ({report.reason})" if report.reason else "")
     )
     return report.exit_code

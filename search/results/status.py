@@ -76,12 +76,16 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
     }
 
 
+SLURM_JOBS_SHOWN = 3
+
+
 def _slurm_jobs(attrs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The study's Slurm array jobs (`slurm submit`), with each task's state from squeue
+    """The study's last Slurm array jobs (`slurm submit`), with each task's state from squeue
     while it is queued or running (``tasks`` empty: it left the queue; None: no squeue)."""
     from search.runtime.slurm import SLURM_ATTR, task_states
 
-    return [{**job, "tasks": task_states(job["job_id"])} for job in attrs.get(SLURM_ATTR, [])]
+    recent = attrs.get(SLURM_ATTR, [])[-SLURM_JOBS_SHOWN:]
+    return [{**job, "tasks": task_states(job["job_id"])} for job in recent]
 
 
 def slurm_line(job: dict[str, Any]) -> str:
@@ -153,7 +157,7 @@ def print_status(status: dict[str, Any]) -> None:
         )
     for f in status["failed"][-5:]:
         print(f"failed:   trial {f['number']}: {f['reason']}")
-    for job in status.get("slurm", [])[-3:]:
+    for job in status.get("slurm", []):
         print(slurm_line(job))
     tb = status.get("train_best")
     if tb:

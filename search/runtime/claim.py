@@ -4,18 +4,20 @@ A claim holds the study lock while it counts the trials and starts one, so that 
 meet the budget exactly, and records the trial's first heartbeat before it lets go: every
 claimed RUNNING trial can then go stale. A claim whose storage calls were retried may have
 started a trial twice (a commit that landed although its answer was lost); such a trial
-has no heartbeat and no worker, and the claim fails it and queues it again at once.
+never gets a heartbeat, and a later claim fails it and queues it again once it is older
+than the heartbeat's grace period.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from common.progress import log
 from search.config import StudyConfig
@@ -25,7 +27,7 @@ from search.runtime.study import budget, budget_used, make_sampler
 
 MAX_CONSECUTIVE_FAILURES = 5
 WORKER_ATTR = "worker"  # trial user attribute: the host and process that ran it
-ORPHAN_REASON = "started twice by a retried claim: it never ran"
+ORPHAN_REASON = "never ran: started by a claim that did not finish (no heartbeat)"
 
 
 @dataclass
@@ -69,9 +71,9 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
     (and a worker's restarted process) never repeat each other's random draws, and one
     worker with one seed reproduces the same sequence.
     """
-    outage = compat.outage_of(study)
-    retried = outage.retries if outage is not None else 0
     with lock.hold():
+        trials = study.get_trials(deepcopy=False)
+        _fail_orphans(study, trials, config.heartbeat.grace_period, config.heartbeat.max_retry)
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and budget_used(trials) >= budget(study):
@@ -79,9 +81,6 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
         study.sampler = make_sampler(config, trial_number=len(trials))
         trial = compat.ask(study)
         compat.record_heartbeat(study, trial)
-        trial.set_user_attr(WORKER_ATTR, worker_identity())
-        if outage is not None and outage.retries != retried:
-            outage.call(_fail_orphans, study, trial, config.heartbeat.max_retry)
         return trial
 
 
@@ -96,17 +95,24 @@ def worker_identity() -> dict[str, Any]:
     return out
 
 
-def _fail_orphans(study: optuna.Study, claimed: optuna.Trial, max_retry: int | None) -> None:
-    """Fail and queue again the RUNNING trials without a heartbeat but `claimed`: under the
-    study lock, where every other worker's claimed trial has one, they are a retried claim's
-    doubles."""
-    running = {
+def _fail_orphans(
+    study: optuna.Study, trials: list[FrozenTrial], grace_period: int, max_retry: int | None
+) -> None:
+    """Fail and queue again the RUNNING trials that never recorded a heartbeat although they
+    started more than a grace period ago. Every claim records its trial's first heartbeat
+    before it lets go of the study lock, so such a trial is a retried claim's double (or its
+    worker died within its claim): no worker runs it, and Optuna's stale check, which looks
+    at heartbeats alone, would leave it RUNNING for ever."""
+    cutoff = dt.datetime.now() - dt.timedelta(seconds=grace_period)
+    old = {
         compat.trial_id(t): t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if compat.trial_id(t) != compat.trial_id(claimed)
+        for t in trials
+        if t.state == TrialState.RUNNING and t.datetime_start and t.datetime_start < cutoff
     }
-    for orphan_id in compat.without_heartbeat(study, list(running)):
-        orphan = running[orphan_id]
-        compat.fail_frozen(study, orphan, ORPHAN_REASON)
-        compat.retry_trial(study, compat.storage_of(study).get_trial(orphan_id), max_retry)
-        log(f"[trial {orphan.number}] failed: {ORPHAN_REASON}; queued again")
+    if not old:
+        return
+    for orphan_id in compat.without_heartbeat(study, list(old)):
+        orphan = old[orphan_id]
+        if compat.fail_frozen(study, orphan, ORPHAN_REASON):
+            compat.retry_trial(study, orphan, max_retry)
+            log(f"[trial {orphan.number}] failed: {ORPHAN_REASON}; queued again")

@@ -95,9 +95,9 @@ class StudyLock:
     """
 
     def __init__(self, storage: Any, study_name: str) -> None:
-        from search.runtime.optuna_compat import rdb
+        from search.runtime.optuna_compat import outage_of_storage, rdb
 
-        self._outage = getattr(getattr(storage, "_backend", None), "outage", None)
+        self._outage = outage_of_storage(storage)
         self._storage = rdb(storage)
         self._key = _lock_key(f"study:{study_name}")
         url = self._storage.engine.url

@@ -83,7 +83,12 @@ def retry_storage(study: optuna.Study, outage: Outage) -> None:
 
 def outage_of(study: optuna.Study) -> Outage | None:
     """The retry policy of a study opened by a worker (None otherwise)."""
-    backend = getattr(storage_of(study), "_backend", None)
+    return outage_of_storage(storage_of(study))
+
+
+def outage_of_storage(storage: Any) -> Outage | None:
+    """`outage_of` for a study's storage (Optuna's caching wrapper)."""
+    backend = getattr(storage, "_backend", None)
     return backend.outage if isinstance(backend, RetryingStorage) else None
 
 
@@ -99,16 +104,15 @@ def without_heartbeat(study: optuna.Study, trial_ids: list[int]) -> list[int]:
     from optuna.storages._rdb.storage import _create_scoped_session
 
     backend = rdb(storage_of(study))
-    with _create_scoped_session(backend.scoped_session) as session:
-        query = session.query(TrialHeartbeatModel.trial_id)
-        beating = {row[0] for row in query.filter(TrialHeartbeatModel.trial_id.in_(trial_ids))}
-    return [t for t in trial_ids if t not in beating]
 
+    def beating() -> set[int]:
+        with _create_scoped_session(backend.scoped_session) as session:
+            query = session.query(TrialHeartbeatModel.trial_id)
+            return {row[0] for row in query.filter(TrialHeartbeatModel.trial_id.in_(trial_ids))}
 
-def current_state(study: optuna.Study, trial: optuna.Trial) -> TrialState:
-    """A trial's state as stored now (not Optuna's cached copy; retried in a worker)."""
-    cached = storage_of(study)
-    return getattr(cached, "_backend", cached).get_trial(trial_id(trial)).state
+    outage = outage_of(study)
+    found = outage.call(beating) if outage is not None else beating()
+    return [t for t in trial_ids if t not in found]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -208,11 +212,11 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            # A missed beat (a busy database) is retried at the next interval.
+        # The claim recorded the first beat. A missed beat (a busy or unreachable
+        # database) is simply retried at the next interval.
+        while not self._stop.wait(self._interval):
             with contextlib.suppress(Exception):
                 self._storage.record_heartbeat(self._trial_id)
-            self._stop.wait(self._interval)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -235,11 +239,15 @@ def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
-def fail_frozen(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
-    """`fail_trial` for a trial this process holds no `optuna.Trial` of."""
+def fail_frozen(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """`fail_trial` for a trial this process holds no `optuna.Trial` of; False when it had
+    finished meanwhile."""
     storage = storage_of(study)
-    storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_ATTR, reason)
-    storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    try:
+        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_ATTR, reason)
+        return storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def tell(
@@ -250,10 +258,15 @@ def tell(
         fail_trial(study, trial, reason)
         return
     with quiet_experimental():
-        if state == TrialState.PRUNED:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, value)
+        try:
+            if state == TrialState.PRUNED:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+        except ValueError as exc:  # "Cannot tell a FAIL trial.": another worker failed it
+            if "Cannot tell a" in str(exc):
+                raise optuna.exceptions.UpdateFinishedTrialError(str(exc)) from exc
+            raise
 
 
 def ask(study: optuna.Study) -> optuna.Trial:

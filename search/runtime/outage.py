@@ -10,14 +10,15 @@ mend (a wrong password, an unknown host, a missing database) are never retried.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from common.progress import log
+from search.errors import mask_password
 
 EX_TEMPFAIL = 75
 DEFAULT_RETRY_SECONDS = 120.0
@@ -30,7 +31,7 @@ T = TypeVar("T")
 _PERMANENT = re.compile(
     r"password authentication failed|authentication failed|no password supplied|"
     r'role ".*" does not exist|database ".*" does not exist|could not translate host name|'
-    r"name or service not known|nodename nor servname|temporary failure in name resolution|"
+    r"name or service not known|nodename nor servname|"
     r"unknown host|access denied|unable to open database file|no such table",
     re.IGNORECASE,
 )
@@ -41,7 +42,7 @@ _TRANSIENT = re.compile(
     r"connection already closed|no connection to the server|ssl syscall error|eof detected|"
     r"could not receive data|could not send data|connection reset|broken pipe|"
     r"database is locked|cannot connect now|lost connection|server has gone away|"
-    r"can't reconnect until invalid transaction",
+    r"can't reconnect until invalid transaction|temporary failure in name resolution",
     re.IGNORECASE,
 )
 
@@ -62,7 +63,8 @@ class StorageUnavailable(BaseException):  # noqa: N818 - like an interrupt, it e
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc`, what it wraps (``orig`` of SQLAlchemy errors) and its causes."""
+    """`exc`, what it wraps (``orig`` of SQLAlchemy errors) and what raised it
+    (``__cause__``; not ``__context__``, an unrelated error being handled meanwhile)."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -71,15 +73,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(item))
         yield item
-        todo += [getattr(item, "orig", None), item.__cause__, item.__context__]
+        todo += [getattr(item, "orig", None), item.__cause__]
+
+
+def _messages(exc: BaseException) -> list[str]:
+    """The drivers' own messages along the chain: a SQLAlchemy error's text also holds the
+    statement and its parameters (trial attributes), which must not decide anything."""
+    return [str(item).strip() for item in _chain(exc) if getattr(item, "orig", None) is None]
 
 
 def describe(exc: BaseException) -> str:
-    """The first line of the innermost message, for a progress line."""
-    for item in reversed(list(_chain(exc))):
-        text = str(item).strip()
+    """The first line of the innermost message (password masked), for a progress line."""
+    for text in reversed(_messages(exc)):
         if text:
-            return text.splitlines()[0][:200]
+            return mask_password(text.splitlines()[0][:200])
     return type(exc).__name__
 
 
@@ -90,7 +97,7 @@ def is_transient(exc: BaseException) -> bool:
     from sqlalchemy import exc as sa
 
     chain = list(_chain(exc))
-    text = " ".join(str(item) for item in chain)
+    text = " ".join(_messages(exc))
     if _PERMANENT.search(text):
         return False
     if any(getattr(item, "connection_invalidated", False) for item in chain):
@@ -116,6 +123,9 @@ class Outage:
     One instance per process and storage: the limit counts from the outage's first failure
     whichever call met it, so that a trial's many storage calls never wait longer in all.
 
+    Used by one thread (a worker's main thread; its heartbeat thread calls the storage
+    directly and simply beats again at its next interval).
+
     Args:
         masked_url: The storage, password masked, for the progress lines.
         seconds: The retry limit (0: no retry).
@@ -127,9 +137,11 @@ class Outage:
     ) -> None:
         self.masked_url, self.seconds, self.between = masked_url, seconds, between
         self.since: float | None = None
-        self.retries = 0  # retried calls so far: a claim compares it before and after
+        self.back_at: float | None = None
+        self.retries = 0
         self.gave_up: str | None = None
-        self._lock = threading.Lock()
+        # What ends the wait at once (a worker's pending interrupt), raised as it is.
+        self.stop_when: Callable[[], BaseException | None] = lambda: None
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         delay = FIRST_DELAY_S
@@ -141,7 +153,11 @@ class Outage:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                time.sleep(self._failed(exc, delay))
+                wait = self._failed(exc, delay)
+                stop = self.stop_when()
+                if stop is not None:
+                    raise stop from None
+                time.sleep(wait)
                 delay = min(delay * 2, MAX_DELAY_S)
                 if self.between is not None:
                     self.between()
@@ -149,27 +165,28 @@ class Outage:
             self._back()
             return result
 
+    def quiet_for(self) -> float:
+        """Seconds since the last outage ended (infinite when there was none)."""
+        return math.inf if self.back_at is None else time.monotonic() - self.back_at
+
     def _failed(self, exc: Exception, delay: float) -> float:
         """Note a failure; how long to wait before the next try (raises past the limit)."""
-        with self._lock:
-            now = time.monotonic()
-            if self.since is None:
-                self.since = now
-                log(
-                    f"storage {self.masked_url} unreachable ({describe(exc)}); "
-                    f"retrying for up to {self.seconds:g}s"
-                )
-            left = self.seconds - (now - self.since)
-            if left <= 0:
-                self.gave_up = describe(exc)
-                raise StorageUnavailable(self.masked_url, now - self.since, self.gave_up)
-            self.retries += 1
-            return min(delay, left)
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log(
+                f"storage {self.masked_url} unreachable ({describe(exc)}); "
+                f"retrying for up to {self.seconds:g}s"
+            )
+        left = self.seconds - (now - self.since)
+        if left <= 0:
+            self.gave_up = describe(exc)
+            raise StorageUnavailable(self.masked_url, now - self.since, self.gave_up)
+        self.retries += 1
+        return min(delay, left)
 
     def _back(self) -> None:
-        if self.since is None:
-            return
-        with self._lock:
-            if self.since is not None:
-                log(f"storage {self.masked_url} is back after {time.monotonic() - self.since:.1f}s")
-                self.since = None
+        if self.since is not None:
+            self.back_at = time.monotonic()
+            log(f"storage {self.masked_url} is back after {self.back_at - self.since:.1f}s")
+            self.since = None

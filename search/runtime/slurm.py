@@ -4,7 +4,8 @@ A generated batch script, submitted with plain `sbatch` (no Python package betwe
 worker and Slurm): one array task runs one worker, started with ``exec`` so that the
 SIGTERM Slurm sends on ``scancel`` or before the time limit reaches the worker itself,
 which fails its trial and queues it again. The storage URL travels in the job's
-environment (``--export=ALL``, Slurm's default), never in the script, which Slurm keeps.
+environment (``--export=ALL``, Slurm's default), not in the script; slurmctld keeps both,
+so a URL without a password (and ~/.pgpass on the nodes) keeps the password out of Slurm.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from search.errors import InputError, one_line
 SLURM_ATTR = "slurm_job"  # study user attribute: the array job that runs its workers
 STOP_BEFORE_LIMIT_S = 60  # SIGTERM this long before the time limit: the trial is requeued
 _TIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
+_NAME = re.compile(r"^[A-Za-z0-9._,-]+$")
 _GRES = re.compile(r"^[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?(:\d+)?$")
 
 
@@ -48,6 +50,14 @@ class SlurmRequest:
             raise InputError(f"--time takes HH:MM, HH:MM:SS or D-HH:MM; got {self.time!r}")
         if self.gres is not None and not _GRES.match(self.gres):
             raise InputError(f"--gres takes NAME[:TYPE][:COUNT] such as gpu:1; got {self.gres!r}")
+        if self.partition is not None and not _NAME.match(self.partition):
+            raise InputError(
+                f"--partition takes partition names such as gpu; got {self.partition!r}"
+            )
+        if re.search(r"\s", str(Path(self.log_dir).resolve())):
+            raise InputError(
+                f"--log-dir must not contain spaces (an #SBATCH line): {self.log_dir!r}"
+            )
         if not Path(self.data).is_dir():
             raise InputError(f"data folder {self.data} does not exist")
 
@@ -61,7 +71,7 @@ def batch_script(request: SlurmRequest, python: str = sys.executable) -> str:
     """The batch script of the array job (no credentials: see the module docstring)."""
     r = request
     options = [
-        f"--job-name=tumor-search-{r.study}",
+        f"--job-name=tumor-search-{re.sub(r'[^A-Za-z0-9._-]', '_', r.study)}",
         f"--array=0-{r.workers - 1}",
         "--ntasks=1",
         f"--cpus-per-task={r.cpus_per_task}",

@@ -27,7 +27,7 @@ from models.backend import runtime_text
 from search.config import StudyConfig
 from search.results.status import progress_line
 from search.runtime import optuna_compat as compat
-from search.runtime.claim import WorkerReport, claim_trial
+from search.runtime.claim import WORKER_ATTR, WorkerReport, claim_trial, worker_identity
 from search.runtime.restart import MemoryWatch, RestartState, current_rss_mb, restart_process
 from search.runtime.signals import Signals, WorkerInterrupted
 from search.runtime.storage import StudyLock
@@ -148,6 +148,11 @@ def _start(
     )
     objective = Objective(config, arrays, interruptible=signals.interruptible)
     lock = StudyLock(compat.storage_of(study), study_name)
+    outage = compat.outage_of(study)
+    if outage is not None:  # an interrupt ends a wait for the storage at once
+        outage.stop_when = lambda: (
+            WorkerInterrupted(signals.pending) if signals.pending is not None else None
+        )
     from models.backend import keras_module
 
     keras = keras_module()
@@ -202,8 +207,14 @@ def _loop(
 def _claim(worker: _Worker) -> optuna.Trial | None:
     """The next trial, with stale trials failed first; None when there is none to run, or
     when a signal came meanwhile (the trial is then failed and queued again)."""
-    compat.fail_stale_trials(worker.study)
+    outage = compat.outage_of(worker.study)
+    if outage is None or outage.quiet_for() > worker.config.heartbeat.grace_period:
+        # Right after an outage every trial's heartbeat is old: wait one grace period for
+        # the other workers to beat again before calling their trials stale.
+        compat.fail_stale_trials(worker.study)
     trial = claim_trial(worker.study, worker.lock, worker.config)
+    if trial is not None:
+        trial.set_user_attr(WORKER_ATTR, worker_identity())
     if trial is not None and worker.signals.pending is not None:
         reason = f"interrupted by {signal.Signals(worker.signals.pending).name} before it started"
         compat.fail_trial(worker.study, trial, reason)
@@ -225,7 +236,10 @@ def _train(worker: _Worker, trial: optuna.Trial) -> tuple[TrialState, float | No
         except WorkerInterrupted as exc:
             reason = f"interrupted by {signal.Signals(exc.signum).name}"
             compat.reset_session(worker.study)  # the interrupt may have cut a call short
-            compat.fail_trial(worker.study, trial, reason)
+            try:
+                compat.fail_trial(worker.study, trial, reason)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                raise exc from None  # another worker failed and requeued it meanwhile
             again = compat.retry_later(worker.study, trial, worker.config.heartbeat.max_retry)
             log(
                 f"[trial {trial.number}] failed: {reason}; "
@@ -245,13 +259,16 @@ def _tell(
 ) -> TrialState:
     """Tell the trial's outcome; RUNNING when it is no longer this worker's to tell."""
     worker.keras.backend.clear_session()  # and collects garbage: the next model starts clean
-    if state == TrialState.RUNNING or compat.current_state(worker.study, trial).is_finished():
+    rss = current_rss_mb()
+    try:
+        if state == TrialState.RUNNING:
+            raise optuna.exceptions.UpdateFinishedTrialError
+        trial.set_user_attr("rss_mb", round(rss, 1))
+        compat.tell(worker.study, trial, state, value, reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
         # While the storage was unreachable the heartbeat went stale, and another worker
         # failed the trial and queued it again: it is not this worker's to tell any more.
         log(f"[trial {trial.number}] given up: {LOST}")
         return TrialState.RUNNING
-    rss = current_rss_mb()
-    trial.set_user_attr("rss_mb", round(rss, 1))
-    compat.tell(worker.study, trial, state, value, reason)
     worker.memory.record(rss)
     return state

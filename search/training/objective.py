@@ -13,6 +13,7 @@ import optuna
 from common.progress import log
 from models.backend import runtime_info
 from search.config import StudyConfig
+from search.runtime.outage import StorageUnavailable
 from search.runtime.pauses import pause
 from search.runtime.study import RUNTIME_ATTR, TRIAL_CONFIG_ATTR
 from search.runtime.study_data import TrainVal
@@ -96,7 +97,7 @@ def _record_partial(trial: optuna.Trial, recorder: EpochRecorder, wall: float) -
             )
         if recorder.compile_seconds is not None:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
-    except Exception:  # noqa: BLE001 - recording must never hide the original error
+    except (Exception, StorageUnavailable):  # noqa: BLE001 - never hide the original error
         pass
 
 

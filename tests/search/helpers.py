@@ -121,3 +121,21 @@ def wait_for_pause(proc, point: str) -> str:  # noqa: ANN001
         if f"test pause at {point}" in line:
             return "".join(seen)
     pytest.fail(f"the process never reached the pause at {point}: " + "".join(seen))
+
+
+def database_error(url: str, **connect_args: Any) -> Exception:
+    """The real error of connecting to `url` (a refused port, an unknown host, ...)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - the error is the point
+        return exc
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{url} did not fail")
+
+
+REFUSED_URL = "postgresql+psycopg2://u:secret@127.0.0.1:1/db"

@@ -56,16 +56,21 @@ class OwnedPostgres:
         self.data = self.root / "data"
         self.port = _free_port()
         self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        self._ready = False  # until the first start, a failure means "cannot run here"
         self._as_postgres(
             "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
         )
         self.start()
+        self._ready = True
 
     def _as_postgres(self, tool: str, *args: str) -> None:
         command = ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            _unavailable(f"{tool} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+            message = f"{tool} failed: {(result.stderr or result.stdout).strip()[-500:]}"
+            if self._ready:
+                pytest.fail(message)
+            _unavailable(message)
 
     def start(self) -> None:
         options = (

@@ -24,6 +24,7 @@ from tests.search.helpers import (
     running_with_epochs,
     trials_of,
     wait_for,
+    wait_for_pause,
     write_config,
 )
 from tests.search.owned_postgres import OwnedPostgres
@@ -50,26 +51,60 @@ def _errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("tumor-search: error:")]
 
 
+def _running(storage: str, study: str) -> int:
+    return sum(
+        t.state == TrialState.RUNNING and bool(t.intermediate_values)
+        for t in trials_of(storage, study)
+    )
+
+
 def test_a_database_restart_mid_trial_is_ridden_out(
     tmp_path: Path, tiny_data: Path, owned_pg: OwnedPostgres
 ) -> None:
+    """Two workers, and an outage far longer than the heartbeat's grace period (3 s): the
+    first worker back must not take the other's trial for a dead worker's."""
     create_tiny_study(
-        tmp_path, tiny_data, owned_pg.url, "restart", trials=2, training={"epochs": 6, "early_stopping_patience": 0},
-        **NO_PRUNING,
+        tmp_path, tiny_data, owned_pg.url, "restart", trials=2,
+        training={"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING,
     )  # fmt: skip
-    worker = _worker(owned_pg.url, "restart", tiny_data)
-    wait_for(lambda: running_with_epochs(owned_pg.url, "restart", 1), what="a trial mid-way")
+    workers = [_worker(owned_pg.url, "restart", tiny_data) for _ in range(2)]
+    wait_for(lambda: _running(owned_pg.url, "restart") == 2, what="two trials mid-way")
     owned_pg.stop()
     time.sleep(20)
     owned_pg.start()
-    _, err = worker.communicate(timeout=300)
-    assert worker.returncode == 0, err
-    assert "Traceback" not in err
-    assert "unreachable" in err and "is back after" in err, err
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        assert "Traceback" not in err
+        assert "unreachable" in err and "is back after" in err, err
     trials = trials_of(owned_pg.url, "restart")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, [t.state for t in trials]
-    # Every epoch of the trial that trained through the outage was reported.
+    # Every epoch of the trials that trained through the outage was reported.
     assert all(len(t.intermediate_values) == 6 for t in trials)
+
+
+def test_an_interrupt_ends_the_wait_for_the_storage_at_once(
+    tmp_path: Path, tiny_data: Path, owned_pg: OwnedPostgres
+) -> None:
+    create_tiny_study(
+        tmp_path, tiny_data, owned_pg.url, "stop", trials=1,
+        training={"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING,
+    )  # fmt: skip
+    worker = _worker(owned_pg.url, "stop", tiny_data)
+    wait_for(lambda: running_with_epochs(owned_pg.url, "stop", 1), what="a trial mid-way")
+    owned_pg.stop()
+    seen = []
+    assert worker.stderr is not None
+    for line in worker.stderr:
+        seen.append(line)
+        if "unreachable" in line:
+            break
+    sent = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 143, "".join(seen) + err
+    assert time.monotonic() - sent < 30
+    assert "Traceback" not in err
 
 
 def test_an_outage_past_the_limit_exits_75_and_the_trial_is_retried(
@@ -86,7 +121,7 @@ def test_an_outage_past_the_limit_exits_75_and_the_trial_is_retried(
     stopped = time.monotonic()
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 75, err
-    assert time.monotonic() - stopped < 30
+    assert time.monotonic() - stopped < 60
     assert "Traceback" not in err
     errors = _errors(err)
     assert len(errors) == 1, err
@@ -119,6 +154,10 @@ def test_a_worker_started_before_its_database_waits_for_it(
     assert [t.state for t in trials_of(owned_pg.url, "early")] == [TrialState.COMPLETE]
 
 
+def _epochs_reported(storage: str, study: str) -> int:
+    return sum(len(t.intermediate_values) for t in trials_of(storage, study))
+
+
 def test_an_sqlite_file_locked_by_another_process_is_waited_for(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -147,12 +186,14 @@ def test_an_sqlite_file_locked_by_another_process_is_waited_for(
         [sys.executable, "-c", hold, str(db)], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-    locked_at = time.monotonic()
+    # Epochs take about a second, but none is reported while the file is locked.
+    reported = _epochs_reported(storage, "locked")
+    time.sleep(6)
+    assert _epochs_reported(storage, "locked") == reported
     assert holder.wait(timeout=60) == 0
     assert worker.poll() is None  # it waited rather than failing
     _, err = worker.communicate(timeout=300)
     assert worker.returncode == 0, err
-    assert time.monotonic() - locked_at >= 10
     trials = trials_of(storage, "locked")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, err
 
@@ -169,7 +210,8 @@ def test_a_worker_whose_trial_another_worker_failed_gives_it_up_quietly(
         training={"epochs": 5, "early_stopping_patience": 0}, **NO_PRUNING,
     )  # fmt: skip
     first = _worker(storage, "stale", tiny_data)
-    wait_for(lambda: running_with_epochs(storage, "stale", 1), what="a trial mid-way")
+    # Frozen while it sleeps between epochs, not in the middle of a storage write.
+    seen = wait_for_pause(first, "epoch-end")
     first.send_signal(signal.SIGSTOP)
     try:
         time.sleep(4)  # past the grace period of 3 s
@@ -179,6 +221,7 @@ def test_a_worker_whose_trial_another_worker_failed_gives_it_up_quietly(
     finally:
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=300)
+    err = seen + err
     assert first.returncode == 0, err
     assert "[trial 0] given up: another worker failed it" in err, err
     assert "Traceback" not in err

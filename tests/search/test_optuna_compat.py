@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -122,12 +123,11 @@ def test_tell_fail_and_ask_raise_no_experimental_warnings(tmp_path: Path) -> Non
 
 
 def test_the_retrying_storage_sits_under_optunas_cache(tmp_path: Path) -> None:
-    """Optuna's cache calls every storage method on its replaceable `_backend`; a finished
-    trial refuses updates with UpdateFinishedTrialError; heartbeats live in their own table."""
+    """Optuna's cache calls every storage method on its replaceable `_backend` (a transient
+    error there is retried); a finished trial refuses updates with UpdateFinishedTrialError;
+    heartbeats live in their own table."""
     from search.runtime.optuna_compat import (
         RetryingStorage,
-        outage_of,
-        rdb,
         record_heartbeat,
         retry_storage,
         storage_of,
@@ -135,21 +135,39 @@ def test_the_retrying_storage_sits_under_optunas_cache(tmp_path: Path) -> None:
         without_heartbeat,
     )
     from search.runtime.outage import Outage
+    from tests.search.helpers import REFUSED_URL, database_error
 
     study = _study(tmp_path)
-    outage = Outage("db", seconds=5)
+    outage = Outage("db", seconds=30)
     retry_storage(study, outage)
-    assert isinstance(storage_of(study)._backend, RetryingStorage)
-    assert outage_of(study) is outage
-    assert isinstance(rdb(storage_of(study)), optuna.storages.RDBStorage)
+    retrying = storage_of(study)._backend
+    assert isinstance(retrying, RetryingStorage)
+
+    class FailsOnce:
+        def __init__(self, inner: object) -> None:
+            self.inner, self.error = inner, database_error(REFUSED_URL, connect_timeout=5)
+
+        def __getattr__(self, name: str) -> object:
+            attr = getattr(self.inner, name)
+            if not callable(attr) or self.error is None:
+                return attr
+
+            def once(*args: object, **kwargs: object) -> object:
+                error, self.error = self.error, None
+                if error is not None:
+                    raise error
+                return attr(*args, **kwargs)
+
+            return once
+
+    retrying.inner = FailsOnce(retrying.inner)
+    beating = study.ask()
+    assert outage.retries == 1
+    retrying.inner = retrying.inner.inner
     enable_heartbeat(storage_of(study), interval=1, grace_period=2, max_retry=1)
-    beating, silent = study.ask(), study.ask()
+    silent = study.ask()
     record_heartbeat(study, beating)
     assert without_heartbeat(study, [trial_id(beating), trial_id(silent)]) == [trial_id(silent)]
     study.tell(beating, 1.0)
-    try:
-        study._storage.set_trial_intermediate_value(trial_id(beating), 0, 0.5)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass
-    else:
-        raise AssertionError("a finished trial took an intermediate value")
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage_of(study).set_trial_intermediate_value(trial_id(beating), 0, 0.5)

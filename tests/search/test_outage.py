@@ -24,24 +24,12 @@ from search.runtime.outage import Outage, StorageUnavailable, is_transient
 from search.runtime.storage import StudyLock
 from search.runtime.study import open_study
 from tests.conftest import run_cli
-from tests.search.helpers import TINY_CONFIG, create_tiny_study
-
-
-def _error_of(url: str, **connect_args: Any) -> Exception:
-    engine = sqlalchemy.create_engine(url, connect_args=connect_args)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - the error is the point
-        return exc
-    finally:
-        engine.dispose()
-    raise AssertionError(f"{url} did not fail")
+from tests.search.helpers import REFUSED_URL, TINY_CONFIG, create_tiny_study, database_error
 
 
 @pytest.fixture(scope="module")
 def refused() -> Exception:
-    return _error_of("postgresql+psycopg2://u:secret@127.0.0.1:1/db", connect_timeout=5)
+    return database_error(REFUSED_URL, connect_timeout=5)
 
 
 def _locked_error(tmp_path: Path) -> Exception:
@@ -67,13 +55,13 @@ def _locked_error(tmp_path: Path) -> Exception:
 def test_transient_and_permanent_errors_are_told_apart(tmp_path: Path, refused: Exception) -> None:
     assert is_transient(refused)
     assert is_transient(_locked_error(tmp_path))
-    assert not is_transient(_error_of("postgresql+psycopg2://u@no-such-host.invalid/db"))
+    assert not is_transient(database_error("postgresql+psycopg2://u@no-such-host.invalid/db"))
     assert not is_transient(ValueError("connection refused"))  # not a database error
 
 
 def test_a_missing_database_is_not_waited_for(pg_url: str) -> None:
     url = sqlalchemy.engine.make_url(pg_url).set(database="no_such_database_here")
-    assert not is_transient(_error_of(url.render_as_string(hide_password=False)))
+    assert not is_transient(database_error(url.render_as_string(hide_password=False)))
 
 
 def test_the_outage_is_retried_until_the_storage_is_back(
@@ -139,7 +127,7 @@ def test_a_worker_waits_for_a_refused_database_then_exits_75() -> None:
     start = time.monotonic()
     result = run_cli("worker", "--study", "s", "--storage", url, "--storage-retry", "1")
     assert result.returncode == 75, result.stderr
-    assert 1 <= time.monotonic() - start < 30
+    assert 1 <= time.monotonic() - start < 60
     errors = [line for line in result.stderr_lines if line.startswith("tumor-search: error:")]
     assert len(errors) == 1 and "alice:***@127.0.0.1:1" in errors[0], result.stderr
     assert "topsecret" not in result.stderr and "Traceback" not in result.stderr
@@ -185,22 +173,31 @@ def _study_losing(tmp_path: Path, data: Path, method: str, error: Exception) -> 
     return study, config
 
 
-def test_a_retried_claim_fails_and_requeues_the_trial_it_started_twice(
+def test_a_retried_claim_leaves_a_double_that_a_later_claim_fails_and_requeues(
     tmp_path: Path, tiny_data: Path, refused: Exception
 ) -> None:
     study, config = _study_losing(tmp_path, tiny_data, "_create_new_trial", refused)
     lock = StudyLock(compat.storage_of(study), "lost")
-    trial = claim_trial(study, lock, config)
+    first = claim_trial(study, lock, config)
     trials = study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.RUNNING]
+    assert first.number == 1  # trial 0 is the double: started, but its answer was lost
+    ids = [compat.trial_id(t) for t in trials]
+    assert compat.without_heartbeat(study, ids) == [ids[0]]
+    claim_trial(study, lock, config)  # younger than the grace period: left alone
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.RUNNING
+    time.sleep(config.heartbeat.grace_period + 0.5)
+    second = claim_trial(study, lock, config)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs["fail_reason"] == ORPHAN_REASON
-    assert trials[1].number == trial.number
-    assert trials[2].user_attrs == {"retry_of": 0}
-    assert compat.without_heartbeat(study, [compat.trial_id(trial)]) == []
+    assert trials[1].state == TrialState.RUNNING  # it has a heartbeat: not an orphan
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 0)
+    assert retry.number == second.number and retry.state == TrialState.RUNNING
     # The double does not count against the budget: its retry replaces it.
     from search.runtime.study import budget_used
 
-    assert budget_used(trials) == 2
+    assert budget_used(trials) == len(trials) - 1
 
 
 def test_a_retried_tell_whose_commit_landed_is_done(

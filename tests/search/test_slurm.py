@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,19 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no test Slurm cluster here: {reason}")
 
 
+def _up() -> bool:
+    if shutil.which("scontrol") is None:
+        return False
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+    return "UP" in ping.stdout
+
+
 @pytest.fixture(scope="session")
-def slurm() -> None:
+def slurm() -> Iterator[None]:
     """A running single-node cluster: started (and installed) when $TUMOR_SEARCH_TEST_SLURM
-    is set, else used only if it already answers."""
-    if os.environ.get(SLURM_ENV):
+    is set, else used only if it already answers; stopped again if this session started it."""
+    started = False
+    if os.environ.get(SLURM_ENV) and not _up():
         if os.geteuid() != 0:
             _unavailable("starting it needs root")
         result = subprocess.run(
@@ -45,11 +54,12 @@ def slurm() -> None:
         )
         if result.returncode != 0:
             _unavailable(f"{CLUSTER.name} start failed: {result.stderr.strip()[-800:]}")
-    if shutil.which("scontrol") is None:
-        _unavailable("no Slurm tools on PATH")
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
-    if "UP" not in ping.stdout:
-        _unavailable(f"the controller does not answer: {ping.stdout.strip()} {ping.stderr.strip()}")
+        started = True
+    if not _up():
+        _unavailable("no Slurm controller answers (scontrol ping)")
+    yield
+    if started:
+        subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, timeout=120)
 
 
 def _submit(study: str, storage: str, data: Path, logs: Path, *extra: str) -> str:
