@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import threading
+import uuid
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.runtime.outage import Outage
 
 RETRY_OF_ATTR = "retry_of"  # user attribute: the number of the failed attempt a retry replaces
+TOKEN_ATTR = "queued_token"  # system attribute: tells a retried queueing from a second one
 FAIL_REASON_ATTR = "fail_reason"
 
 
@@ -56,7 +58,27 @@ class RetryingStorage:
             return attr
         if name == "set_trial_state_values":
             return self._set_trial_state_values
+        if name == "_create_new_trial":
+            return self._create_new_trial
         return functools.partial(self.outage.call, attr)
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> Any:
+        """A retried creation of a queued trial (`retry_trial`) finds the one whose first
+        commit landed by its token instead of queueing the parameters twice."""
+        token = template_trial.system_attrs.get(TOKEN_ATTR) if template_trial else None
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and token is not None:
+                waiting = self.inner.get_all_trials(study_id, states=(TrialState.WAITING,))
+                landed = [t for t in waiting if t.system_attrs.get(TOKEN_ATTR) == token]
+                if landed:
+                    return landed[0]
+            return self.inner._create_new_trial(study_id, template_trial)
+
+        return self.outage.call(attempt)
 
     def _set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         attempts = 0
@@ -160,6 +182,7 @@ def retry_trial(study: optuna.Study, failed: FrozenTrial, max_retry: int | None)
             system_attrs={
                 "failed_trial": failed.system_attrs.get("failed_trial", failed.number),
                 "retry_history": history,
+                TOKEN_ATTR: uuid.uuid4().hex,
             },
         )
     )

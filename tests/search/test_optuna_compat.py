@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from search.runtime.optuna_compat import RETRY_OF_ATTR, enable_heartbeat, retry_trial
+from search.runtime.optuna_compat import RETRY_OF_ATTR, TOKEN_ATTR, enable_heartbeat, retry_trial
 from search.runtime.storage import open_storage
 
 
@@ -40,7 +40,9 @@ def test_a_retry_inherits_the_parameters_and_a_link_only(tmp_path: Path) -> None
     retry = study.trials[-1]
     assert retry.state == TrialState.WAITING and retry.params == {"lr": 0.01}
     assert retry.user_attrs == {RETRY_OF_ATTR: failed.number}
-    assert retry.system_attrs == {"failed_trial": failed.number, "retry_history": [failed.number]}
+    attrs = dict(retry.system_attrs)
+    assert len(attrs.pop(TOKEN_ATTR)) == 32  # a retried queueing finds its trial by it
+    assert attrs == {"failed_trial": failed.number, "retry_history": [failed.number]}
     # Optuna's own readers of the retry chain still work.
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
 

@@ -208,3 +208,19 @@ def test_a_retried_tell_whose_commit_landed_is_done(
     compat.tell(study, trial, TrialState.COMPLETE, 0.5, "")
     assert study.get_trials(deepcopy=False)[0].state == TrialState.COMPLETE
     assert study.get_trials(deepcopy=False)[0].value == 0.5
+
+
+def test_a_retried_queueing_whose_commit_landed_queues_once(
+    tmp_path: Path, tiny_data: Path, refused: Exception
+) -> None:
+    study, _ = _study_losing(tmp_path, tiny_data, "_create_new_trial", refused)
+    storage = compat.storage_of(study)
+    retrying = storage._backend
+    retrying.inner = retrying.inner._storage  # the first claim goes through untouched
+    trial = compat.ask(study)
+    compat.fail_trial(study, trial, "a test")
+    retrying.inner = _AnswerLost(retrying.inner, "_create_new_trial", refused)
+    assert compat.retry_later(study, trial, max_retry=3)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    assert compat.outage_of(study).retries == 1
