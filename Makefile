@@ -28,7 +28,7 @@ $(TEST_STAMP): $(STAMP)
 # (every backbone builds, a study prunes, the feature cache, train-best, predict, loading a
 # model saved under another backend) on JAX and on PyTorch.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backends -p no:cacheprovider
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backends -p no:cacheprovider
 
