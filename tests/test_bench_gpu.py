@@ -59,3 +59,8 @@ def test_dry_run_sizes_fit_the_device_lease() -> None:
     assert (args.dry_run, args.backend, args.deadline) == (True, "jax", 100.0)
     with pytest.raises(SystemExit):
         parse_args(["--deadline", "0"])
+    args = parse_args(["--parts", "cd", "--workers", "4"])
+    assert (args.parts, args.workers) == ("cd", 4)
+    for wrong in (["--parts", "ce"], ["--parts", ""], ["--workers", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)

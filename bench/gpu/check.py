@@ -81,8 +81,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logs", type=Path, help="copy each part's log here as it ends")
     parser.add_argument("--box-train", type=float, help="seconds of (a) per backend (65)")
     parser.add_argument("--box-study", type=float, help="seconds of (c) and of (d) (85)")
+    parser.add_argument(
+        "--parts",
+        default="abcd",
+        help="which parts to run, as letters (default abcd; the dry run always checks wheels)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="workers of the study in (c); (d) runs twice as many on the one GPU (default 1)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, wheel check")
     args = parser.parse_args(argv)
+    if not args.parts or set(args.parts) - set("abcd"):
+        parser.error(f"--parts takes letters of abcd, not {args.parts!r}")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     for name in ("deadline", "box_train", "box_study"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -138,6 +154,8 @@ def make_context(args: argparse.Namespace) -> parts.Context:
         report=Report((args.results or default).resolve(), device_name()),
         started=started,
         logs=args.logs.resolve() if args.logs else None,
+        parts=args.parts,
+        workers=args.workers,
     )
 
 
@@ -153,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx.report.start(
         mode,
         f"Backends {', '.join(ctx.backends)}; {s.backbone} {s.size} px batch {s.batch}; "
-        f"deadline {s.deadline:g} s" + (f"; wheels installed in {install} s" if install else ""),
+        f"deadline {s.deadline:g} s; parts {ctx.parts}, study workers {ctx.workers} (c) and "
+        f"{2 * ctx.workers} (d)" + (f"; wheels installed in {install} s" if install else ""),
     )
     parts.run_all(ctx)
     ctx.report.summary(time.time() - ctx.started)

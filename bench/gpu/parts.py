@@ -27,6 +27,8 @@ class Context:
     report: Report
     started: float  # time.time() when the command started (the wheel install included)
     logs: Path | None = None  # where each part's log is copied as the part ends
+    parts: str = "abcd"  # which parts run (the dry run's wheel checks always do)
+    workers: int = 1  # workers of (c); (d) runs twice as many
     per_hour: dict[int, float] = field(default_factory=dict)  # workers -> trials/hour
     study_box: float | None = None  # the box (and grace) that (c) had: (d) gets the same
 
@@ -212,13 +214,14 @@ def prep_part(ctx: Context, backend: str, thread: threading.Thread, out: list[Bo
     text = f"data: {what}: {made}"
     if "warm_s" in f:
         text += f", decoded {f['train']} train + {f['val']} val in {f['warm_s']:.0f} s"
-    ctx.report.line("c", backend, text + " (beside (a) and (b))" + suffix, failed)
+    beside = " (beside (a) and (b))" if set(ctx.parts) & set("ab") else ""
+    ctx.report.line("c", backend, text + beside + suffix, failed)
     return not failed
 
 
 def study_part(ctx: Context, backend: str, label: str, workers: int, config: Path) -> None:
-    """(c) one worker, (d) two workers on the one GPU: the same box each ((d) is skipped
-    when the box that (c) had no longer fits)."""
+    """(c) the study's workers (one by default), (d) twice as many on the one GPU: the
+    same box each ((d) is skipped when the box that (c) had no longer fits)."""
     want = ctx.study_box or ctx.sizes.box_study + ctx.sizes.grace
     box = ctx.box(label, backend, want, whole=label == "d")
     if box is None:
@@ -240,10 +243,13 @@ def study_part(ctx: Context, backend: str, label: str, workers: int, config: Pat
 
 
 def ratio_line(ctx: Context, backend: str) -> None:
-    rates = ctx.per_hour
-    if 1 in rates and 2 in rates:
-        ratio = rates[2] / rates[1] if rates[1] else float("nan")
-        text = f"2 workers / 1 worker on one device: {rates[2]:.0f} / {rates[1]:.0f} trials/hour = {ratio:.2f}x"
+    rates, one, two = ctx.per_hour, ctx.workers, 2 * ctx.workers
+    if one in rates and two in rates:
+        ratio = rates[two] / rates[one] if rates[one] else float("nan")
+        text = (
+            f"{two} workers / {one} worker{'s' * (one > 1)} on one device: "
+            f"{rates[two]:.0f} / {rates[one]:.0f} trials/hour = {ratio:.2f}x"
+        )
         ctx.report.line("d", backend, text)
 
 
@@ -262,19 +268,21 @@ def run_all(ctx: Context) -> None:
     if ctx.dry:
         wheel_part(ctx)
     config = study.study_config(ctx.dry, ctx.workdir / "study.yaml")
-    thread, prep = start_prep(ctx, first, config)
-    for backend in ctx.backends:
-        train_part(ctx, backend)
+    studies = [part for part in "cd" if part in ctx.parts]
+    thread, prep = start_prep(ctx, first, config) if studies else (None, [])
+    if "a" in ctx.parts:
+        for backend in ctx.backends:
+            train_part(ctx, backend)
+            ctx.save_logs()
+    if "b" in ctx.parts:
+        features_part(ctx, first)
         ctx.save_logs()
-    features_part(ctx, first)
-    ctx.save_logs()
-    if prep_part(ctx, first, thread, prep):
-        study_part(ctx, first, "c", 1, config)
-        ctx.save_logs()
-        study_part(ctx, first, "d", 2, config)
-        ctx.save_logs()
+    if thread is not None and prep_part(ctx, first, thread, prep):
+        for part in studies:
+            study_part(ctx, first, part, ctx.workers * (1 if part == "c" else 2), config)
+            ctx.save_logs()
         ratio_line(ctx, first)
-    else:
-        ctx.report.line("d", first, "skipped: no phantoms", failed=True)
+    elif studies:
+        ctx.report.line(studies[-1], first, "skipped: no phantoms", failed=True)
     if ctx.dry:
         modules_part(ctx)

@@ -19,7 +19,8 @@ HEADER = """# GPU proof results
 
 Appended by `bench/gpu/check` (see README.md): one section per run, one line per part as
 soon as that part ends. (a) training images/s, (b) feature-cache extraction, (c) a study in
-a time box, (d) 1 vs 2 workers on one GPU, (w) the carried wheel set (dry runs).
+a time box (`--workers`, default 1), (d) twice as many workers on the one GPU, (w) the
+carried wheel set (dry runs).
 """
 
 

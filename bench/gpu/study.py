@@ -90,6 +90,11 @@ def trial_counts(url: str, name: str) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     state = optuna.trial.TrialState
     count = {s.name.lower(): sum(t.state == s for t in trials) for s in state}
+    # A trial in flight when the box ends is stopped: killed (still RUNNING) or, when its
+    # worker takes the clean path, failed as "interrupted by SIGTERM" and queued again.
+    cut = [t for t in trials if t.state == state.FAIL and _interrupted(t)]
+    count["running"] += len(cut)
+    count["fail"] -= len(cut)
     done = [t for t in trials if t.state in (state.COMPLETE, state.PRUNED)]
     walls = [t.user_attrs["wall_seconds"] for t in done if "wall_seconds" in t.user_attrs]
     compiles = [t.user_attrs.get("compile_seconds") for t in done]
@@ -102,6 +107,10 @@ def trial_counts(url: str, name: str) -> dict[str, Any]:
     runtimes = {_runtime(t.user_attrs.get("runtime")) for t in trials} - {None}
     count["runtime"] = ", ".join(sorted(runtimes)) if runtimes else None
     return count
+
+
+def _interrupted(trial: Any) -> bool:
+    return str(trial.user_attrs.get("fail_reason", "")).startswith("interrupted by")
 
 
 def _runtime(value: Any) -> str | None:

@@ -65,13 +65,26 @@ def _worker_command(
     return base
 
 
-def _start_worker(
-    spec: WorkerSpec, command: list[str], lock: threading.Lock
-) -> tuple[subprocess.Popen[str], threading.Thread]:
-    """Start one worker process and the thread that prefixes its output lines."""
+def worker_env(spec: WorkerSpec, workers: int) -> dict[str, str]:
+    """A worker's environment: its GPU, and its share of this machine's cores.
+
+    Several workers on one machine each default to a thread per core for their CPU work
+    (PyTorch's OpenMP threads spin while they wait), so they fight over the cores and
+    starve one another's kernel launches; each gets cores/workers threads unless
+    OMP_NUM_THREADS is set already."""
     env = dict(os.environ)
     if spec.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = spec.gpu
+    if workers > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    return env
+
+
+def _start_worker(
+    spec: WorkerSpec, command: list[str], lock: threading.Lock, workers: int
+) -> tuple[subprocess.Popen[str], threading.Thread]:
+    """Start one worker process and the thread that prefixes its output lines."""
+    env = worker_env(spec, workers)
     proc = subprocess.Popen(
         command,
         env=env,
@@ -128,7 +141,7 @@ def launch(
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for spec in specs:
-            proc, pump = _start_worker(spec, command, lock)
+            proc, pump = _start_worker(spec, command, lock, len(specs))
             procs.append((spec, proc))
             pumps.append(pump)
         codes = _wait_all(procs)

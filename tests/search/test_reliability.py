@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -206,3 +207,17 @@ def test_a_worker_restarts_its_process_when_memory_grows(tmp_path: Path, tiny_da
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     # The restarted process does not draw the first process's configurations again.
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
+
+
+def test_workers_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run --workers N` gives each worker cores/N OpenMP threads unless the user chose."""
+    from search.runtime.launcher import WorkerSpec, worker_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert worker_env(WorkerSpec("w0", None), 8)["OMP_NUM_THREADS"] == "2"
+    assert worker_env(WorkerSpec("w0", None), 32)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in worker_env(WorkerSpec("w0", None), 1)
+    assert worker_env(WorkerSpec("gpu1", "1"), 2)["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_env(WorkerSpec("w0", None), 8)["OMP_NUM_THREADS"] == "3"
