@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run trials of an existing study",
         description="Run trials of an existing study until its budget, --trials or --timeout. "
-        "Everything else comes from the study; the local data must match its fingerprint.",
+        "Everything else comes from the study; the local data must match its fingerprint. "
+        "--storage also takes grpc://HOST:PORT, a `tumor-search storage-proxy` in front of "
+        "the database (for many workers).",
     )
     add_study(p)
     p.add_argument(

@@ -1,7 +1,7 @@
 """Claiming a worker's next trial, and counting what its trials came to.
 
 A claim holds the study lock while it counts the trials and starts one, so that workers
-meet the budget exactly, and records the trial's first heartbeat before it lets go: every
+meet the budget exactly (through the storage proxy, the proxy takes that lock), and records the trial's first heartbeat before it lets go: every
 claimed RUNNING trial can then go stale. A claim whose storage calls were retried may have
 started a trial twice (a commit that landed although its answer was lost); such a trial
 never gets a heartbeat, and a later claim fails it and queues it again once it is older
@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from common.progress import log
 from search.config import StudyConfig
 from search.runtime import optuna_compat as compat
+from search.runtime.proxy import budget_refused, is_proxy
 from search.runtime.storage import StudyLock
 from search.runtime.study import budget, budget_used, make_sampler
 
@@ -71,15 +72,24 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
     (and a worker's restarted process) never repeat each other's random draws, and one
     worker with one seed reproduces the same sequence.
     """
+    storage = compat.storage_of(study)
     with lock.hold():
         trials = study.get_trials(deepcopy=False)
-        _fail_orphans(study, trials, config.heartbeat.grace_period, config.heartbeat.max_retry)
+        if is_proxy(storage):  # the proxy does it under the lock it holds (search.runtime.proxy)
+            storage.maintain(study._study_id)
+        else:
+            fail_orphans(study, trials, config.heartbeat.grace_period, config.heartbeat.max_retry)
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and budget_used(trials) >= budget(study):
             return None
         study.sampler = make_sampler(config, trial_number=len(trials))
-        trial = compat.ask(study)
+        try:
+            trial = compat.ask(study)
+        except KeyError as exc:
+            if budget_refused(exc):  # another worker of the proxy took the last trial
+                return None
+            raise
         compat.record_heartbeat(study, trial)
         return trial
 
@@ -95,7 +105,7 @@ def worker_identity() -> dict[str, Any]:
     return out
 
 
-def _fail_orphans(
+def fail_orphans(
     study: optuna.Study, trials: list[FrozenTrial], grace_period: int, max_retry: int | None
 ) -> None:
     """Fail and queue again the RUNNING trials that never recorded a heartbeat although they

@@ -96,9 +96,13 @@ class StudyLock:
 
     def __init__(self, storage: Any, study_name: str) -> None:
         from search.runtime.optuna_compat import outage_of_storage, rdb
+        from search.runtime.proxy import is_proxy
 
         self._outage = outage_of_storage(storage)
         self._storage = rdb(storage)
+        self._proxy = is_proxy(self._storage)
+        if self._proxy:  # the proxy takes the lock where it counts (search.runtime.proxy)
+            return
         self._key = _lock_key(f"study:{study_name}")
         url = self._storage.engine.url
         self._backend = url.get_backend_name()
@@ -106,6 +110,9 @@ class StudyLock:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
+        if self._proxy:
+            yield
+            return
         if self._path is not None:
             with file_lock(self._path):
                 yield

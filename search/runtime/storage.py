@@ -52,6 +52,13 @@ def parse_url(url: str) -> StorageURL:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from search.runtime.proxy import split_url
+
+    try:
+        if split_url(url) is not None:  # a storage proxy (search.runtime.proxy)
+            return StorageURL(url, "grpc", None)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -85,8 +92,11 @@ def engine_kwargs(parsed: StorageURL) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
-def open_storage(url: str | None, create: bool = False, wait: float | None = None) -> Any:
-    """An `optuna.storages.RDBStorage` for `url`.
+def open_storage(
+    url: str | None, create: bool = False, wait: float | None = None, proxy: bool = False
+) -> Any:
+    """An `optuna.storages.RDBStorage` for `url`, or with `proxy` (workers), a client of the
+    storage proxy at a ``grpc://HOST:PORT`` URL.
 
     Args:
         url: Storage URL (None: see `resolve_url`).
@@ -95,6 +105,7 @@ def open_storage(url: str | None, create: bool = False, wait: float | None = Non
         wait: Retry a database that cannot be reached yet (refused, starting up, too many
             clients) this many seconds, then raise `StorageUnavailable` (workers). None:
             fail at once.
+        proxy: Accept a storage proxy's URL (only workers run through one).
 
     Raises:
         StorageError: malformed URL, missing SQLite file, or a database that cannot be reached.
@@ -103,6 +114,8 @@ def open_storage(url: str | None, create: bool = False, wait: float | None = Non
     from sqlalchemy.exc import SQLAlchemyError
 
     parsed = parse_url(resolve_url(url))
+    if parsed.backend == "grpc":
+        return _open_proxy(parsed, wait, proxy)
     if parsed.sqlite_path is not None:
         path = parsed.sqlite_path
         if not path.exists() and not create:
@@ -124,6 +137,18 @@ def open_storage(url: str | None, create: bool = False, wait: float | None = Non
         ) from None
     except RuntimeError as exc:  # optuna's schema-version check
         raise StorageError(f"storage {parsed.masked} is not usable: {_first_line(exc)}") from None
+
+
+def _open_proxy(parsed: StorageURL, wait: float | None, proxy: bool) -> Any:
+    from search.runtime.proxy import connect, split_url
+
+    if not proxy:
+        raise StorageError(
+            f"{parsed.url} is a storage proxy, which serves `worker` only; give "
+            "this command the database's URL"
+        )
+    host, port = split_url(parsed.url) or ("", 0)
+    return connect(parsed.url, host, port, wait)
 
 
 def _connect(parsed: StorageURL, create: bool) -> Any:

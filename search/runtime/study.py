@@ -232,16 +232,17 @@ def open_study(
     """
     override = retry_override() if worker else None
     wait = (DEFAULT_RETRY_SECONDS if override is None else override) if worker else None
-    storage = open_storage(storage_url, wait=wait)
+    storage = open_storage(storage_url, wait=wait, proxy=worker)
     study = load_study(name, storage)
     config = study_config(study)
-    if worker:
+    proxied = parse_url(resolve_url(storage_url)).backend == "grpc"
+    if worker and not proxied:  # through a proxy, the proxy keeps heartbeats and retries
         hb = config.heartbeat
         enable_heartbeat(storage, hb.interval, hb.grace_period, hb.max_retry)
     study = optuna.load_study(
         study_name=name, storage=storage, sampler=make_sampler(config), pruner=make_pruner(config)
     )
-    if worker:
+    if worker and not proxied:
         seconds = config.storage.retry_seconds if override is None else override
         outage = Outage(describe_storage(storage_url), seconds, rdb(storage).remove_session)
         retry_storage(study, outage)

@@ -1,0 +1,169 @@
+"""`storage-proxy` and workers with `--storage grpc://HOST:PORT` (search/runtime/proxy.py),
+against the CI PostgreSQL: the budget stays exact without a database lock in the workers,
+and a killed worker's trial is failed and retried through the proxy's heartbeat records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.runtime.claim import WORKER_ATTR
+from tests.conftest import run_cli, start_cli
+from tests.search.helpers import create_tiny_study, running_with_epochs, trials_of, wait_for
+
+SLOW = {"TUMOR_SEARCH_TEST_PAUSE": "epoch-end:1"}
+NO_PRUNING = {"pruner": {"name": "none"}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_proxy(storage: str, port: int) -> subprocess.Popen[str]:
+    proc = start_cli("storage-proxy", "--storage", storage, "--port", str(port))
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert f"on grpc://127.0.0.1:{port} (no authentication" in line, line + proc.stderr.read()
+    return proc
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[str]:
+    """A storage proxy for the CI PostgreSQL; its URL. Stopped by SIGTERM, which it must
+    take as its normal end (exit 0)."""
+    port = free_port()
+    proc = start_proxy(pg_url, port)
+    yield f"grpc://127.0.0.1:{port}"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "storage proxy stopped" in err, err
+
+
+def _name(stem: str) -> str:
+    return f"{stem}-{os.getpid()}-{time.time_ns()}"
+
+
+def _worker(study: str, proxy: str, data: Path) -> subprocess.Popen[str]:
+    args = ("worker", "--study", study, "--storage", proxy, "--data", str(data))
+    return start_cli(*args, env=SLOW)
+
+
+def test_three_workers_through_the_proxy_meet_the_budget_exactly(
+    pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
+) -> None:
+    study = _name("proxy-budget")
+    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=5, **NO_PRUNING)
+    workers = [_worker(study, proxy, tiny_data) for _ in range(3)]
+    outputs = [proc.communicate(timeout=300) for proc in workers]
+    for proc, (_, err) in zip(workers, outputs, strict=True):
+        assert proc.returncode == 0, err
+    trials = trials_of(pg_url, study)
+    assert len(trials) == 5, [(t.number, t.state) for t in trials]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    pids = {t.user_attrs[WORKER_ATTR]["pid"] for t in trials}
+    assert len(pids) >= 2, pids  # the workers shared the budget
+    # The reserved keys never reach the database.
+    assert not any(k.startswith("tumor_search:") for t in trials for k in t.system_attrs)
+    storage = optuna.storages.RDBStorage(pg_url)
+    stored = storage.get_study_system_attrs(storage.get_study_id_from_name(study))
+    assert not any(k.startswith("tumor_search:") for k in stored)
+
+
+def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
+    pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
+) -> None:
+    study = _name("proxy-stale")
+    long = {"training": {"epochs": 4, "early_stopping_patience": 0}, **NO_PRUNING}
+    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=2, **long)
+    first = _worker(study, proxy, tiny_data)
+    wait_for(lambda: running_with_epochs(pg_url, study), timeout=120, what="a trial's epoch")
+    first.kill()
+    first.communicate(timeout=30)
+    # The proxy recorded the killed worker's heartbeats: the second worker's claims ask the
+    # proxy to fail stale trials, which it does once the grace period (3 s) has passed.
+    second = _worker(study, proxy, tiny_data)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    trials = trials_of(pg_url, study)
+    killed = trials[0]
+    assert killed.state == TrialState.FAIL, [(t.number, t.state) for t in trials]
+    retries = [t for t in trials if killed.number in t.system_attrs.get("retry_history", [])]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE, trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert retries[0].params == killed.params
+
+
+def test_proxy_urls_elsewhere_and_unreachable_proxies_are_one_line_errors(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there
+    status = run_cli("status", "--study", "s", "--storage", f"grpc://127.0.0.1:{port}")
+    assert (
+        status.returncode == 2 and "is a storage proxy, which serves `worker` only" in status.stderr
+    )
+    malformed = run_cli("worker", "--study", "s", "--storage", "grpc://127.0.0.1:http")
+    assert malformed.returncode == 2 and "malformed storage proxy URL" in malformed.stderr
+    started = time.monotonic()
+    worker = run_cli(
+        "worker", "--study", "s", "--storage", f"grpc://127.0.0.1:{port}", "--storage-retry", "2"
+    )
+    assert worker.returncode == 75, worker.stderr
+    assert "no storage proxy answers" in worker.stderr and time.monotonic() - started < 60
+    for result in (status, malformed, worker):
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_storage_proxy_refuses_a_missing_database_and_a_port_in_use(tmp_path: Path) -> None:
+    missing = run_cli("storage-proxy", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
+    assert missing.returncode == 2 and "no study database" in missing.stderr, missing.stderr
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.storages.RDBStorage(url)  # an empty study database
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("storage-proxy", "--storage", url, "--port", str(port), timeout=60)
+    assert result.returncode == 2 and f"cannot serve on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_proxy_refuses_a_new_trial_past_the_budget_but_queues_retries(tmp_path: Path) -> None:
+    """What keeps the budget exact without a lock in the workers, on its own: the proxy
+    counts the trials under the study lock and refuses the one too many."""
+    from search.runtime.proxy import budget_refused, connect
+    from search.runtime.study import BUDGET_ATTR
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="budget", storage=url)
+    study.set_user_attr(BUDGET_ATTR, 2)
+    port = free_port()
+    proc = start_proxy(url, port)
+    try:
+        client = connect(f"grpc://127.0.0.1:{port}", "127.0.0.1", port, None)
+        study_id = client.get_study_id_from_name("budget")
+        first = client.create_new_trial(study_id)
+        client.create_new_trial(study_id)
+        with pytest.raises(KeyError) as refused:
+            client.create_new_trial(study_id)
+        assert budget_refused(refused.value)
+        # A failed trial queued again (a template) is not a new claim: never refused.
+        client.set_trial_state_values(first, TrialState.FAIL)
+        template = client.get_trial(first)
+        client.create_new_trial(study_id, template_trial=template)
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert len(optuna.load_study(study_name="budget", storage=url).trials) == 3
