@@ -75,7 +75,9 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
     storage = compat.storage_of(study)
     with lock.hold():
         trials = study.get_trials(deepcopy=False)
-        if is_proxy(storage):  # the proxy does it under the lock it holds (search.runtime.proxy)
+        if is_proxy(
+            compat.rdb(storage)
+        ):  # the proxy does it under the lock it holds (search.runtime.proxy)
             storage.maintain(study._study_id)
         else:
             fail_orphans(study, trials, config.heartbeat.grace_period, config.heartbeat.max_retry)

@@ -1,11 +1,10 @@
 """Everything the service relies on in Optuna beyond its plain study API, in one place.
 
 That is: the storage under a study (`study._storage`) and under Optuna's caching wrapper
-(`_backend`), a trial's storage id (`trial._trial_id`), the heartbeat attributes set on an
-open RDBStorage, the heartbeat thread, failing stale trials, telling results without
-Optuna's experimental warnings, and the retry of failed trials (shared by the heartbeat and
-by interrupts). `tests/search/test_optuna_compat.py` pins the behaviour relied on: when an
-Optuna release changes any of it, this file and those tests say so.
+(`_backend`), a trial's storage id (`trial._trial_id`), RDBStorage's heartbeat attributes,
+the heartbeat thread, failing stale trials, telling results without experimental warnings,
+and the retry of failed trials (for the heartbeat and interrupts). The behaviour relied on
+is pinned by `tests/search/test_optuna_compat.py`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ FAIL_REASON_ATTR = "fail_reason"
 
 
 def storage_of(study: optuna.Study) -> Any:
-    """The storage a study was loaded with (Optuna's caching wrapper around an RDBStorage)."""
+    """The storage a study was loaded with (Optuna's caching wrapper, or a proxy client)."""
     return study._storage
 
 
@@ -42,12 +41,10 @@ def rdb(storage: Any) -> Any:
 
 
 class RetryingStorage:
-    """An RDBStorage whose every method call retries transient errors (see `Outage`).
-
-    It sits under Optuna's caching wrapper, so that every storage call a worker makes
-    through its study (claiming, reporting an epoch, attributes, telling) is retried
-    without wrapping call sites. A retried tell whose first commit had landed reads as done.
-    """
+    """A storage whose every method call retries transient errors (see `Outage`): under
+    Optuna's caching wrapper (or round a proxy client), every storage call a worker makes
+    (claims, epochs, attributes, tells) is retried without wrapping call sites. A retried
+    tell whose first commit had landed reads as done."""
 
     def __init__(self, inner: Any, outage: Outage) -> None:
         self.inner, self.outage = inner, outage
@@ -98,9 +95,12 @@ class RetryingStorage:
 
 
 def retry_storage(study: optuna.Study, outage: Outage) -> None:
-    """Put `RetryingStorage` under the study's caching wrapper."""
+    """Put `RetryingStorage` under the study's caching wrapper (or round a proxy client)."""
     cached = storage_of(study)
-    cached._backend = RetryingStorage(rdb(cached), outage)
+    if hasattr(cached, "_backend"):
+        cached._backend = RetryingStorage(rdb(cached), outage)
+    else:
+        study._storage = RetryingStorage(cached, outage)
 
 
 def outage_of(study: optuna.Study) -> Outage | None:
@@ -109,9 +109,11 @@ def outage_of(study: optuna.Study) -> Outage | None:
 
 
 def outage_of_storage(storage: Any) -> Outage | None:
-    """`outage_of` for a study's storage (Optuna's caching wrapper)."""
-    backend = getattr(storage, "_backend", None)
-    return backend.outage if isinstance(backend, RetryingStorage) else None
+    """`outage_of` for a study's storage (Optuna's caching wrapper, or a proxy client's)."""
+    found = [
+        s for s in (storage, getattr(storage, "_backend", None)) if isinstance(s, RetryingStorage)
+    ]
+    return found[0].outage if found else None
 
 
 def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -147,7 +149,6 @@ def quiet_experimental() -> Iterator[None]:
     """Silence Optuna's ExperimentalWarning (the heartbeat API is marked experimental)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # We run the heartbeat ourselves around ask/tell, as Study.optimize does.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         yield
 
@@ -252,7 +253,8 @@ class Heartbeat:
 
 def reset_session(study: optuna.Study) -> None:
     """Start the storage from a clean session: an interrupt may have cut a call short."""
-    rdb(storage_of(study)).remove_session()
+    with contextlib.suppress(AttributeError):  # a proxy client holds no session
+        rdb(storage_of(study)).remove_session()
 
 
 def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

@@ -97,6 +97,9 @@ def is_transient(exc: BaseException) -> bool:
     from sqlalchemy import exc as sa
 
     chain = list(_chain(exc))
+    proxied = _grpc_transient(chain)
+    if proxied is not None:
+        return proxied
     text = " ".join(_messages(exc))
     if _PERMANENT.search(text):
         return False
@@ -109,6 +112,23 @@ def is_transient(exc: BaseException) -> bool:
     )
     pending = any(isinstance(item, sa.PendingRollbackError) for item in chain)
     return (operational or pending) and bool(_TRANSIENT.search(text))
+
+
+def _grpc_transient(chain: list[BaseException]) -> bool | None:
+    """For an error from the storage proxy (a gRPC call): whether it is transient; None
+    when `chain` holds no gRPC error. The proxy not answering is; so is a database error
+    behind it whose driver message (the first line of the call's details, before the
+    statement) is transient."""
+    for item in chain:
+        code, details = getattr(item, "code", None), getattr(item, "details", None)
+        if not (type(item).__module__.startswith("grpc") and callable(code) and callable(details)):
+            continue
+        name = getattr(code(), "name", "")
+        if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            return True
+        first = ((details() or "").splitlines() or [""])[0]
+        return name == "UNKNOWN" and bool(_TRANSIENT.search(first)) and not _PERMANENT.search(first)
+    return None
 
 
 def retry_override() -> float | None:

@@ -236,15 +236,16 @@ def open_study(
     study = load_study(name, storage)
     config = study_config(study)
     proxied = parse_url(resolve_url(storage_url)).backend == "grpc"
-    if worker and not proxied:  # through a proxy, the proxy keeps heartbeats and retries
+    if worker and not proxied:  # through a proxy, the proxy keeps the heartbeats
         hb = config.heartbeat
         enable_heartbeat(storage, hb.interval, hb.grace_period, hb.max_retry)
     study = optuna.load_study(
         study_name=name, storage=storage, sampler=make_sampler(config), pruner=make_pruner(config)
     )
-    if worker and not proxied:
+    if worker:
         seconds = config.storage.retry_seconds if override is None else override
-        outage = Outage(describe_storage(storage_url), seconds, rdb(storage).remove_session)
+        between = None if proxied else rdb(storage).remove_session
+        outage = Outage(describe_storage(storage_url), seconds, between)
         retry_storage(study, outage)
     return study, config
 

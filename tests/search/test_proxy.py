@@ -104,6 +104,33 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     assert retries[0].params == killed.params
 
 
+def test_a_worker_rides_out_a_restart_of_its_proxy(
+    pg_url: str, tmp_path: Path, tiny_data: Path
+) -> None:
+    """The proxy going away mid-trial is an outage like the database's: the worker's storage
+    calls wait for it (UNAVAILABLE is transient), and the trial ends as if nothing happened."""
+    study = _name("proxy-restart")
+    long = {"training": {"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING}
+    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=1, **long)
+    port = free_port()
+    first = start_proxy(pg_url, port)
+    worker = _worker(study, f"grpc://127.0.0.1:{port}", tiny_data)
+    wait_for(lambda: running_with_epochs(pg_url, study), timeout=120, what="a trial's epoch")
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=30)
+    time.sleep(4)  # at least one epoch's report meets no proxy
+    second = start_proxy(pg_url, port)
+    try:
+        _, err = worker.communicate(timeout=300)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "unreachable" in err and "is back after" in err, err
+    (trial,) = trials_of(pg_url, study)
+    assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == 6
+
+
 def test_proxy_urls_elsewhere_and_unreachable_proxies_are_one_line_errors(
     tmp_path: Path,
 ) -> None:
