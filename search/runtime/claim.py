@@ -75,10 +75,10 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
     storage = compat.storage_of(study)
     with lock.hold():
         trials = study.get_trials(deepcopy=False)
-        if is_proxy(
-            compat.rdb(storage)
-        ):  # the proxy does it under the lock it holds (search.runtime.proxy)
-            storage.maintain(study._study_id)
+        if is_proxy(compat.rdb(storage)):  # the proxy does it, under the lock (proxy.py)
+            outage = compat.outage_of(study)
+            stale = outage is None or outage.quiet_for() > config.heartbeat.grace_period
+            storage.maintain(study._study_id, stale)
         else:
             fail_orphans(study, trials, config.heartbeat.grace_period, config.heartbeat.max_retry)
         trials = study.get_trials(deepcopy=False)

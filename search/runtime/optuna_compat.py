@@ -10,8 +10,6 @@ is pinned by `tests/search/test_optuna_compat.py`.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import threading
 import uuid
 import warnings
@@ -21,7 +19,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.runtime.outage import Outage
+from search.runtime.retrying import (  # noqa: F401 - part of this module's interface
+    RetryingStorage,
+    outage_of,
+    outage_of_storage,
+    retry_storage,
+)
 
 RETRY_OF_ATTR = "retry_of"  # user attribute: the number of the failed attempt a retry replaces
 TOKEN_ATTR = "queued_token"  # system attribute: tells a retried queueing from a second one
@@ -38,82 +41,6 @@ def rdb(storage: Any) -> Any:
     `RetryingStorage`: the heartbeat thread, locks and settings use it directly."""
     backend = getattr(storage, "_backend", storage)
     return getattr(backend, "inner", backend)
-
-
-class RetryingStorage:
-    """A storage whose every method call retries transient errors (see `Outage`): under
-    Optuna's caching wrapper (or round a proxy client), every storage call a worker makes
-    (claims, epochs, attributes, tells) is retried without wrapping call sites. A retried
-    tell whose first commit had landed reads as done."""
-
-    def __init__(self, inner: Any, outage: Outage) -> None:
-        self.inner, self.outage = inner, outage
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not inspect.isroutine(attr):
-            return attr
-        if name == "set_trial_state_values":
-            return self._set_trial_state_values
-        if name == "_create_new_trial":
-            return self._create_new_trial
-        return functools.partial(self.outage.call, attr)
-
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> Any:
-        """A retried creation of a queued trial (`retry_trial`) finds the one whose first
-        commit landed by its token instead of queueing the parameters twice."""
-        token = template_trial.system_attrs.get(TOKEN_ATTR) if template_trial else None
-        attempts = 0
-
-        def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1 and token is not None:
-                waiting = self.inner.get_all_trials(study_id, states=(TrialState.WAITING,))
-                landed = [t for t in waiting if t.system_attrs.get(TOKEN_ATTR) == token]
-                if landed:
-                    return landed[0]
-            return self.inner._create_new_trial(study_id, template_trial)
-
-        return self.outage.call(attempt)
-
-    def _set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
-        attempts = 0
-
-        def attempt() -> bool:
-            nonlocal attempts
-            attempts += 1
-            try:
-                return self.inner.set_trial_state_values(trial_id, state=state, values=values)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # A retry after a commit that landed but whose answer was lost.
-                if attempts > 1 and self.inner.get_trial(trial_id).state == state:
-                    return True
-                raise
-
-        return self.outage.call(attempt)
-
-
-def retry_storage(study: optuna.Study, outage: Outage) -> None:
-    """Put `RetryingStorage` under the study's caching wrapper (or round a proxy client)."""
-    cached = storage_of(study)
-    if hasattr(cached, "_backend"):
-        cached._backend = RetryingStorage(rdb(cached), outage)
-    else:
-        study._storage = RetryingStorage(cached, outage)
-
-
-def outage_of(study: optuna.Study) -> Outage | None:
-    """The retry policy of a study opened by a worker (None otherwise)."""
-    return outage_of_storage(storage_of(study))
-
-
-def outage_of_storage(storage: Any) -> Outage | None:
-    """`outage_of` for a study's storage (Optuna's caching wrapper, or a proxy client's)."""
-    found = [
-        s for s in (storage, getattr(storage, "_backend", None)) if isinstance(s, RetryingStorage)
-    ]
-    return found[0].outage if found else None
 
 
 def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:

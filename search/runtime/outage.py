@@ -47,6 +47,9 @@ _TRANSIENT = re.compile(
 )
 
 
+PROXY_TRANSIENT = "tumor-search: transient storage error"  # the storage proxy's mark
+
+
 class StorageUnavailable(BaseException):  # noqa: N818 - like an interrupt, it ends the worker
     """The storage stayed unreachable for longer than the retry limit.
 
@@ -117,17 +120,15 @@ def is_transient(exc: BaseException) -> bool:
 def _grpc_transient(chain: list[BaseException]) -> bool | None:
     """For an error from the storage proxy (a gRPC call): whether it is transient; None
     when `chain` holds no gRPC error. The proxy not answering is; so is a database error
-    behind it whose driver message (the first line of the call's details, before the
-    statement) is transient."""
+    behind it that the proxy marked transient (`PROXY_TRANSIENT`)."""
     for item in chain:
         code, details = getattr(item, "code", None), getattr(item, "details", None)
         if not (type(item).__module__.startswith("grpc") and callable(code) and callable(details)):
             continue
         name = getattr(code(), "name", "")
-        if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-            return True
-        first = ((details() or "").splitlines() or [""])[0]
-        return name == "UNKNOWN" and bool(_TRANSIENT.search(first)) and not _PERMANENT.search(first)
+        return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") or (
+            name == "UNKNOWN" and PROXY_TRANSIENT in (details() or "")
+        )
     return None
 
 

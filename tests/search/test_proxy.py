@@ -98,10 +98,30 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     trials = trials_of(pg_url, study)
     killed = trials[0]
     assert killed.state == TrialState.FAIL, [(t.number, t.state) for t in trials]
+    # Failed by its stale heartbeat (which the proxy recorded), not as an orphan that
+    # never beat (the orphan path records a fail_reason).
+    assert "fail_reason" not in killed.user_attrs, killed.user_attrs
     retries = [t for t in trials if killed.number in t.system_attrs.get("retry_history", [])]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE, trials
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert retries[0].params == killed.params
+
+
+def test_sigterm_through_the_proxy_fails_and_requeues_the_trial(
+    pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
+) -> None:
+    study = _name("proxy-sigterm")
+    long = {"training": {"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING}
+    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=1, **long)
+    worker = _worker(study, proxy, tiny_data)
+    wait_for(lambda: running_with_epochs(pg_url, study), timeout=120, what="a trial's epoch")
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 143 and "Traceback" not in err, err
+    failed, queued = trials_of(pg_url, study)
+    assert failed.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert failed.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    assert queued.params == failed.params
 
 
 def test_a_worker_rides_out_a_restart_of_its_proxy(
@@ -129,6 +149,44 @@ def test_a_worker_rides_out_a_restart_of_its_proxy(
     assert "unreachable" in err and "is back after" in err, err
     (trial,) = trials_of(pg_url, study)
     assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == 6
+
+
+def test_a_database_outage_behind_the_proxy_is_ridden_out(tmp_path: Path, tiny_data: Path) -> None:
+    """The database behind the proxy stops for 6 s mid-trial: the proxy marks the errors
+    transient, both workers wait and go on, and neither's trial is taken for stale once the
+    database is back (heartbeats are judged only a grace period after an outage)."""
+    from tests.search.owned_postgres import OwnedPostgres
+
+    server = OwnedPostgres()
+    try:
+        long = {"training": {"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING}
+        create_tiny_study(tmp_path, tiny_data, server.url, "behind", trials=2, **long)
+        port = free_port()
+        proxy = start_proxy(server.url, port)
+        workers = [_worker("behind", f"grpc://127.0.0.1:{port}", tiny_data) for _ in range(2)]
+
+        def both_running() -> bool:
+            trials = trials_of(server.url, "behind")
+            return (
+                sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in trials)
+                == 2
+            )
+
+        wait_for(both_running, timeout=120, what="two trials mid-way")
+        server.stop()
+        time.sleep(6)
+        server.start()
+        outputs = [proc.communicate(timeout=300)[1] for proc in workers]
+        proxy.send_signal(signal.SIGTERM)
+        proxy.communicate(timeout=30)
+        for proc, err in zip(workers, outputs, strict=True):
+            assert proc.returncode == 0, err
+        assert any("unreachable" in err and "is back after" in err for err in outputs), outputs
+        trials = trials_of(server.url, "behind")
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, trials
+        assert all(len(t.intermediate_values) == 6 for t in trials)
+    finally:
+        server.remove()
 
 
 def test_proxy_urls_elsewhere_and_unreachable_proxies_are_one_line_errors(
@@ -194,3 +252,53 @@ def test_the_proxy_refuses_a_new_trial_past_the_budget_but_queues_retries(tmp_pa
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert len(optuna.load_study(study_name="budget", storage=url).trials) == 3
+
+
+def test_concurrent_claims_through_the_proxy_meet_the_budget_exactly(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """Eight claims at once through the proxy: on a fresh study with a budget of 2, two win
+    (the workers' own count cannot tell: they all see the budget open; the proxy's lock
+    does); then with the budget used and one failed trial queued again, one wins it
+    (SQLite alone would let several takers win a queued trial)."""
+    import threading
+
+    from search.runtime import optuna_compat as compat
+    from search.runtime.claim import claim_trial
+    from search.runtime.storage import StudyLock
+    from search.runtime.study import open_study
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    create_tiny_study(tmp_path, tiny_data, url, "race", trials=2, **NO_PRUNING)
+    port = free_port()
+    proc = start_proxy(url, port)
+
+    def race() -> list[int]:
+        opened = [open_study("race", f"grpc://127.0.0.1:{port}", worker=True) for _ in range(8)]
+        barrier, won = threading.Barrier(len(opened)), []
+
+        def claim(study: optuna.Study, config: object) -> None:
+            lock = StudyLock(study._storage, "race")
+            barrier.wait()
+            trial = claim_trial(study, lock, config)  # type: ignore[arg-type]
+            if trial is not None:
+                won.append(trial.number)
+
+        threads = [threading.Thread(target=claim, args=pair) for pair in opened]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        return sorted(won)
+
+    try:
+        assert race() == [0, 1]
+        study = optuna.load_study(study_name="race", storage=url)
+        assert compat.fail_frozen(study, study.trials[0], "test")
+        assert compat.retry_trial(study, study.trials[0], None)
+        assert race() == [2]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    states = [t.state for t in optuna.load_study(study_name="race", storage=url).trials]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING], states
