@@ -59,6 +59,21 @@ def _worker(study: str, proxy: str, data: Path) -> subprocess.Popen[str]:
     return start_cli(*args, env=SLOW)
 
 
+def _long(epochs: int) -> dict:
+    return {"training": {"epochs": epochs, "early_stopping_patience": 0}, **NO_PRUNING}
+
+
+def _mid_trial(
+    study: str, storage: str, proxy: str, root: Path, data: Path, trials: int, epochs: int
+) -> subprocess.Popen[str]:
+    """Create the study on `storage`, start a worker through `proxy`, and return it once
+    its trial has reported an epoch."""
+    create_tiny_study(root, data, storage, study, trials=trials, **_long(epochs))
+    worker = _worker(study, proxy, data)
+    wait_for(lambda: running_with_epochs(storage, study), timeout=120, what="a trial's epoch")
+    return worker
+
+
 def test_three_workers_through_the_proxy_meet_the_budget_exactly(
     pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -84,10 +99,7 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
 ) -> None:
     study = _name("proxy-stale")
-    long = {"training": {"epochs": 4, "early_stopping_patience": 0}, **NO_PRUNING}
-    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=2, **long)
-    first = _worker(study, proxy, tiny_data)
-    wait_for(lambda: running_with_epochs(pg_url, study), timeout=120, what="a trial's epoch")
+    first = _mid_trial(study, pg_url, proxy, tmp_path, tiny_data, trials=2, epochs=4)
     first.kill()
     first.communicate(timeout=30)
     # The proxy recorded the killed worker's heartbeats: the second worker's claims ask the
@@ -111,10 +123,7 @@ def test_sigterm_through_the_proxy_fails_and_requeues_the_trial(
     pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
 ) -> None:
     study = _name("proxy-sigterm")
-    long = {"training": {"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING}
-    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=1, **long)
-    worker = _worker(study, proxy, tiny_data)
-    wait_for(lambda: running_with_epochs(pg_url, study), timeout=120, what="a trial's epoch")
+    worker = _mid_trial(study, pg_url, proxy, tmp_path, tiny_data, trials=1, epochs=6)
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 143 and "Traceback" not in err, err
@@ -130,12 +139,10 @@ def test_a_worker_rides_out_a_restart_of_its_proxy(
     """The proxy going away mid-trial is an outage like the database's: the worker's storage
     calls wait for it (UNAVAILABLE is transient), and the trial ends as if nothing happened."""
     study = _name("proxy-restart")
-    long = {"training": {"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING}
-    create_tiny_study(tmp_path, tiny_data, pg_url, study, trials=1, **long)
     port = free_port()
     first = start_proxy(pg_url, port)
-    worker = _worker(study, f"grpc://127.0.0.1:{port}", tiny_data)
-    wait_for(lambda: running_with_epochs(pg_url, study), timeout=120, what="a trial's epoch")
+    url = f"grpc://127.0.0.1:{port}"
+    worker = _mid_trial(study, pg_url, url, tmp_path, tiny_data, trials=1, epochs=6)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=30)
     time.sleep(4)  # at least one epoch's report meets no proxy
@@ -159,8 +166,7 @@ def test_a_database_outage_behind_the_proxy_is_ridden_out(tmp_path: Path, tiny_d
 
     server = OwnedPostgres()
     try:
-        long = {"training": {"epochs": 6, "early_stopping_patience": 0}, **NO_PRUNING}
-        create_tiny_study(tmp_path, tiny_data, server.url, "behind", trials=2, **long)
+        create_tiny_study(tmp_path, tiny_data, server.url, "behind", trials=2, **_long(6))
         port = free_port()
         proxy = start_proxy(server.url, port)
         workers = [_worker("behind", f"grpc://127.0.0.1:{port}", tiny_data) for _ in range(2)]
