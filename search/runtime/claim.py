@@ -1,11 +1,11 @@
 """Claiming a worker's next trial, and counting what its trials came to.
 
 A claim holds the study lock while it counts the trials and starts one, so that workers
-meet the budget exactly (through the storage proxy, the proxy takes that lock), and records the trial's first heartbeat before it lets go: every
-claimed RUNNING trial can then go stale. A claim whose storage calls were retried may have
-started a trial twice (a commit that landed although its answer was lost); such a trial
-never gets a heartbeat, and a later claim fails it and queues it again once it is older
-than the heartbeat's grace period.
+meet the budget exactly (through the storage proxy, the proxy takes that lock), and records
+the trial's first heartbeat before it lets go: every claimed RUNNING trial can then go
+stale. A claim whose storage calls were retried may have started a trial twice (a commit
+that landed although its answer was lost); such a trial never gets a heartbeat, and a later
+claim fails it and queues it again once it is older than the heartbeat's grace period.
 """
 
 from __future__ import annotations
