@@ -19,6 +19,7 @@ from search.errors import InputError
 from search.runtime.optuna_compat import enable_heartbeat, rdb, retry_storage
 from search.runtime.outage import DEFAULT_RETRY_SECONDS, Outage, retry_override
 from search.runtime.pauses import pause
+from search.runtime.proxy import is_proxy
 from search.runtime.storage import StudyLock, open_storage, parse_url, resolve_url
 from search.runtime.study_data import StudyData
 from search.space import seed_trials
@@ -235,7 +236,7 @@ def open_study(
     storage = open_storage(storage_url, wait=wait, proxy=worker)
     study = load_study(name, storage)
     config = study_config(study)
-    proxied = parse_url(resolve_url(storage_url)).backend == "grpc"
+    proxied = is_proxy(storage)
     if worker and not proxied:  # through a proxy, the proxy keeps the heartbeats
         hb = config.heartbeat
         enable_heartbeat(storage, hb.interval, hb.grace_period, hb.max_retry)
