@@ -21,6 +21,7 @@ from search.config import StudyConfig
 from search.errors import one_line
 from search.results.report_calibration import reliability_figure
 from search.results.report_data import ReportData, Unavailable, backbone_of, duration_of
+from search.results.report_footprint import latency_figure
 
 STATE_COLOURS = {
     TrialState.COMPLETE: "#1f77b4",
@@ -192,6 +193,7 @@ SEARCH_FIGURES: tuple[tuple[str, Builder], ...] = (
     ("Parallel coordinates", parallel_figure),
     ("Validation metric per backbone", backbone_figure),
     ("Trial duration against the metric", duration_figure),
+    ("Latency per image against the metric", latency_figure),
 )
 TEST_FIGURES: tuple[tuple[str, Builder], ...] = (
     ("Confusion matrix on the held-out test split", confusion_figure),

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from models.footprint import describe
 from search.results.report_data import ReportData, duration_of
 from search.runtime.study import BUDGET_ATTR, CONFIG_ATTR, TRIAL_CONFIG_ATTR
 
@@ -71,9 +72,11 @@ def best_trial_html(data: ReportData) -> str:
     trial_config = best.user_attrs.get(TRIAL_CONFIG_ATTR) or best.params
     seconds = duration_of(best)
     took = f" in {seconds:.0f} s" if seconds is not None else ""
+    footprint = describe(best.user_attrs)
+    costs = f'<p class="footprint">{html.escape(footprint)}.</p>\n' if footprint else ""
     return (
         f"<h2>Best trial</h2>\n<p>Trial {best.number}: {html.escape(data.metric)} "
-        f"<b>{best.value:.4f}</b>{took}.</p>\n"
+        f"<b>{best.value:.4f}</b>{took}.</p>\n{costs}"
         + _table(("parameter", "value"), sorted(trial_config.items()))
         + infeasible
     )

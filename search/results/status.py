@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from models.footprint import FOOTPRINT_KEYS, describe
 from search.runtime.optuna_compat import FAIL_REASON_ATTR
 from search.runtime.study import RUNTIME_ATTR, budget, budget_used, describe_storage, open_study
 from search.training.constraints import is_feasible, violations
@@ -50,6 +51,7 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
             "value": b.value,
             "params": b.params,
             "trial_config": b.user_attrs.get("trial_config"),
+            "footprint": {k: b.user_attrs[k] for k in FOOTPRINT_KEYS if k in b.user_attrs},
         }
     except ValueError:  # none completed, or none feasible
         pass
@@ -135,6 +137,9 @@ def print_status(status: dict[str, Any]) -> None:
     if best:
         print(f"best:     {status['metric']} {best['value']:.4f} (trial {best['number']})")
         print(f"          {best['params']}")
+        footprint = describe(best.get("footprint") or {})
+        if footprint:
+            print(f"          {footprint}")
     elif status["counts"]["complete"]:
         print("best:     no feasible trial yet (every completed trial breaks a constraint)")
     else:

@@ -4,8 +4,12 @@
 class reach its floor at the trial's best epoch. A finished trial records each limit with
 Optuna's ``trial.set_constraint(key, value)`` before it is told, as ``floor - recall`` (zero
 or less is feasible), so that ``study.best_trial`` never returns an infeasible trial; pruned
-and failed trials get none. The mapping has room for other kinds of limit (latency, size)
-under other keys.
+and failed trials get none.
+
+``max_latency_ms: 20``, ``max_params_m: 5`` and ``max_size_mb: 20`` cap what the trained
+model costs to deploy (its footprint, measured after training: see `models.footprint`), as
+``value - limit``. Unlike a second objective, a limit keeps the study single-objective, so
+pruning still works.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import Any
 
 from search.errors import ConfigError
 
-CONSTRAINT_KINDS = ("min_recall",)
+# The upper limits on a trial's footprint, each with the user attribute it limits.
+FOOTPRINT_LIMITS = {
+    "max_latency_ms": "latency_ms",
+    "max_params_m": "params_m",
+    "max_size_mb": "size_mb",
+}
+CONSTRAINT_KINDS = ("min_recall", *FOOTPRINT_LIMITS)
 RECALL_PREFIX = "val_recall/"  # epoch-log key of a class's validation recall
 FEASIBLE_ATTR = "feasible"
 CONSTRAINTS_ATTR = "constraints"
@@ -37,16 +47,25 @@ def validate_constraints(raw: Any, source: str) -> None:
             raise ConfigError(
                 f"{source}: unknown key {key}.{kind}; allowed keys: {', '.join(CONSTRAINT_KINDS)}"
             )
+        if kind in FOOTPRINT_LIMITS:
+            if not _number(value) or not 0.0 < float(value) < math.inf:
+                raise ConfigError(
+                    f"{source}: {key}.{kind}: expected a positive number, got {value!r}"
+                )
+            continue
         if not isinstance(value, Mapping) or not value:
             raise ConfigError(
                 f"{source}: {key}.{kind} must map class names to recalls, e.g. {{glioma: 0.85}}"
             )
         for name, floor in value.items():
-            number = isinstance(floor, int | float) and not isinstance(floor, bool)
-            if not isinstance(name, str) or not number or not 0.0 < float(floor) <= 1.0:
+            if not isinstance(name, str) or not _number(floor) or not 0.0 < float(floor) <= 1.0:
                 raise ConfigError(
                     f"{source}: {key}.{kind}.{name}: expected a recall in (0, 1], got {floor!r}"
                 )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def min_recall(constraints: Mapping[str, Any] | None) -> dict[str, float]:
@@ -68,13 +87,20 @@ def check_classes(constraints: Mapping[str, Any] | None, classes: Iterable[str])
 def constraint_values(
     constraints: Mapping[str, Any] | None, metrics: Mapping[str, float]
 ) -> dict[str, float]:
-    """Each limit's value (zero or less: met) from a trial's best-epoch metrics."""
+    """Each limit's value (zero or less: met) from a trial's best-epoch metrics and its
+    footprint (``latency_ms``, ``params_m``, ``size_mb``)."""
     out = {}
     for name, floor in min_recall(constraints).items():
         recall = metrics.get(f"{RECALL_PREFIX}{name}")
         if recall is None or not math.isfinite(recall):
             recall = 0.0  # not measured: the limit is not shown to be met
         out[f"min_recall/{name}"] = round(floor - float(recall), 6)
+    for kind, attr in FOOTPRINT_LIMITS.items():
+        limit = (constraints or {}).get(kind)
+        if limit is not None:
+            value = metrics.get(attr)
+            measured = value is not None and math.isfinite(value)
+            out[kind] = round(float(value) - float(limit), 6) if measured else float(limit)
     return out
 
 

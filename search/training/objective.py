@@ -64,7 +64,6 @@ class Objective:
                     self.data,
                     recorder,
                     callbacks=[pruning],
-                    need_model=False,
                 )
         except optuna.TrialPruned:
             _record_partial(trial, recorder, time.perf_counter() - start)
@@ -77,12 +76,26 @@ class Objective:
         record_result(trial, result, time.perf_counter() - start)
         if recorder.compile_seconds is not None:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
+        footprint = record_footprint(trial, result.model, self.data.image_size)
+        result.model = None  # the footprint was the last use of the whole model
         feasible = apply_constraints(
-            trial, self.config.objective.constraints, result.metrics_at_best()
+            trial, self.config.objective.constraints, {**result.metrics_at_best(), **footprint}
         )
         if feasible is False:
             log(f"{prefix} infeasible: {', '.join(violations(trial))}")
         return result.best_value
+
+
+def record_footprint(trial: Any, model: Any, image_size: int) -> dict[str, float]:
+    """Measure what the trained model costs to deploy (`models.footprint`) and record it as
+    user attributes ``latency_ms``, ``params_m`` and ``size_mb``."""
+    from models.footprint import FOOTPRINT_KEYS, describe, measure
+
+    values = measure(model, image_size).to_dict()
+    for key in FOOTPRINT_KEYS:
+        trial.set_user_attr(key, values[key])
+    log(f"[trial {trial.number}] {describe(values)}")
+    return {key: float(values[key]) for key in FOOTPRINT_KEYS}
 
 
 def _record_partial(trial: optuna.Trial, recorder: EpochRecorder, wall: float) -> None:

@@ -49,6 +49,11 @@ def test_balanced_accuracy_ignores_a_class_missing_from_validation() -> None:
         ({"min_recall": []}, "must map class names to recalls"),
         ({"min_recall": {}}, "must map class names to recalls"),
         (["min_recall"], "expected dict"),
+        ({"max_latency_ms": 0}, "max_latency_ms: expected a positive number"),
+        ({"max_params_m": -1}, "max_params_m: expected a positive number"),
+        ({"max_size_mb": "small"}, "max_size_mb: expected a positive number"),
+        ({"max_latency_ms": True}, "max_latency_ms: expected a positive number"),
+        ({"max_latency_ms": float("inf")}, "max_latency_ms: expected a positive number"),
     ],
 )
 def test_malformed_constraints_are_refused(tmp_path: Path, constraints, fragment: str) -> None:
@@ -110,6 +115,28 @@ def test_infeasible_trial_with_the_best_value_is_never_best(tmp_path: Path) -> N
     assert "Infeasible trials" in page and "min_recall/glioma +0.250" in page
 
 
+def test_footprint_limits_mark_a_trial_infeasible(tmp_path: Path) -> None:
+    """``max_latency_ms`` and ``max_params_m`` against a trial's measured footprint: the value
+    is what it measured minus the limit, so the fast small trial wins over the better one."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize", study_name="f"
+    )
+    constraints = {"max_latency_ms": 20, "max_params_m": 5}
+    for value, latency, params in ((0.99, 35.0, 4.0), (0.95, 12.0, 7.5), (0.90, 8.0, 2.0)):
+        trial = study.ask()
+        footprint = {"latency_ms": latency, "params_m": params, "size_mb": 4 * params}
+        assert apply_constraints(trial, constraints, footprint) is (value == 0.90)
+        study.tell(trial, value)
+    assert study.best_trial.number == 2
+    assert violations(study.trials[0]) == ["max_latency_ms +15.000"]
+    assert violations(study.trials[1]) == ["max_params_m +2.500"]
+    # Not measured (cannot happen after a finished fit, but never counts as met).
+    trial = study.ask()
+    assert apply_constraints(trial, {"max_size_mb": 3}, {}) is False
+    study.tell(trial, 1.0)
+    assert study.best_trial.number == 2
+
+
 @pytest.mark.slow
 def test_balanced_accuracy_study_with_a_recall_constraint(tmp_path: Path, tiny_data: Path) -> None:
     """A real study scored on balanced accuracy under a glioma recall floor: each trial's
@@ -119,7 +146,11 @@ def test_balanced_accuracy_study_with_a_recall_constraint(tmp_path: Path, tiny_d
         tmp_path / "c.yaml",
         trials=2,
         pruner={"name": "none"},
-        objective={"metric": "balanced_accuracy", "constraints": {"min_recall": {"glioma": 0.5}}},
+        objective={
+            "metric": "balanced_accuracy",
+            # A latency limit no tiny model breaks: recorded beside the recall floor.
+            "constraints": {"min_recall": {"glioma": 0.5}, "max_latency_ms": 10_000},
+        },
     )
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     result = create_cli("bal", config, tiny_data, storage, command="run")
@@ -132,7 +163,14 @@ def test_balanced_accuracy_study_with_a_recall_constraint(tmp_path: Path, tiny_d
         recalls = [val[f"val_recall/{c}"] for c in CLASSES]
         assert t.value == pytest.approx(val["val_balanced_accuracy"], abs=1e-6)
         assert t.value == pytest.approx(np.mean(recalls), abs=1e-5)
-        assert t.constraints == {"min_recall/glioma": pytest.approx(0.5 - recalls[0], abs=1e-5)}
+        assert t.constraints == {
+            "min_recall/glioma": pytest.approx(0.5 - recalls[0], abs=1e-5),
+            "max_latency_ms": pytest.approx(t.user_attrs["latency_ms"] - 10_000, abs=1e-5),
+        }
+        # The footprint every finished trial measures of its model (models.footprint).
+        assert 0.0 < t.user_attrs["latency_ms"] < 10_000
+        assert t.user_attrs["params_m"] == pytest.approx(t.user_attrs["params"] / 1e6)
+        assert t.user_attrs["size_mb"] > t.user_attrs["params"] * 4 / 1e6  # float32 weights
         assert t.user_attrs["feasible"] is (recalls[0] >= 0.5)
     status = run_cli("status", "--study", "bal", "--storage", storage)
     assert status.returncode == 0, status.stderr
@@ -140,6 +178,7 @@ def test_balanced_accuracy_study_with_a_recall_constraint(tmp_path: Path, tiny_d
     if feasible:
         best = max(feasible, key=lambda t: t.value)
         assert f"(trial {best.number})" in status.stdout
+        assert f"{best.user_attrs['latency_ms']:.2f} ms per image at batch 1" in status.stdout
     else:
         assert "no feasible trial yet" in status.stdout
     for t in done:

@@ -154,6 +154,8 @@ def make_study(path: Path, completed: int, pruned: int = 0, with_test_result: bo
         }
         epochs = 3 if was_pruned else 7
         base = 0.2 if was_pruned else 0.3 + 0.01 * (i % 4)
+        # What a finished trial measures of its model (models.footprint).
+        footprint = {} if was_pruned else {"latency_ms": 1.5 + i, "params_m": 0.1, "size_mb": 0.4}
         curve = {e: base + 0.08 * e - 0.005 * e * e for e in range(epochs)}
         study.add_trial(
             create_trial(
@@ -165,6 +167,7 @@ def make_study(path: Path, completed: int, pruned: int = 0, with_test_result: bo
                 user_attrs={
                     "trial_config": {**params, "head_width": 128, "batch_size": 32},
                     "wall_seconds": 4.0 * epochs + i,
+                    **footprint,
                 },
             )
         )
@@ -235,8 +238,8 @@ def test_report_of_a_finished_study_renders_offline_in_chromium(
 ) -> None:
     out = tmp_path / "report.html"
     drawn, placeholders = report_cli(tiny_study.storage, tiny_study.name, out)
-    # History, learning curves, parallel coordinates, per backbone and duration always draw;
-    # importances may not (three tiny trials can score the same). The confusion matrix and
+    # History, learning curves, parallel coordinates, per backbone, duration and latency
+    # always draw; importances may not (three tiny trials can score the same). The confusion matrix and
     # the reliability diagram are there when another test already ran train-best on this
     # shared study.
     import optuna
@@ -245,7 +248,7 @@ def test_report_of_a_finished_study_renders_offline_in_chromium(
         "train_best"
         in optuna.load_study(study_name=tiny_study.name, storage=tiny_study.storage).user_attrs
     )
-    assert drawn + placeholders == 6 + 2 * tested and drawn >= 5 + 2 * tested, (
+    assert drawn + placeholders == 7 + 2 * tested and drawn >= 6 + 2 * tested, (
         drawn,
         placeholders,
     )
@@ -264,7 +267,7 @@ def test_report_of_a_finished_study_renders_offline_in_chromium(
 def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -> None:
     storage = make_study(tmp_path / "fake.db", completed=6, pruned=3, with_test_result=True)
     out = tmp_path / "report.html"
-    assert report_cli(storage, "fake", out) == (8, 0)
+    assert report_cli(storage, "fake", out) == (9, 0)
 
     seen = render(
         chromium,
@@ -273,7 +276,7 @@ def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -
         selectors=(".per-class th, .per-class td", ".legendtext", "h3", ".intervals tr"),
     )
     assert seen.errors == [] and seen.requests == []
-    assert seen.plots == 8
+    assert seen.plots == 9
     cells = seen.texts[".per-class th, .per-class td"]
     rows = [cells[i : i + 5] for i in range(0, len(cells), 5)]
     assert [r[0] for r in rows] == ["class", *CLASSES]
@@ -281,6 +284,8 @@ def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -
     assert "pruned trials" in seen.texts[".legendtext"]
     assert "Confusion matrix on the held-out test split" in seen.texts["h3"]
     assert "Reliability diagram on the held-out test split" in seen.texts["h3"]
+    assert "Latency per image against the metric" in seen.texts["h3"]
+    assert "front (nothing both faster and better)" in seen.texts[".legendtext"]
     assert "perfectly calibrated" in seen.texts[".legendtext"]
     assert seen.images == 2  # the Grad-CAM panel's overlays, embedded, drawn by the browser
     assert any(t.startswith("before calibration (ECE") for t in seen.texts[".legendtext"])
@@ -297,9 +302,9 @@ def test_report_shows_the_held_out_test_result(chromium: Path, tmp_path: Path) -
 def test_report_of_a_one_trial_study_has_placeholders(tmp_path: Path) -> None:
     storage = make_study(tmp_path / "one.db", completed=1)
     out = tmp_path / "report.html"
-    assert report_cli(storage, "fake", out) == (5, 1)
+    assert report_cli(storage, "fake", out) == (6, 1)
     page = out.read_text()
-    assert page.count('class="plotly-graph-div"') == 5
+    assert page.count('class="plotly-graph-div"') == 6
     assert re.search(r'class="placeholder">needs at least 2 completed trials', page)
     assert "Confusion matrix" not in page
 
@@ -309,7 +314,7 @@ def test_report_of_an_empty_study_is_all_placeholders(tmp_path: Path) -> None:
 
     storage = make_study(tmp_path / "empty.db", completed=0)
     out = tmp_path / "report.html"
-    assert write_report("fake", storage, out) == "0 figures, 6 placeholders"
+    assert write_report("fake", storage, out) == "0 figures, 7 placeholders"
     assert "No completed trial yet." in out.read_text()
 
 

@@ -1,0 +1,89 @@
+"""What a trained model costs to deploy: latency per image, parameter count, saved size.
+
+Measured on the worker's own device after a trial finishes (the trial records them as user
+attributes and `objective.constraints` may limit them). Latency is timed through the
+compiled inference step (`predict_on_batch`: a traced `tf.function`, a jitted call on JAX),
+never through `Model.predict`, whose per-call set-up (a data adapter, callbacks, a progress
+bar) would dwarf a small network's arithmetic.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WARMUP_CALLS = 3
+TIMED_CALLS = 30
+FOOTPRINT_KEYS = ("latency_ms", "params_m", "size_mb")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Attributes:
+    latency_ms: Median milliseconds per image at batch 1 (after warm-up calls).
+    params_m: Parameter count in millions (every weight, trainable or not).
+    size_mb: Size of the saved weights file (``.weights.h5``) in MB (10^6 bytes): what every
+        export format carries, without the optimizer state a ``.keras`` file adds.
+    calls: How many calls were timed.
+    """
+
+    latency_ms: float
+    params_m: float
+    size_mb: float
+    calls: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def describe(values: Mapping[str, Any]) -> str | None:
+    """``1.23 ms per image at batch 1, 0.456 M parameters, 1.82 MB`` from a mapping that holds
+    `FOOTPRINT_KEYS` (a trial's user attributes); None when no latency was measured."""
+    if "latency_ms" not in values:
+        return None
+    return (
+        f"{values['latency_ms']:.2f} ms per image at batch 1, "
+        f"{values.get('params_m', 0.0):.3f} M parameters, {values.get('size_mb', 0.0):.2f} MB"
+    )
+
+
+def time_batch_one(model: Any, image_size: int, calls: int = TIMED_CALLS) -> list[float]:
+    """Seconds per call of `model.predict_on_batch` on one raw-pixel image, after warm-up."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(1, image_size, image_size, 3)).astype(np.float32)
+    for _ in range(WARMUP_CALLS):  # the first call traces or compiles the step
+        np.asarray(model.predict_on_batch(image))
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        np.asarray(model.predict_on_batch(image))  # waits for the device's result
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def saved_size_mb(model: Any) -> float:
+    """The size of `model.save_weights` in MB, written to a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="tumor-search-size-") as folder:
+        path = Path(folder) / "model.weights.h5"
+        model.save_weights(path)
+        return path.stat().st_size / 1e6
+
+
+def measure(model: Any, image_size: int, calls: int = TIMED_CALLS) -> Footprint:
+    """Latency at batch 1 (median of `calls`), parameters and saved size of `model`."""
+    if calls < 1:
+        raise ValueError(f"calls must be at least 1, got {calls}")
+    seconds = time_batch_one(model, image_size, calls)
+    return Footprint(
+        latency_ms=round(statistics.median(seconds) * 1000.0, 4),
+        params_m=round(int(model.count_params()) / 1e6, 6),
+        size_mb=round(saved_size_mb(model), 6),
+        calls=calls,
+    )
