@@ -56,7 +56,7 @@ class StorageConfig:
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-BUILTIN_CONFIGS = ("demo", "kaggle")
+BUILTIN_CONFIGS = ("demo", "demo-pareto", "kaggle")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class StudyConfig:
             weights=str(raw.get("weights", "imagenet")),
             space=_parse_space(raw["space"], source),
             sampler=read_section(SamplerConfig, raw.get("sampler"), source, "sampler"),
-            pruner=read_section(PrunerConfig, raw.get("pruner"), source, "pruner"),
+            pruner=_read_pruner(raw, source),
             objective=read_section(ObjectiveConfig, raw.get("objective"), source, "objective"),
             heartbeat=read_section(HeartbeatConfig, raw.get("heartbeat"), source, "heartbeat"),
             worker=read_section(WorkerConfig, raw.get("worker"), source, "worker"),
@@ -134,6 +134,13 @@ class StudyConfig:
         """Each section's own checks, in the order of the file, then those across sections."""
         for section in (self.data, self.training, self.sampler, self.pruner, self.objective):
             section.validate(source)
+        if self.objective.is_multi and self.pruner.name != "none":
+            raise bad(
+                source,
+                "pruner",
+                "a multi-objective study cannot prune (Optuna's trial.report raises for several "
+                "objectives): remove the pruner section or set pruner.name: none",
+            )
         if self.trials < 1:
             raise bad(source, "trials", f"must be at least 1, got {self.trials}")
         if self.timeout is not None and self.timeout <= 0:
@@ -199,6 +206,16 @@ class StudyConfig:
         return replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _read_pruner(raw: dict, source: str) -> PrunerConfig:
+    """The pruner section; a multi-objective study without one prunes nothing (Optuna
+    cannot prune several objectives), rather than taking the default median pruner."""
+    objective = raw.get("objective")
+    multi = isinstance(objective, dict) and objective.get("metrics") is not None
+    if multi and raw.get("pruner") is None:
+        return PrunerConfig(name="none")
+    return read_section(PrunerConfig, raw.get("pruner"), source, "pruner")
+
+
 def _read_training(raw: dict, source: str) -> TrainingConfig:
     """The training section; an absent, empty or false one (or augmentation) is the default.
 
@@ -242,7 +259,7 @@ def load_config(name_or_path: str) -> StudyConfig:
     path = config_path(name_or_path)
     if not path.is_file():
         raise ConfigError(
-            f"config not found: {name_or_path} (use {' or '.join(BUILTIN_CONFIGS)}, or a path to a YAML file)"
+            f"config not found: {name_or_path} (use {', '.join(BUILTIN_CONFIGS)}, or a path to a YAML file)"
         )
     try:
         raw = yaml.safe_load(path.read_text())

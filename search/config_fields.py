@@ -19,25 +19,11 @@ from typing import Any, get_type_hints
 from data.near_dup import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from data.split import DEDUP_POLICIES, POLICIES
 from models.trial_config import Augmentation
+from search.config_objective import METRICS, MONITORS, ObjectiveConfig  # noqa: F401 - re-exported
 from search.errors import ConfigError
 
-SAMPLERS = ("tpe", "random", "gp")
+SAMPLERS = ("tpe", "random", "gp", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
-# The objective: the metric on the validation split, and the direction that is better.
-METRICS = {
-    "val_accuracy": "maximize",
-    "balanced_accuracy": "maximize",
-    "macro_f1": "maximize",
-    "val_loss": "minimize",
-}
-# The key each metric has in Keras' epoch logs (the last two are added by
-# search.training.val_metrics.ValidationMetrics).
-MONITORS = {
-    "val_accuracy": "val_accuracy",
-    "balanced_accuracy": "val_balanced_accuracy",
-    "macro_f1": "val_macro_f1",
-    "val_loss": "val_loss",
-}
 CLASS_WEIGHTS = ("none", "balanced")
 PRECISION = ("auto", "on", "off")
 
@@ -162,42 +148,6 @@ class PrunerConfig:
         check_choice(self.name, PRUNERS, source, "pruner.name", "pruner")
         if self.reduction_factor < 2:
             raise bad(source, "pruner.reduction_factor", "must be at least 2")
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """What a trial is scored on, and the limits a trial must meet to count.
-
-    Attributes:
-        metric: One of `METRICS`, measured on the validation split at the best epoch.
-        constraints: Limits a trial must meet to be feasible (infeasible trials are never
-            best), e.g. ``{"min_recall": {"glioma": 0.85}}``; see `search.training.constraints`.
-    """
-
-    metric: str = "val_accuracy"
-    constraints: dict | None = field(default=None, hash=False)
-
-    @property
-    def direction(self) -> str:
-        return METRICS[self.metric]
-
-    @property
-    def monitor(self) -> str:
-        """The metric's key in Keras' epoch logs."""
-        return MONITORS[self.metric]
-
-    @property
-    def needs_class_metrics(self) -> bool:
-        """Whether each epoch must compute metrics Keras does not (balanced accuracy,
-        macro F1, per-class recall)."""
-        return self.monitor not in ("val_accuracy", "val_loss") or bool(self.constraints)
-
-    def validate(self, source: str) -> None:
-        """Raises ConfigError for an unknown ``objective.metric`` or bad constraints."""
-        from search.training.constraints import validate_constraints
-
-        check_choice(self.metric, METRICS, source, "objective.metric", "metric")
-        validate_constraints(self.constraints, source)
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def _register_check(data_sub: argparse._SubParsersAction, common: argparse.Argum
     check.add_argument(
         "--config",
         metavar="NAME|FILE",
-        help="split as this study config does: demo, kaggle or a YAML file",
+        help="split as this study config does: demo, demo-pareto, kaggle or a YAML file",
     )
     check.add_argument(
         "--split",

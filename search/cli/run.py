@@ -109,19 +109,26 @@ def _print_summary(name: str, url: str, masked: str, config: Any) -> None:
     from search.runtime.study import open_study
 
     study, _ = open_study(name, url)
-    print(f"\nTop trials of study {name!r} ({config.objective.metric}, validation split):")
-    print(top_trials_table(study, config.objective.metric))
-    ranked = feasible_ranked(study)  # a trial that breaks a constraint is never best
-    if ranked:
-        best = ranked[0]
-        print(
-            f"\nBest configuration (trial {best.number}, {config.objective.metric} {best.value:.4f}):"
-        )
-        print(json.dumps(trial_config_of(best, config).to_dict(), indent=2))
+    goal = config.objective
+    if goal.is_multi:
+        print(f"\nPareto front of study {name!r} ({', '.join(goal.names)}, validation split):")
+        print(top_trials_table(study, goal.metric))
+    else:
+        print(f"\nTop trials of study {name!r} ({goal.metric}, validation split):")
+        print(top_trials_table(study, goal.metric))
+        ranked = feasible_ranked(study)  # a trial that breaks a constraint is never best
+        if ranked:
+            best = ranked[0]
+            print(f"\nBest configuration (trial {best.number}, {goal.metric} {best.value:.4f}):")
+            print(json.dumps(trial_config_of(best, config).to_dict(), indent=2))
     print("\nBrowse the study:")
     for command in dashboard_commands(url):
         print(f"  {command}")
-    print(f"Export it:\n  tumor-search export --study {name} --storage {masked} --out best.json")
+    export = f"tumor-search export --study {name} --storage {masked}"
+    if goal.is_multi:
+        print(f"Export one trial of the front:\n  {export} --pareto\n  {export} --trial N")
+    else:
+        print(f"Export it:\n  {export} --out best.json")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -134,7 +141,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument(
         "--config",
-        help="study config: demo, kaggle, or a path to a YAML file (default: the existing "
+        help="study config: demo, demo-pareto, kaggle, or a path to a YAML file (default: the existing "
         "study's own config, else demo)",
     )
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")

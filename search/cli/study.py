@@ -32,7 +32,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    config_help = "study config: demo, kaggle, or a path to a YAML file (default demo)"
+    config_help = "study config: demo, demo-pareto, kaggle, or a path to a YAML file (default demo)"
 
     study = sub.add_parser(
         "study", help="create a study before starting workers", description="Manage studies."

@@ -136,6 +136,7 @@ def build_export(
     """
     study, config = open_study(study_name, storage_url)
     if trial is None:
+        refuse_multi(study, "export does not pick one of them by itself")
         best, selected_by = select_trial(study, config.objective.metric)
         warning = None
     else:
@@ -149,7 +150,8 @@ def build_export(
         "selected_by": selected_by,
         "metric": config.objective.metric,
         "direction": config.objective.direction,
-        "value": best.value,
+        "value": _value_of(best, config),
+        "values": dict(zip(config.objective.names, best.values, strict=True)),
         "trial_config": trial_config_of(best, config).to_dict(),
         "params": best.params,
         "validation": best.user_attrs.get("validation", {}),
@@ -167,7 +169,7 @@ def build_export(
     final = finalize_payload(study, best.number)
     if final is not None:
         payload["finalize"] = final
-    if top > 1:
+    if top > 1 and len(study.directions) == 1:  # a front has no order to take the top of
         payload["top"] = [
             {
                 "trial": t.number,
@@ -178,6 +180,25 @@ def build_export(
             for t in feasible_ranked(study)[:top]
         ]
     return payload
+
+
+def _value_of(trial: FrozenTrial, config: Any) -> float:
+    """The trial's `objective.metric` (in a multi-objective study, one of its values)."""
+    return float(trial.values[config.objective.names.index(config.objective.metric)])
+
+
+def refuse_multi(study: optuna.Study, what: str) -> None:
+    """`InputError` for a multi-objective study, which has a Pareto front and no best trial."""
+    from search.results.pareto import front, is_multi
+
+    if not is_multi(study):
+        return
+    numbers = ", ".join(str(t.number) for t in front(study)) or "none yet"
+    raise InputError(
+        f"study {study.study_name!r} is multi-objective: it has a Pareto front (trials "
+        f"{numbers}), not one best trial, and {what}; list the front with export --pareto "
+        "and export one of its trials with export --trial N"
+    )
 
 
 def export_best(

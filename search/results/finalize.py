@@ -111,8 +111,11 @@ def finalize(
     Raises:
         InputError, ConfigError, DataError: before any training starts.
     """
+    from search.results.export import refuse_multi
+
     check_arguments(top, folds)
     study, config = open_study(study_name, storage_url)
+    refuse_multi(study, "finalize ranks trials by one score")
     trials = finalists_of(study, top)
     configs = [trial_config_of(t, config) for t in trials]
     data = prepare(config, data_dir)

@@ -14,7 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from search.results.outputs import write_result
 from search.results.report_data import ReportData
-from search.results.report_figures import SEARCH_FIGURES, TEST_FIGURES, render_figure
+from search.results.report_figures import MULTI_FIGURES, SEARCH_FIGURES, TEST_FIGURES, render_figure
 from search.results.report_gradcam import gradcam_html
 from search.results.report_tables import (
     best_trial_html,
@@ -43,7 +43,8 @@ def build_report(data: ReportData, storage: str) -> tuple[str, int, int]:
     """The whole page, the number of figures drawn and the number of placeholders."""
     sections = [header_html(data, storage), best_trial_html(data), config_html(data)]
     sections.append("<h2>Search</h2>")
-    figures = [render_figure(title, builder, data) for title, builder in SEARCH_FIGURES]
+    builders = (*MULTI_FIGURES, *SEARCH_FIGURES) if data.multi else SEARCH_FIGURES
+    figures = [render_figure(title, builder, data) for title, builder in builders]
     sections += [f.html for f in figures]
     if data.train_best:
         sections.append(held_out_html(data.train_best))

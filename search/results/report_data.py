@@ -3,6 +3,7 @@ facts (backbone, duration) that both the figures and the tables show."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,24 @@ class ReportData:
     @property
     def metric(self) -> str:
         return self.config.objective.metric
+
+    @property
+    def multi(self) -> bool:
+        """Whether the study has several objectives (a Pareto front, not one best trial)."""
+        return len(self.study.directions) > 1
+
+    def score(self, trial: FrozenTrial) -> float | None:
+        """The trial's `metric`: its value, or in a multi-objective study that objective's."""
+        if trial.values is None:
+            return None
+        if len(trial.values) == 1:
+            return trial.values[0]
+        return trial.values[self.config.objective.names.index(self.metric)]
+
+    @property
+    def target(self) -> Callable[[FrozenTrial], float] | None:
+        """What Optuna's plots should draw: None (the value) unless the study has several."""
+        return (lambda t: float(self.score(t))) if self.multi else None  # type: ignore[arg-type]
 
     @property
     def completed(self) -> list[FrozenTrial]:

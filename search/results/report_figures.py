@@ -21,7 +21,7 @@ from search.config import StudyConfig
 from search.errors import one_line
 from search.results.report_calibration import reliability_figure
 from search.results.report_data import ReportData, Unavailable, backbone_of, duration_of
-from search.results.report_footprint import latency_figure
+from search.results.report_footprint import latency_figure, pareto_figure
 
 STATE_COLOURS = {
     TrialState.COMPLETE: "#1f77b4",
@@ -51,13 +51,24 @@ def _hover(trial: FrozenTrial, config: StudyConfig) -> str:
 
 def history_figure(data: ReportData) -> go.Figure:
     data.require_completed()
-    fig = optuna.visualization.plot_optimization_history(data.study, target_name=data.metric)
+    fig = optuna.visualization.plot_optimization_history(
+        data.study, target=data.target, target_name=data.metric
+    )
     return _whole_number_ticks(fig, max(t.number for t in data.trials))
+
+
+def _curve(trial: FrozenTrial, data: ReportData) -> dict[int, float]:
+    """The values reported to Optuna each epoch; in a multi-objective study, which reports
+    none (it cannot prune), the recorded history of the monitored metric."""
+    if trial.intermediate_values:
+        return trial.intermediate_values
+    values = (trial.user_attrs.get("history") or {}).get(data.config.objective.monitor) or []
+    return dict(enumerate(values))
 
 
 def learning_curves_figure(data: ReportData) -> go.Figure:
     """Every trial's per-epoch validation metric, one trace per final state (pruned dotted)."""
-    curves = [t for t in data.trials if t.intermediate_values]
+    curves = [t for t in data.trials if _curve(t, data)]
     if not curves:
         raise Unavailable("no trial has reported a validation epoch yet")
     fig = go.Figure()
@@ -66,10 +77,11 @@ def learning_curves_figure(data: ReportData) -> go.Figure:
         y: list[float | None] = []
         text: list[str] = []
         for t in (t for t in curves if t.state == state):
-            steps = sorted(t.intermediate_values)
+            curve = _curve(t, data)
+            steps = sorted(curve)
             # A None between two trials breaks the line, so one trace holds them all.
             x += [*steps, None]
-            y += [*(t.intermediate_values[s] for s in steps), None]
+            y += [*(curve[s] for s in steps), None]
             text += [_hover(t, data.config)] * (len(steps) + 1)
         fig.add_trace(
             go.Scatter(
@@ -87,25 +99,27 @@ def learning_curves_figure(data: ReportData) -> go.Figure:
             )
         )
     fig.update_layout(xaxis_title="epoch (step reported to Optuna)", yaxis_title=data.metric)
-    return _whole_number_ticks(fig, max(max(t.intermediate_values) for t in curves))
+    return _whole_number_ticks(fig, max(max(_curve(t, data)) for t in curves))
 
 
 def importances_figure(data: ReportData) -> go.Figure:
     done = data.require_completed(2)
-    if len({t.value for t in done}) < 2:
+    if len({data.score(t) for t in done}) < 2:
         raise Unavailable(f"every completed trial scored the same {data.metric}")
     shared = set.intersection(*(set(t.params) for t in done))
     varied = sorted(n for n in shared if len({repr(t.params[n]) for t in done}) > 1)
     if not varied:
         raise Unavailable("the completed trials all used the same parameter values")
     return optuna.visualization.plot_param_importances(
-        data.study, params=varied, target_name=data.metric
+        data.study, params=varied, target=data.target, target_name=data.metric
     )
 
 
 def parallel_figure(data: ReportData) -> go.Figure:
     data.require_completed()
-    return optuna.visualization.plot_parallel_coordinate(data.study, target_name=data.metric)
+    return optuna.visualization.plot_parallel_coordinate(
+        data.study, target=data.target, target_name=data.metric
+    )
 
 
 def backbone_figure(data: ReportData) -> go.Figure:
@@ -117,7 +131,7 @@ def backbone_figure(data: ReportData) -> go.Figure:
     for name, trials in sorted(groups.items()):
         fig.add_trace(
             go.Box(
-                y=[t.value for t in trials],
+                y=[data.score(t) for t in trials],
                 name=name,
                 boxpoints="all",
                 jitter=0.3,
@@ -137,14 +151,14 @@ def duration_figure(data: ReportData) -> go.Figure:
         points = [
             (duration_of(t), t)
             for t in data.trials
-            if t.state == state and t.value is not None and duration_of(t) is not None
+            if t.state == state and t.values is not None and duration_of(t) is not None
         ]
         if not points:
             continue
         fig.add_trace(
             go.Scatter(
                 x=[d for d, _ in points],
-                y=[t.value for _, t in points],
+                y=[data.score(t) for _, t in points],
                 mode="markers",
                 name=label,
                 marker={"color": STATE_COLOURS[state], "size": 10},
@@ -195,6 +209,7 @@ SEARCH_FIGURES: tuple[tuple[str, Builder], ...] = (
     ("Trial duration against the metric", duration_figure),
     ("Latency per image against the metric", latency_figure),
 )
+MULTI_FIGURES: tuple[tuple[str, Builder], ...] = (("Pareto front", pareto_figure),)
 TEST_FIGURES: tuple[tuple[str, Builder], ...] = (
     ("Confusion matrix on the held-out test split", confusion_figure),
     ("Reliability diagram on the held-out test split", reliability_figure),

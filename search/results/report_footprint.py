@@ -39,7 +39,7 @@ def latency_figure(data: ReportData) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=[t.user_attrs["latency_ms"] for t in trials],
-                y=[t.value for t in trials],
+                y=[data.score(t) for t in trials],
                 mode="markers",
                 name=label,
                 marker={"size": 10, "symbol": "circle" if feasible else "circle-open"},
@@ -51,7 +51,7 @@ def latency_figure(data: ReportData) -> go.Figure:
                 hovertemplate="%{hovertext}<br>%{x:.2f} ms, %{y:.4f}<extra></extra>",
             )
         )
-    points = [(t.user_attrs["latency_ms"], t.value, t) for t in measured if is_feasible(t)]
+    points = [(t.user_attrs["latency_ms"], data.score(t), t) for t in measured if is_feasible(t)]
     best = front(points, data.config.objective.direction == "maximize")
     if best:
         fig.add_trace(
@@ -67,3 +67,14 @@ def latency_figure(data: ReportData) -> go.Figure:
     fig.update_xaxes(type="log")
     fig.update_layout(xaxis_title="latency per image at batch 1 (ms)", yaxis_title=data.metric)
     return fig
+
+
+def pareto_figure(data: ReportData) -> go.Figure:
+    """Optuna's Pareto-front plot of a multi-objective study (two or three objectives)."""
+    import optuna
+
+    names = data.config.objective.names
+    if len(names) > 3:
+        raise Unavailable(f"{len(names)} objectives: the front is listed above, not drawn")
+    data.require_completed()
+    return optuna.visualization.plot_pareto_front(data.study, target_names=names)

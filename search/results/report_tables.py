@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from models.footprint import describe
-from search.results.report_data import ReportData, duration_of
+from search.results.report_data import ReportData, backbone_of, duration_of
 from search.runtime.study import BUDGET_ATTR, CONFIG_ATTR, TRIAL_CONFIG_ATTR
 
 
@@ -55,15 +55,27 @@ def header_html(data: ReportData, storage: str) -> str:
     return (
         f"<h1>Study {html.escape(study.study_name)}</h1>\n"
         f'<p class="meta">{html.escape(storage)} &middot; report written {now}</p>\n'
-        f"<p>Objective: <b>{html.escape(data.metric)}</b> on the validation split "
-        f"({html.escape(config.objective.direction)}). Trials: {len(data.trials)} of a budget "
+        f"<p>{_objective(config)} Trials: {len(data.trials)} of a budget "
         f"of {budget} ({by_state}).</p>"
     )
+
+
+def _objective(config: Any) -> str:
+    goal = config.objective
+    if not goal.is_multi:
+        return (
+            f"Objective: <b>{html.escape(goal.metric)}</b> on the validation split "
+            f"({html.escape(goal.direction)})."
+        )
+    pairs = zip(goal.names, goal.directions, strict=True)
+    return "Objectives: " + ", ".join(f"<b>{html.escape(n)}</b> ({d})" for n, d in pairs) + "."
 
 
 def best_trial_html(data: ReportData) -> str:
     """The best trial's value, duration and configuration (its recorded TrialConfig)."""
     infeasible = infeasible_html(data)
+    if data.multi:
+        return front_html(data) + infeasible
     try:
         best = data.study.best_trial
     except ValueError:
@@ -82,11 +94,31 @@ def best_trial_html(data: ReportData) -> str:
     )
 
 
+def front_html(data: ReportData) -> str:
+    """A multi-objective study's Pareto front: each trial's objectives and backbone."""
+    from search.results.pareto import front
+
+    names = data.config.objective.names
+    trials = front(data.study)
+    if not trials:
+        none = "No feasible trial yet." if data.completed else "No completed trial yet."
+        return f"<h2>Pareto front</h2>\n<p>{none}</p>\n"
+    rows = [
+        (t.number, *(round(v, 4) for v in t.values), backbone_of(t, data.config)) for t in trials
+    ]
+    return (
+        f"<h2>Pareto front</h2>\n<p>{len(trials)} trial{'s' if len(trials) != 1 else ''} that no "
+        f"other trial beats on every objective ({html.escape(', '.join(names))}); export one "
+        "with <code>tumor-search export --trial N</code>.</p>\n"
+        + _table(("trial", *names, "backbone"), rows).replace("<table>", '<table class="front">', 1)
+    )
+
+
 def infeasible_html(data: ReportData) -> str:
     """The completed trials that break a constraint (never best), with what they break."""
     from search.training.constraints import violations
 
-    rows = [(t.number, f"{t.value:.4f}", ", ".join(violations(t))) for t in data.completed]
+    rows = [(t.number, f"{data.score(t):.4f}", ", ".join(violations(t))) for t in data.completed]
     rows = [r for r in rows if r[2]]
     if not rows:
         return ""

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from models.footprint import FOOTPRINT_KEYS, describe
+from search.results.pareto import front_rows, front_summary, front_table, is_multi
 from search.runtime.optuna_compat import FAIL_REASON_ATTR
 from search.runtime.study import RUNTIME_ATTR, budget, budget_used, describe_storage, open_study
 from search.training.constraints import is_feasible, violations
@@ -43,18 +44,7 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
                 "runtime": t.user_attrs.get(RUNTIME_ATTR),
             }
         )
-    best = None
-    try:
-        b = study.best_trial
-        best = {
-            "number": b.number,
-            "value": b.value,
-            "params": b.params,
-            "trial_config": b.user_attrs.get("trial_config"),
-            "footprint": {k: b.user_attrs[k] for k in FOOTPRINT_KEYS if k in b.user_attrs},
-        }
-    except ValueError:  # none completed, or none feasible
-        pass
+    multi = is_multi(study)
     failures = [
         {"number": t.number, "reason": t.user_attrs.get(FAIL_REASON_ATTR, "unknown")}
         for t in trials
@@ -65,16 +55,33 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
         "storage": describe_storage(storage_url),
         "metric": config.objective.metric,
         "direction": config.objective.direction,
+        "metrics": config.objective.names,
         "budget": budget(study),
         "budget_used": budget_used(trials),
         "counts": counts,
-        "best": best,
+        "best": None if multi else _best(study),
+        "front": front_rows(study, config.objective.names) if multi else None,
         "running": running,
         "failed": failures,
         "infeasible": _infeasible(trials),
         "runtimes": _runtimes(trials),
         "train_best": study.user_attrs.get("train_best"),
         "slurm": _slurm_jobs(study.user_attrs),
+    }
+
+
+def _best(study: optuna.Study) -> dict[str, Any] | None:
+    """The best feasible trial of a single-objective study, with its footprint."""
+    try:
+        b = study.best_trial
+    except ValueError:  # none completed, or none feasible
+        return None
+    return {
+        "number": b.number,
+        "value": b.value,
+        "params": b.params,
+        "trial_config": b.user_attrs.get("trial_config"),
+        "footprint": {k: b.user_attrs[k] for k in FOOTPRINT_KEYS if k in b.user_attrs},
     }
 
 
@@ -134,7 +141,9 @@ def print_status(status: dict[str, Any]) -> None:
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     )
     best = status["best"]
-    if best:
+    if status.get("front") is not None:
+        _print_front(status)
+    elif best:
         print(f"best:     {status['metric']} {best['value']:.4f} (trial {best['number']})")
         print(f"          {best['params']}")
         footprint = describe(best.get("footprint") or {})
@@ -169,6 +178,23 @@ def print_status(status: dict[str, Any]) -> None:
         print(test_line(tb))
 
 
+def _print_front(status: dict[str, Any]) -> None:
+    """A multi-objective study's Pareto front, one trial per line."""
+    rows = status["front"]
+    if not rows:
+        done = status["counts"]["complete"]
+        print("front:    " + ("no feasible trial yet" if done else "no completed trial yet"))
+        return
+    print(
+        f"front:    {len(rows)} Pareto-optimal trial{'s' if len(rows) != 1 else ''} "
+        f"({', '.join(status['metrics'])})"
+    )
+    for row in rows:
+        values = ", ".join(f"{k} {v:.4f}" for k, v in row["values"].items())
+        backbone = (row.get("trial_config") or {}).get("backbone", "?")
+        print(f"          trial {row['trial']}: {values} ({backbone})")
+
+
 def test_line(tb: dict[str, Any]) -> str:
     """The held-out result of train-best: accuracy, its 95 % interval and the temperature."""
     ci = (tb.get("intervals") or {}).get("accuracy") or {}
@@ -182,7 +208,12 @@ def test_line(tb: dict[str, Any]) -> str:
 
 
 def top_trials_table(study: optuna.Study, metric: str, k: int = 5) -> str:
+    """The `k` best completed trials (a multi-objective study: its Pareto front)."""
     from search.results.export import completed_trials
+
+    if is_multi(study):
+        names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+        return front_table(study, names)
 
     rows = completed_trials(study)[:k]
     if not rows:
@@ -226,6 +257,8 @@ def progress_line(study: optuna.Study, total: int) -> str:
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     try:
+        if is_multi(study):
+            return f"study {study.study_name}: {done}/{total} trials done, {front_summary(study)}"
         best = study.best_trial
         best_text = f"best {best.value:.4f} (trial {best.number})"
     except ValueError:  # none completed, or (with constraints) none feasible

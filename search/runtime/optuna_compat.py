@@ -13,7 +13,7 @@ import contextlib
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -203,7 +203,11 @@ def fail_frozen(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
 
 
 def tell(
-    study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None, reason: str
+    study: optuna.Study,
+    trial: optuna.Trial,
+    state: TrialState,
+    value: float | Sequence[float] | None,
+    reason: str,
 ) -> None:
     """Tell a trial's outcome: its value, that it was pruned, or why it failed."""
     if state == TrialState.FAIL:

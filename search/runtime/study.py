@@ -59,6 +59,8 @@ def make_sampler(config: StudyConfig, trial_number: int = 0) -> optuna.samplers.
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
 
 
@@ -120,7 +122,7 @@ def create_study(
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            direction=config.objective.direction,
+            directions=config.objective.directions,
             sampler=make_sampler(config),
             pruner=make_pruner(config),
         )
@@ -154,18 +156,25 @@ def _dashboard_labels(study: optuna.Study, config: StudyConfig) -> None:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([config.objective.metric])
+        study.set_metric_names(config.objective.names)
     backbones = ", ".join(config.space.backbones)
     optuna_dashboard.save_note(
         study,
         f"# {study.study_name}\n\n"
-        f"Objective: best **{config.objective.metric}** on the validation split "
-        f"({config.objective.direction}). Budget: {config.trials} trials.\n\n"
+        f"{_objective_text(config)} Budget: {config.trials} trials.\n\n"
         f"Backbones: {backbones}. Weights: `{config.weights}`. Input: {config.data.image_size}px, "
         f"split `{config.data.split}` (seed {config.data.seed}).\n\n"
         f"Sampler `{config.sampler.name}`, pruner `{config.pruner.name}`, up to "
         f"{config.training.epochs} epochs per trial.\n",
     )
+
+
+def _objective_text(config: StudyConfig) -> str:
+    goal = config.objective
+    if not goal.is_multi:
+        return f"Objective: best **{goal.metric}** on the validation split ({goal.direction})."
+    parts = ", ".join(f"**{n}** ({d})" for n, d in zip(goal.names, goal.directions, strict=True))
+    return f"Objectives: {parts}; the Pareto page shows the front."
 
 
 def _check_same(study: optuna.Study, config: StudyConfig, data: StudyData) -> None:

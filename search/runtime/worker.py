@@ -35,6 +35,9 @@ from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, budget, budget_u
 from search.runtime.study_data import StudyData, check_matches, load_train_val, prepare
 from search.training.weights import ensure_weights
 
+# What a finished trial tells: one value, one per objective of a multi-objective study, or none.
+Value = float | list[float] | None
+
 LOST = "another worker failed it while the storage was unreachable, and queued it again"
 
 
@@ -223,7 +226,7 @@ def _claim(worker: _Worker) -> optuna.Trial | None:
     return trial
 
 
-def _train(worker: _Worker, trial: optuna.Trial) -> tuple[TrialState, float | None, str]:
+def _train(worker: _Worker, trial: optuna.Trial) -> tuple[TrialState, Value, str]:
     """Run the objective with a heartbeat; its outcome (an interrupt fails and requeues the
     trial, then goes on up). RUNNING: another worker failed the trial meanwhile."""
     with compat.Heartbeat(worker.study, trial, worker.config.heartbeat.interval):
@@ -255,7 +258,7 @@ def _train(worker: _Worker, trial: optuna.Trial) -> tuple[TrialState, float | No
 
 
 def _tell(
-    worker: _Worker, trial: optuna.Trial, state: TrialState, value: float | None, reason: str
+    worker: _Worker, trial: optuna.Trial, state: TrialState, value: Value, reason: str
 ) -> TrialState:
     """Tell the trial's outcome; RUNNING when it is no longer this worker's to tell."""
     worker.keras.backend.clear_session()  # and collects garbage: the next model starts clean

@@ -13,6 +13,7 @@ import optuna
 from common.progress import log
 from models.backend import runtime_info
 from search.config import StudyConfig
+from search.config_objective import MONITORS
 from search.runtime.outage import StorageUnavailable
 from search.runtime.pauses import pause
 from search.runtime.study import RUNTIME_ATTR, TRIAL_CONFIG_ATTR
@@ -43,7 +44,7 @@ class Objective:
         self.data = data
         self.interruptible = interruptible
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         trial_config = suggest(trial, self.config.space)
         trial.set_user_attr(TRIAL_CONFIG_ATTR, trial_config.to_dict())
         trial.set_user_attr(RUNTIME_ATTR, runtime_info())
@@ -54,7 +55,9 @@ class Objective:
         from optuna_integration import KerasPruningCallback
 
         recorder = EpochRecorder(prefix, self.config.training.epochs)
-        pruning = KerasPruningCallback(trial, self.config.objective.monitor)
+        goal = self.config.objective
+        # Optuna prunes single-objective studies only (trial.report raises for several).
+        pruning = [] if goal.is_multi else [KerasPruningCallback(trial, goal.monitor)]
         start = time.perf_counter()
         try:
             with self.interruptible():
@@ -63,7 +66,7 @@ class Objective:
                     self.config,
                     self.data,
                     recorder,
-                    callbacks=[pruning],
+                    callbacks=pruning,
                 )
         except optuna.TrialPruned:
             _record_partial(trial, recorder, time.perf_counter() - start)
@@ -78,11 +81,12 @@ class Objective:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
         footprint = record_footprint(trial, result.model, self.data.image_size)
         result.model = None  # the footprint was the last use of the whole model
-        feasible = apply_constraints(
-            trial, self.config.objective.constraints, {**result.metrics_at_best(), **footprint}
-        )
+        measured = {**result.metrics_at_best(), **footprint}
+        feasible = apply_constraints(trial, goal.constraints, measured)
         if feasible is False:
             log(f"{prefix} infeasible: {', '.join(violations(trial))}")
+        if goal.is_multi:
+            return [float(measured[MONITORS.get(name, name)]) for name in goal.names]
         return result.best_value
 
 

@@ -83,7 +83,7 @@ def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
 
 
 def test_missing_config_names_the_builtin_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="demo or kaggle"):
+    with pytest.raises(ConfigError, match="demo, demo-pareto, kaggle"):
         load_config(str(tmp_path / "nope.yaml"))
 
 

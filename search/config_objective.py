@@ -1,0 +1,130 @@
+"""The ``objective`` section of a study config: what a trial is scored on (one metric, or
+several for a multi-objective study) and the limits a trial must meet to count.
+
+```yaml
+objective:
+  metric: val_accuracy                  # one of METRICS; or, instead:
+  # metrics: [val_accuracy, latency_ms] # a multi-objective study: a Pareto front, no pruning
+  constraints: {min_recall: {glioma: 0.85}, max_latency_ms: 20}
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from search.errors import ConfigError
+
+# The metrics on the validation split, and the direction that is better.
+METRICS = {
+    "val_accuracy": "maximize",
+    "balanced_accuracy": "maximize",
+    "macro_f1": "maximize",
+    "val_loss": "minimize",
+}
+# The key each metric has in Keras' epoch logs (balanced accuracy and macro F1 are added by
+# search.training.val_metrics.ValidationMetrics).
+MONITORS = {
+    "val_accuracy": "val_accuracy",
+    "balanced_accuracy": "val_balanced_accuracy",
+    "macro_f1": "val_macro_f1",
+    "val_loss": "val_loss",
+}
+# What a trained model costs to deploy (models.footprint), measured after each trial: only
+# in `metrics`, beside at least one validation metric. Smaller is better.
+FOOTPRINT_METRICS = {"latency_ms": "minimize", "params_m": "minimize", "size_mb": "minimize"}
+ALL_METRICS = {**METRICS, **FOOTPRINT_METRICS}
+DEFAULT_METRIC = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What a trial is scored on, and the limits a trial must meet to count.
+
+    Attributes:
+        metric: One of `METRICS`, measured on the validation split at the best epoch. In a
+            multi-objective study, the first validation metric of `metrics` (it picks the
+            best epoch and drives early stopping).
+        metrics: Two or more of `ALL_METRICS` for a multi-objective study (None: one metric).
+        constraints: Limits a trial must meet to be feasible (infeasible trials are never
+            best), e.g. ``{"min_recall": {"glioma": 0.85}, "max_latency_ms": 20}``; see
+            `search.training.constraints`.
+    """
+
+    metric: str = DEFAULT_METRIC
+    metrics: list | None = field(default=None, hash=False)
+    constraints: dict | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.metric == DEFAULT_METRIC and isinstance(self.metrics, list):
+            first = next((m for m in self.metrics if m in METRICS), None)
+            if first is not None:
+                object.__setattr__(self, "metric", first)
+
+    @property
+    def is_multi(self) -> bool:
+        """Whether the study has several objectives (a Pareto front, not one best trial)."""
+        return self.metrics is not None
+
+    @property
+    def names(self) -> list[str]:
+        """The objectives' names, in the order of the study's values."""
+        return list(self.metrics) if self.metrics is not None else [self.metric]
+
+    @property
+    def directions(self) -> list[str]:
+        return [ALL_METRICS[name] for name in self.names]
+
+    @property
+    def direction(self) -> str:
+        """The direction of `metric` (the validation metric that picks the best epoch)."""
+        return METRICS[self.metric]
+
+    @property
+    def monitor(self) -> str:
+        """`metric`'s key in Keras' epoch logs."""
+        return MONITORS[self.metric]
+
+    @property
+    def needs_class_metrics(self) -> bool:
+        """Whether each epoch must compute metrics Keras does not (balanced accuracy,
+        macro F1, per-class recall)."""
+        logged = [MONITORS[n] for n in self.names if n in MONITORS]
+        return any(m not in ("val_accuracy", "val_loss") for m in logged) or bool(self.constraints)
+
+    def validate(self, source: str) -> None:
+        """Raises ConfigError for an unknown metric, a malformed ``metrics`` list or bad
+        constraints."""
+        from search.config_fields import check_choice
+        from search.training.constraints import validate_constraints
+
+        check_choice(self.metric, METRICS, source, "objective.metric", "metric")
+        if self.metrics is not None:
+            self._validate_metrics(source)
+        validate_constraints(self.constraints, source)
+
+    def _validate_metrics(self, source: str) -> None:
+        key = "objective.metrics"
+        names = self.metrics or []
+        if len(names) < 2:
+            raise ConfigError(
+                f"{source}: {key}: a multi-objective study needs two or more metrics, e.g. "
+                f"[val_accuracy, latency_ms]; for one, set objective.metric instead"
+            )
+        for name in names:
+            if name not in ALL_METRICS:
+                raise ConfigError(
+                    f"{source}: {key}: unknown metric {name!r}; allowed: {', '.join(ALL_METRICS)}"
+                )
+        if len(set(names)) < len(names):
+            raise ConfigError(f"{source}: {key}: a metric is listed twice: {names}")
+        if not any(name in METRICS for name in names):
+            raise ConfigError(
+                f"{source}: {key}: needs a validation metric ({', '.join(METRICS)}) beside "
+                f"{', '.join(names)}"
+            )
+        if self.metric not in names:
+            raise ConfigError(
+                f"{source}: objective: set objective.metric or objective.metrics, not both "
+                f"(metric {self.metric!r} is not among metrics {names})"
+            )
