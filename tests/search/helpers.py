@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,55 @@ def database_error(url: str, **connect_args: Any) -> Exception:
 
 
 REFUSED_URL = "postgresql+psycopg2://u:secret@127.0.0.1:1/db"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> Any:
+    """GET `url` straight (a proxy set in the environment must not carry a loopback request)."""
+    import json
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def serve_dashboard(storage: str) -> Iterator[str]:
+    """`tumor-search dashboard` on a free loopback port; yields its base URL once it answers."""
+    import time
+
+    from tests.conftest import start_cli
+
+    port = free_port()
+    proc = start_cli("dashboard", "--storage", storage, "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get_json(f"{base}/api/studies")
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "the dashboard did not answer in 60 s"
+                time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def dashboard_study(base: str, name: str) -> Any:
+    """The dashboard's JSON of study `name` (what its pages draw)."""
+    studies = get_json(f"{base}/api/studies")["study_summaries"]
+    entry = next(s for s in studies if s["study_name"] == name)
+    return get_json(f"{base}/api/studies/{entry['study_id']}")

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.conftest import ROOT, assert_bad_input, run_cli, start_cli
+from tests.conftest import assert_bad_input, run_cli, start_cli
 from tests.search.conftest import TinyStudy
-from tests.search.helpers import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# Straight to the loopback server: a proxy set in the environment must not carry the request.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _get(url: str) -> object:
-    with _DIRECT.open(url, timeout=10) as response:
-        return json.loads(response.read())
+from tests.search.helpers import (
+    dashboard_study,
+    free_port,
+    get_json,
+    serve_dashboard,
+    wait_for,
+)
 
 
 def _decode_address(hex_address: str) -> tuple[str, int]:
@@ -70,52 +56,19 @@ def _listening_addresses(pid: int) -> list[tuple[str, int]]:
 
 
 def test_dashboard_serves_the_study_and_its_learning_curves(tiny_study: TinyStudy) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "search",
-            "dashboard",
-            "--storage",
-            tiny_study.storage,
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        studies = None
-        while time.monotonic() < deadline:
-            try:
-                studies = _get(f"{base}/api/studies")
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[1]
-                time.sleep(0.5)
-        assert studies is not None, "dashboard did not answer"
-        entry = next(s for s in studies["study_summaries"] if s["study_name"] == "tiny")
-        detail = _get(f"{base}/api/studies/{entry['study_id']}")
-        study = optuna.load_study(study_name="tiny", storage=tiny_study.storage)
-        assert len(detail["trials"]) == len(study.trials) == 3
-        for served, stored in zip(
-            sorted(detail["trials"], key=lambda t: t["number"]), study.trials, strict=True
-        ):
-            assert served["state"] == "Complete"
-            assert [v["value"] for v in served["intermediate_values"]] == [
-                stored.intermediate_values[k] for k in sorted(stored.intermediate_values)
-            ]
-        assert detail["objective_names"] == ["val_accuracy"]
-        assert "Objective" in detail["note"]["body"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serve_dashboard(tiny_study.storage) as base:
+        detail = dashboard_study(base, "tiny")
+    study = optuna.load_study(study_name="tiny", storage=tiny_study.storage)
+    assert len(detail["trials"]) == len(study.trials) == 3
+    for served, stored in zip(
+        sorted(detail["trials"], key=lambda t: t["number"]), study.trials, strict=True
+    ):
+        assert served["state"] == "Complete"
+        assert [v["value"] for v in served["intermediate_values"]] == [
+            stored.intermediate_values[k] for k in sorted(stored.intermediate_values)
+        ]
+    assert detail["objective_names"] == ["val_accuracy"]
+    assert "Objective" in detail["note"]["body"]
 
 
 def test_dashboard_refuses_a_missing_database_and_a_busy_port(tmp_path) -> None:
@@ -140,7 +93,7 @@ def test_dashboard_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
     ::), as the kernel reports it: the study is not served to the network."""
     db = tmp_path / "s.db"
     optuna.create_study(study_name="bare", storage=f"sqlite:///{db}")
-    port = _free_port()
+    port = free_port()
     proc = start_cli("dashboard", "--storage", f"sqlite:///{db}", "--port", str(port))
     try:
 
@@ -152,7 +105,8 @@ def test_dashboard_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
         assert _listening_addresses(proc.pid) == [("127.0.0.1", port)]
         # That socket is the dashboard's (reached on loopback only).
         names = [
-            s["study_name"] for s in _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+            s["study_name"]
+            for s in get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         ]
         assert names == ["bare"]
     finally:

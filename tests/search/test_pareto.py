@@ -13,7 +13,13 @@ from optuna.trial import TrialState
 from search.config import load_config
 from search.errors import ConfigError
 from tests.conftest import assert_bad_input, run_cli
-from tests.search.helpers import create_cli, trials_of, write_config
+from tests.search.helpers import (
+    create_cli,
+    dashboard_study,
+    serve_dashboard,
+    trials_of,
+    write_config,
+)
 
 MULTI = {"metrics": ["val_accuracy", "latency_ms"]}
 
@@ -117,3 +123,14 @@ def test_accuracy_against_latency_study(tmp_path: Path, tiny_data: Path) -> None
     page = report.read_text()
     assert "<h2>Pareto front</h2>" in page and "<h3>Pareto front</h3>" in page
     assert "Objectives: <b>val_accuracy</b> (maximize), <b>latency_ms</b> (minimize)." in page
+
+    # optuna-dashboard's Pareto page draws the front from what its API serves.
+    with serve_dashboard(storage) as base:
+        detail = dashboard_study(base, "mo")
+    assert detail["objective_names"] == ["val_accuracy", "latency_ms"]
+    assert detail["directions"] == ["maximize", "minimize"]
+    assert {t["number"] for t in detail["best_trials"]} == front
+    served = {t["number"]: t for t in detail["trials"]}
+    for t in done:
+        attrs = {a["key"]: a["value"] for a in served[t.number]["user_attrs"]}
+        assert float(attrs["latency_ms"]) == t.user_attrs["latency_ms"]
