@@ -34,7 +34,7 @@ from common.disk import is_disk_full
 IMAGES = "images"
 FEATURES = "features"
 FEATURES_FILE = "features.npz"
-_OWN_PACKAGES = frozenset({"data", "models", "search"})
+_OWN_PACKAGES = frozenset({"data", "models", "search", "tumor_predict"})
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 
 
@@ -219,7 +219,8 @@ def code_hash(*functions: Callable[..., Any]) -> str:
 
     Covers each function's source (comments, docstrings and layout do not count), the plain
     constants it reads from its module (``BATCH = 64``) and, recursively, the functions of
-    this project (``data``, ``models``, ``search``) that it calls by global name.
+    this project (``data``, ``models``, ``search``, ``tumor_predict``) that it calls by global
+    name.
     """
     digest = hashlib.sha256()
     seen: set[Callable[..., Any]] = set()

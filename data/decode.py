@@ -4,6 +4,7 @@ Arrays hold raw 0-255 pixels: every backbone's preprocessing lives inside its mo
 The cache is keyed by the split manifest's fingerprint, the image size and the decode
 pipeline (`pipeline_version`: Pillow, its JPEG library and the decoding code), so a changed
 dataset or decoder gets a new cache and a second load of the same split does not decode again.
+The pixel decoding itself lives in `tumor_predict.decode`, shared with the ONNX predictor.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from tumor_predict.decode import decode_pixels, to_rgb
+from tumor_predict.errors import ImageError
 
 from common.disk import skip_when_full
 from common.progress import Progress
@@ -34,42 +36,17 @@ from data.errors import DataError
 from data.split import ManifestEntry, SplitManifest
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode (L, P, RGBA, LA, CMYK, I;16, ...) to RGB.
-
-    Transparent pixels become black (the background of an MRI slice); 16-bit and 32-bit
-    grayscale is rescaled to 8 bits rather than clipped.
-    """
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        low, high = float(arr.min()), float(arr.max())
-        scaled = (arr - low) / (high - low) * 255.0 if high > low else np.zeros_like(arr)
-        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
 def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
-    """Decode one image file to a ``(size, size, 3)`` uint8 RGB array.
+    """Decode one image file to a ``(size, size, 3)`` uint8 RGB array
+    (`tumor_predict.decode.decode_pixels`, the decoder both predictors use).
 
     Raises:
         DataError: the file cannot be read or is not an image.
     """
     try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                img.draft("RGB", (size, size))  # let libjpeg skip detail we would discard
-            rgb = to_rgb(img)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+        return decode_pixels(path, size, to_rgb)
+    except ImageError as exc:
+        raise DataError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -94,7 +71,7 @@ def pipeline_version() -> str:
     parts = {
         "pillow": PIL.__version__,
         "libjpeg": PIL.features.version("jpg"),  # its IDCT and draft scaling decide JPEG pixels
-        "code": code_hash(decode_image, to_rgb, _decode_entries),
+        "code": code_hash(decode_image, to_rgb, decode_pixels, _decode_entries),
     }
     return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
 

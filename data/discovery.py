@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+from tumor_predict.decode import IMAGE_EXTENSIONS, is_hidden_or_junk
 
 from common.progress import Progress
 from data.errors import DataError
@@ -43,12 +44,6 @@ CLASS_ALIASES = {
     "pituitary": "pituitary",
     "pituitary_tumor": "pituitary",
 }
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-)
-# Files that operating systems and tools leave in folders; never images.
-JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 
 TRAIN_DIR_NAMES = ("training", "train")
 TEST_DIR_NAMES = ("testing", "test")
@@ -108,12 +103,8 @@ def canonical_label(folder_name: str) -> str:
     return CLASS_ALIASES.get(folder_name.strip().lower(), folder_name)
 
 
-def _is_hidden_or_junk(name: str) -> bool:
-    return name.startswith(".") or name.lower() in JUNK_NAMES
-
-
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not _is_hidden_or_junk(p.name))
+    return sorted(p for p in path.iterdir() if p.is_dir() and not is_hidden_or_junk(p.name))
 
 
 def _find_named(path: Path, names: tuple[str, ...]) -> Path | None:
@@ -130,7 +121,7 @@ def _resolve_root(root: Path) -> Path:
         subs = _subdirs(current)
         if _find_named(current, TRAIN_DIR_NAMES) or len(subs) != 1:
             return current
-        if any(f.is_file() for f in current.iterdir() if not _is_hidden_or_junk(f.name)):
+        if any(f.is_file() for f in current.iterdir() if not is_hidden_or_junk(f.name)):
             return current
         inner = subs[0]
         if not (_find_named(inner, TRAIN_DIR_NAMES) or len(_subdirs(inner)) >= 2):
@@ -202,11 +193,11 @@ def _candidates(
             folder_names.add(class_dir.name)
             label = canonical_label(class_dir.name)
             for dirpath, dirnames, filenames in os.walk(class_dir):
-                dirnames[:] = sorted(d for d in dirnames if not _is_hidden_or_junk(d))
+                dirnames[:] = sorted(d for d in dirnames if not is_hidden_or_junk(d))
                 for name in sorted(filenames):
                     path = Path(dirpath) / name
                     rel = path.relative_to(base).as_posix()
-                    if _is_hidden_or_junk(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    if is_hidden_or_junk(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
                         ignored.append(rel)
                         continue
                     candidates.append((path, label, source))

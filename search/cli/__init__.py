@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.progress import set_quiet
 
     set_quiet(bool(getattr(args, "quiet", False) or args.quiet_all))
-    _quiet_libraries()
+    if getattr(args, "uses_optuna", True):  # `predict` runs an .onnx model without Optuna
+        _quiet_libraries()
     bad_input = _bad_input_types()
     from common.disk import DiskFullError
     from search.runtime.outage import StorageUnavailable

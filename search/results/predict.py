@@ -1,26 +1,36 @@
-"""`tumor-search predict`: class probabilities from a saved model for image files or folders."""
+"""`tumor-search predict`: class probabilities from a saved model for image files or folders.
+
+A ``.keras`` model runs in Keras; an ``.onnx`` model runs in onnxruntime through
+`tumor_predict` (the TensorFlow-free predictor) without importing Keras, TensorFlow or
+Optuna. Both find, decode and report images with `tumor_predict.predict`'s code.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tumor_predict import predict as shared
+from tumor_predict.errors import PredictError
+from tumor_predict.predict import Prediction
 
 from common.progress import log
-from data.decode import decode_image
-from data.discovery import IMAGE_EXTENSIONS, JUNK_NAMES, is_readable_image
-from data.errors import DataError
 from search.errors import InputError
 
+MODEL_SUFFIXES = (".keras", ".onnx")
 
-@dataclass(frozen=True)
-class Prediction:
-    path: str
-    label: str
-    probabilities: dict[str, float]
+
+@contextmanager
+def as_input_error() -> Iterator[None]:
+    """Turn the predictor's errors into `InputError`: one line on stderr, exit code 2."""
+    try:
+        yield
+    except PredictError as exc:
+        raise InputError(str(exc)) from None
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
@@ -54,78 +64,46 @@ def class_names(model: Any) -> list[str]:
 
 
 def collect_images(paths: list[str]) -> list[Path]:
-    """Image files named directly, and the image files inside named folders (recursively).
-
-    Raises:
-        InputError: a path that does not exist, or a folder without images.
-    """
-    files: list[Path] = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not p.name.startswith(".")
-                and p.name.lower() not in JUNK_NAMES
-            )
-            if not found:
-                raise InputError(f"no image files in folder {path}")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"no such file or folder: {path}")
-    return files
+    """`tumor_predict.predict.collect_images`, raising `InputError`."""
+    with as_input_error():
+        return shared.collect_images(paths)
 
 
 def decode_images(
     files: list[Path], direct: set[Path], size: int, purpose: str
 ) -> tuple[np.ndarray, list[Path]]:
-    """Decode every image at the model's input size: a file named directly that does not
-    decode is an error, one found in a folder is skipped with a log line.
-
-    Raises:
-        InputError: a file named directly is no image, or no file decodes.
-    """
-    pixels, kept = [], []
-    for path in files:
-        try:
-            pixels.append(decode_image(path, size))
-            kept.append(path)
-        except DataError as exc:
-            if path in direct:
-                raise InputError(f"not an image: {path}") from exc
-            log(f"skipping unreadable file {path}")
-    if not kept:
-        raise InputError(f"no readable image to {purpose}")
-    return np.stack(pixels), kept
+    """`tumor_predict.predict.decode_images` (skipped files logged), raising `InputError`."""
+    with as_input_error():
+        return shared.decode_images(files, direct, size, purpose, warn=log)
 
 
 def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> list[Prediction]:
     """Predict every image; a file named directly that is not an image is an error, an
-    unreadable file inside a folder is skipped with a warning."""
+    unreadable file inside a folder is skipped with a warning.
+
+    Raises:
+        InputError: a bad model file or path, or no readable image.
+    """
+    suffix = Path(model_path).suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise InputError(f"model file must be a .keras or .onnx file: {model_path}")
+    if suffix == ".onnx":
+        with as_input_error():
+            return shared.predict_paths(model_path, paths, batch_size, warn=log)
+    return _predict_keras(model_path, paths, batch_size)
+
+
+def _predict_keras(model_path: str, paths: list[str], batch_size: int) -> list[Prediction]:
+    from data.discovery import is_readable_image
+    from search.training.batching import predict
+
     files = collect_images(paths)
     direct = {Path(p).expanduser() for p in paths}
     for path in direct:
         if path.is_file() and not is_readable_image(path):
-            raise InputError(f"not an image: {path}")
+            raise InputError(f"not an image: {path}")  # before the slow model load
     model = load_model(model_path)
-    size = int(model.input_shape[1])
     names = class_names(model)
-    pixels, kept = decode_images(files, direct, size, "predict")
-    from search.training.batching import predict
-
+    pixels, kept = decode_images(files, direct, int(model.input_shape[1]), "predict")
     probs = predict(model, pixels.astype("float32"), batch_size)
-    out = []
-    for path, row in zip(kept, probs, strict=True):
-        out.append(
-            Prediction(
-                str(path),
-                names[int(np.argmax(row))],
-                {name: round(float(p), 6) for name, p in zip(names, row, strict=True)},
-            )
-        )
-    return out
+    return shared.to_predictions(kept, probs, names)

@@ -1,0 +1,1 @@
+"""Classify images with a model that tumor-search exported (ONNX), without TensorFlow."""
