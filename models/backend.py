@@ -16,7 +16,9 @@ from types import ModuleType
 
 
 @contextlib.contextmanager
-def _quiet_fd2() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for the block: the lines C++ libraries print as they start
+    (TensorFlow's, LiteRT's XNNPACK delegate), which Python's own stderr cannot catch."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -40,7 +42,7 @@ def keras_module() -> ModuleType:
     # JAX otherwise takes 75 % of a GPU's memory when it starts, leaving a second worker
     # on the same GPU (or PyTorch, or TensorFlow) nothing; it now grows as needed.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    with _quiet_fd2():
+    with quiet_stderr():
         import keras
 
         if keras.backend.backend() == "jax":

@@ -88,3 +88,25 @@ def with_temperature(model: Any, temperature: float) -> Any:
     for layer in after:
         y = layer(y)
     return keras.Model(inputs, y, name=model.name)
+
+
+def inference_model(model: Any) -> Any:
+    """The same chain and weights without augmentation, every part called in inference mode.
+
+    What exports trace: Keras' random image layers default to training mode when called
+    without ``training``, so an exported graph would otherwise augment every image (a
+    SavedModel silently; ONNX and LiteRT with random ops their runtimes refuse).
+    """
+    from models.preprocessing import AUGMENT_NAME
+
+    keras = keras_module()
+    before, head, after = _chain(model)
+    inputs = keras.Input(model.inputs[0].shape[1:], name="pixels")
+    x = inputs
+    for layer in before:
+        if layer.name != AUGMENT_NAME:
+            x = layer(x, training=False)
+    x = head(x, training=False)
+    for layer in after:
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)

@@ -22,6 +22,7 @@ def cmd_train_best(args: argparse.Namespace) -> int:
         storage_url=args.storage,
         record=not args.no_record,
         refit=args.refit,
+        formats=args.format,
     )
     print(f"trial {summary['trial']} chosen by: {summary['trial_selected_by']}")
     trained = summary["trained_on"]
@@ -49,9 +50,8 @@ def cmd_train_best(args: argparse.Namespace) -> int:
         print(
             f"  {name:<14} precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  ({m['support']} images)"
         )
-    print(
-        f"wrote {os.path.join(args.out, 'model.keras')} and {os.path.join(args.out, 'metrics.json')}"
-    )
+    written = [os.path.join(args.out, f["path"]) for f in summary["formats"].values()]
+    print(f"wrote {', '.join(written)} and {os.path.join(args.out, 'metrics.json')}")
     return 0
 
 
@@ -92,6 +92,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         dest="refit",
         action="store_false",
         help="train on the train split with validation for early stopping",
+    )
+    p.add_argument(
+        "--format",
+        default="keras",
+        metavar="LIST",
+        help="comma-separated formats to write: keras (always), savedmodel, onnx (runs in "
+        "onnxruntime without TensorFlow: tumor-search predict or tumor-predict), litert; each "
+        "is loaded back in its runtime and must give the Keras model's probabilities within "
+        "1e-4 (default keras). All but keras need the TensorFlow backend and "
+        "pip install 'tumor-search[export]'",
     )
     add_storage(p)
     p.add_argument("--no-record", action="store_true", help="do not write the result to the study")

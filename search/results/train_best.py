@@ -20,6 +20,7 @@ from search.errors import InputError, one_line
 from search.results.calibrate import calibrate_selected
 from search.results.evaluation import bootstrap_intervals, classification_metrics
 from search.results.export import read_export
+from search.results.formats import check_formats, parse_formats, write_formats
 from search.results.held_out import write_examples_and_card
 from search.results.model_card import test_result_markdown
 from search.results.outputs import (
@@ -45,8 +46,10 @@ def train_best(
     storage_url: str | None = None,
     record: bool = True,
     refit: bool | None = None,
+    formats: str = "keras",
 ) -> dict[str, Any]:
-    """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``.
+    """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``
+    (and the other `formats`, each checked against Keras: `search.results.formats`).
 
     `refit` (default: when the export carries a finalize result) trains on train+val for
     the epoch count finalize chose, with no validation data (`search.results.retrain`).
@@ -59,6 +62,8 @@ def train_best(
     payload = read_document(best_path, flag="--config")
     config, trial_config = read_export(payload, str(best_path))
     refit = wants_refit(payload, refit, str(best_path))
+    wanted = parse_formats(formats)
+    check_formats(wanted, trial_config.backbone)
     out = check_writable_dir(out_dir)
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)
@@ -82,6 +87,9 @@ def train_best(
     summary["calibration"] = calibration
     make_out_dir(out)
     save_model(best_model, out / "model.keras")  # calibrated: T in its head
+    classes = list(train_val.classes)
+    summary["formats"] = {"keras": {"path": "model.keras"}}
+    summary["formats"].update(write_formats(best_model, wanted, out, classes, test.x[:32]))
     write_examples_and_card(best_model, summary, payload, data, test, out, storage_url)
     write_document(out / "metrics.json", summary)
     if record:

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import run_cli
-from tests.search.helpers import write_config
+from tests.search.helpers import train_best_cli, write_config
+
+ALL_FORMATS = "keras,savedmodel,onnx,litert"
+
+
+def keras_backend() -> str:
+    """The Keras backend the CLI runs on here (KERAS_BACKEND, TensorFlow by default)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -50,3 +60,32 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Tin
     )
     assert result.returncode == 0, result.stderr
     return TinyStudy(root, tiny_data, config, storage, "tiny", result.stdout, result.stderr)
+
+
+@dataclass(frozen=True)
+class TrainedBest:
+    out: Path
+    best: Path
+    data: Path
+    metrics: dict[str, Any]
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def trained_best(tiny_study: TinyStudy, tmp_path_factory: pytest.TempPathFactory) -> TrainedBest:
+    """export + train-best (one seed) on the tiny study, once; on TensorFlow it writes every
+    format (tests/search/test_formats.py checks them)."""
+    root = tmp_path_factory.mktemp("trainedbest")
+    best = root / "best.json"
+    exported = run_cli(
+        "export", "--study", "tiny", "--storage", tiny_study.storage, "--out", str(best)
+    )
+    assert exported.returncode == 0, exported.stderr
+    out = root / "best"
+    formats = ALL_FORMATS if keras_backend() == "tensorflow" else "keras"
+    result = train_best_cli(
+        best, tiny_study.data, out, "--storage", tiny_study.storage, "--format", formats
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    return TrainedBest(out, best, tiny_study.data, metrics, result.stdout)

@@ -193,3 +193,12 @@ def dashboard_study(base: str, name: str) -> Any:
     studies = get_json(f"{base}/api/studies")["study_summaries"]
     entry = next(s for s in studies if s["study_name"] == name)
     return get_json(f"{base}/api/studies/{entry['study_id']}")
+
+
+def train_best_cli(best: Path, data: Path, out: Path, *more: str) -> Any:
+    """`tumor-search train-best --config best --data data --out out [more...]`."""
+    from tests.conftest import run_cli
+
+    return run_cli(
+        "train-best", "--config", str(best), "--data", str(data), "--out", str(out), *more
+    )

@@ -15,6 +15,7 @@ from search.config import StudyConfig
 from search.space import replay
 from tests.conftest import assert_bad_input, run_cli
 from tests.search.conftest import TinyStudy
+from tests.search.helpers import train_best_cli
 
 
 def _study(tiny: TinyStudy) -> optuna.Study:
@@ -112,18 +113,8 @@ def test_train_best_then_predict(tiny_study: TinyStudy, tmp_path: Path) -> None:
         == 0
     )
     out = tmp_path / "runs" / "best"  # parent folders are made
-    result = run_cli(
-        "train-best",
-        "--config",
-        str(best),
-        "--data",
-        str(tiny_study.data),
-        "--out",
-        str(out),
-        "--seeds",
-        "2",
-        "--storage",
-        tiny_study.storage,
+    result = train_best_cli(
+        best, tiny_study.data, out, "--seeds", "2", "--storage", tiny_study.storage
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())

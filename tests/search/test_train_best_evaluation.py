@@ -3,51 +3,11 @@ the model card and the dashboard note (one cheap run of the CLI, shared by the t
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.search.conftest import TinyStudy
-
-
-@dataclass(frozen=True)
-class TrainedBest:
-    out: Path
-    best: Path
-    data: Path
-    metrics: dict[str, Any]
-    stdout: str
-
-
-@pytest.fixture(scope="session")
-def trained_best(tiny_study: TinyStudy, tmp_path_factory: pytest.TempPathFactory) -> TrainedBest:
-    """export + train-best (one seed) on the tiny study, once."""
-    root = tmp_path_factory.mktemp("trainedbest")
-    best = root / "best.json"
-    exported = run_cli(
-        "export", "--study", "tiny", "--storage", tiny_study.storage, "--out", str(best)
-    )
-    assert exported.returncode == 0, exported.stderr
-    out = root / "best"
-    result = run_cli(
-        "train-best",
-        "--config",
-        str(best),
-        "--data",
-        str(tiny_study.data),
-        "--out",
-        str(out),
-        "--storage",
-        tiny_study.storage,
-    )
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    return TrainedBest(out, best, tiny_study.data, metrics, result.stdout)
+from tests.search.conftest import TinyStudy, TrainedBest
 
 
 def test_metrics_hold_bootstrap_intervals(trained_best: TrainedBest) -> None:
