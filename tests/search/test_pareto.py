@@ -134,3 +134,16 @@ def test_accuracy_against_latency_study(tmp_path: Path, tiny_data: Path) -> None
     for t in done:
         attrs = {a["key"]: a["value"] for a in served[t.number]["user_attrs"]}
         assert float(attrs["latency_ms"]) == t.user_attrs["latency_ms"]
+
+
+def test_export_of_an_unfinished_trial_exits_2(tmp_path: Path) -> None:
+    from tests.search.test_report import make_study
+
+    storage = make_study(tmp_path / "s.db", completed=2, pruned=1)  # trial 1 is pruned
+    out = tmp_path / "best.json"
+    for number, fragment in (("1", "trial 1 of study 'fake' is pruned"), ("9", "no trial 9")):
+        result = run_cli(
+            "export", "--study", "fake", "--storage", storage, "--trial", number, "--out", str(out)
+        )
+        assert_bad_input(result, fragment)
+        assert not out.exists()
