@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import optuna
 import plotly.graph_objects as go
@@ -110,9 +111,19 @@ def importances_figure(data: ReportData) -> go.Figure:
     varied = sorted(n for n in shared if len({repr(t.params[n]) for t in done}) > 1)
     if not varied:
         raise Unavailable("the completed trials all used the same parameter values")
-    return optuna.visualization.plot_param_importances(
-        data.study, params=varied, target=data.target, target_name=data.metric
-    )
+    target = data.target
+    if target is not None and data.config.objective.direction == "maximize":
+        # A multi-objective study's importances (PED-ANOVA) are those of reaching low values.
+        target = partial(_negated_score, data)
+    with warnings.catch_warnings():  # PED-ANOVA says so whenever a target is given
+        warnings.simplefilter("ignore", UserWarning)
+        return optuna.visualization.plot_param_importances(
+            data.study, params=varied, target=target, target_name=data.metric
+        )
+
+
+def _negated_score(data: ReportData, trial: FrozenTrial) -> float:
+    return -float(data.score(trial))  # type: ignore[arg-type]
 
 
 def parallel_figure(data: ReportData) -> go.Figure:
