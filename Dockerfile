@@ -12,17 +12,16 @@ WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone: the multi-GB TensorFlow/CUDA layer is
 # rebuilt only when the dependencies change, not on every code change.
-# The predictor (predictor/, not on PyPI) is installed from the checkout, the rest from PyPI.
 COPY pyproject.toml ./
-COPY predictor ./predictor
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['gpu'] if not d.startswith('tumor-search')))" > requirements.txt \
-    && pip install -r requirements.txt ./predictor
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['gpu']))" > requirements.txt \
+    && pip install -r requirements.txt
 
 COPY README.md ./
 COPY search ./search
 COPY models ./models
 COPY data ./data
 COPY common ./common
+COPY predictor ./predictor
 RUN pip install --no-deps . && tumor-search --help > /dev/null
 
 FROM python:3.11-slim

@@ -9,10 +9,10 @@ DEMO_DATA ?= demo-data
 
 .PHONY: demo test lint bench bench-peer gpu-wheels clean
 
-$(STAMP): pyproject.toml predictor/pyproject.toml
+$(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./predictor -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # The tests also cover the gp sampler (PyTorch, SciPy) and the JAX and PyTorch backends.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ./predictor -e '.[test,gp,jax]'
+	$(BIN)/python -m pip install --quiet -e '.[test,gp,jax]'
 	@touch $(TEST_STAMP)
 
 # The whole suite on TensorFlow (the default backend), then the tests marked `backends`
@@ -38,7 +38,7 @@ bench: $(STAMP)
 # Our search against KerasTuner's Hyperband, same space, data and wall-clock budget (about
 # 2 x budget x seeds: 30 min with the defaults --budget 300 --seeds 3).
 $(PEER_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ./predictor -e '.[peer]'
+	$(BIN)/python -m pip install --quiet -e '.[peer]'
 	@touch $(PEER_STAMP)
 
 bench-peer: $(PEER_STAMP)

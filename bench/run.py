@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import feature_cache, near_dup, pruning, service_overhead  # noqa: E402
+from bench import deploy, feature_cache, near_dup, pruning, service_overhead  # noqa: E402
 from bench.harness import note  # noqa: E402
 
 BENCHES = {
@@ -21,6 +21,7 @@ BENCHES = {
     "service_overhead": service_overhead.run,
     "pruning": pruning.run,
     "near_dup": near_dup.run,
+    "deploy": deploy.run,
 }
 
 

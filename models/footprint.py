@@ -9,12 +9,11 @@ bar) would dwarf a small network's arithmetic.
 
 from __future__ import annotations
 
+import io
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,12 +69,12 @@ def time_batch_one(model: Any, image_size: int, calls: int = TIMED_CALLS) -> lis
 
 
 def saved_size_mb(model: Any) -> float:
-    """The size in MB of `model`'s weights saved as an uncompressed ``.npz`` (in a temporary
-    folder): every weight, trainable or not, and no optimizer state."""
-    with tempfile.TemporaryDirectory(prefix="tumor-search-size-") as folder:
-        path = Path(folder) / "weights.npz"
-        np.savez(path, *model.get_weights())
-        return path.stat().st_size / 1e6
+    """The size in MB of `model`'s weights saved as an uncompressed ``.npz`` (written to
+    memory, so a full disk cannot fail a finished trial): every weight, trainable or not,
+    and no optimizer state."""
+    buffer = io.BytesIO()
+    np.savez(buffer, *model.get_weights())
+    return buffer.getbuffer().nbytes / 1e6
 
 
 def measure(model: Any, image_size: int, calls: int = TIMED_CALLS) -> Footprint:

@@ -34,6 +34,7 @@ from search.config_fields import (
     read_section,
     typed,
 )
+from search.config_objective import with_primary_metric
 from search.errors import ConfigError
 from search.space import SearchSpace
 
@@ -120,7 +121,9 @@ class StudyConfig:
             space=_parse_space(raw["space"], source),
             sampler=read_section(SamplerConfig, raw.get("sampler"), source, "sampler"),
             pruner=_read_pruner(raw, source),
-            objective=read_section(ObjectiveConfig, raw.get("objective"), source, "objective"),
+            objective=read_section(
+                ObjectiveConfig, with_primary_metric(raw.get("objective")), source, "objective"
+            ),
             heartbeat=read_section(HeartbeatConfig, raw.get("heartbeat"), source, "heartbeat"),
             worker=read_section(WorkerConfig, raw.get("worker"), source, "worker"),
             storage=read_section(StorageConfig, raw.get("storage"), source, "storage"),

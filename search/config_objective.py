@@ -43,8 +43,8 @@ class ObjectiveConfig:
 
     Attributes:
         metric: One of `METRICS`, measured on the validation split at the best epoch. In a
-            multi-objective study, the first validation metric of `metrics` (it picks the
-            best epoch and drives early stopping).
+            multi-objective study, one of `metrics` (by default the first validation metric
+            listed: `with_primary_metric`); it picks the best epoch and drives early stopping.
         metrics: Two or more of `ALL_METRICS` for a multi-objective study (None: one metric).
         constraints: Limits a trial must meet to be feasible (infeasible trials are never
             best), e.g. ``{"min_recall": {"glioma": 0.85}, "max_latency_ms": 20}``; see
@@ -54,12 +54,6 @@ class ObjectiveConfig:
     metric: str = DEFAULT_METRIC
     metrics: list | None = field(default=None, hash=False)
     constraints: dict | None = field(default=None, hash=False)
-
-    def __post_init__(self) -> None:
-        if self.metric == DEFAULT_METRIC and isinstance(self.metrics, list):
-            first = next((m for m in self.metrics if m in METRICS), None)
-            if first is not None:
-                object.__setattr__(self, "metric", first)
 
     @property
     def is_multi(self) -> bool:
@@ -112,6 +106,8 @@ class ObjectiveConfig:
                 f"[val_accuracy, latency_ms]; for one, set objective.metric instead"
             )
         for name in names:
+            if not isinstance(name, str):
+                raise ConfigError(f"{source}: {key}: expected metric names, got {name!r}")
             if name not in ALL_METRICS:
                 raise ConfigError(
                     f"{source}: {key}: unknown metric {name!r}; allowed: {', '.join(ALL_METRICS)}"
@@ -128,3 +124,13 @@ class ObjectiveConfig:
                 f"{source}: objective: set objective.metric or objective.metrics, not both "
                 f"(metric {self.metric!r} is not among metrics {names})"
             )
+
+
+def with_primary_metric(raw: object) -> object:
+    """A raw ``objective`` mapping with ``metrics`` and no ``metric``: ``metric`` becomes
+    the first validation metric listed (it picks each trial's best epoch). An explicit
+    ``metric`` stays, and must be one of ``metrics``."""
+    if not isinstance(raw, dict) or "metric" in raw or not isinstance(raw.get("metrics"), list):
+        return raw
+    first = next((m for m in raw["metrics"] if isinstance(m, str) and m in METRICS), None)
+    return raw if first is None else {**raw, "metric": first}

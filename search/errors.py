@@ -21,6 +21,13 @@ class StorageError(InputError):
     """A storage URL that is malformed or a database that cannot be reached."""
 
 
+class ExportFailed(Exception):
+    """An exported format that did not match the Keras model (or could not be written):
+    train-best has written and recorded everything else; the CLI prints one line, exit 1."""
+
+    exit_code = 1
+
+
 def mask_password(text: str) -> str:
     """Replace the password of every URL in `text` with ``***``."""
     return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)

@@ -30,7 +30,7 @@ from search.cli import (
     train_best,
     worker,
 )
-from search.errors import InputError, one_line
+from search.errors import ExportFailed, InputError, one_line
 
 PROG = "tumor-search"
 
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except bad_input as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except (DiskFullError, StorageUnavailable) as exc:  # 74 and 75: see the README
+    except (DiskFullError, StorageUnavailable, ExportFailed) as exc:  # 74, 75, 1: see README
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -14,7 +14,8 @@ mode everywhere) and so carries the temperature, when there is one, in its graph
   in ``metrics.json``.
 
 Each format's probabilities must equal the Keras model's within `TOLERANCE` on the same
-images; a file that does not is removed and train-best fails.
+images; a file that does not is removed, and train-best reports it (exit 1) after writing
+and recording everything else.
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ def check_formats(formats: tuple[str, ...], backbone: str) -> None:
             )
 
 
+def float32_for_exports(config: Any, formats: tuple[str, ...]) -> Any:
+    """The study config to retrain with: mixed precision off when a format other than keras
+    is asked for (exported graphs and their runtimes compute in float32, and must agree with
+    the Keras model within `TOLERANCE`)."""
+    from dataclasses import replace
+
+    from models.backend import gpu_count
+
+    mixed = config.training.mixed_precision
+    if formats == ("keras",) or mixed == "off" or (mixed == "auto" and gpu_count() == 0):
+        return config
+    log("exports compute in float32: training without mixed precision")
+    return replace(config, training=replace(config.training, mixed_precision="off"))
+
+
 def write_formats(
     model: Any, formats: tuple[str, ...], out: Path, class_names: list[str], pixels: np.ndarray
 ) -> dict[str, dict[str, Any]]:
@@ -94,11 +110,9 @@ def write_formats(
     compare its probabilities on `pixels` (raw 0-255 images) with `model`'s.
 
     Returns:
-        Per format: its path (relative to `out`), size in MB and the largest difference.
-
-    Raises:
-        RuntimeError: a format's probabilities differ by more than `TOLERANCE` (its file is
-            removed).
+        Per format: its path (relative to `out`), size in MB and the largest difference; or,
+        for a format that failed or differs by more than `TOLERANCE` (its file removed),
+        ``path`` None and the ``error``.
     """
     from models.calibration import inference_model, temperature_of
 
@@ -115,27 +129,39 @@ def write_formats(
         "input_size": str(int(model.inputs[0].shape[1])),
         "temperature": repr(temperature_of(model)),
     }
-    results = {}
-    for name in wanted:
-        target = out / FILE_NAMES[name]
-        writer, runner = WRITERS[name]
-        _replace(target, lambda tmp, w=writer: w(inference, tmp, meta))
-        try:
-            got = np.asarray(runner(target, x), dtype=np.float64)
-        except BaseException:
-            _remove(target)  # a file its own runtime cannot run is not kept
-            raise
-        diff = float(np.max(np.abs(got - expected)))
-        if not diff <= TOLERANCE:
-            _remove(target)
-            raise RuntimeError(
-                f"--format {name}: its probabilities differ from the Keras model's by {diff:.2e} "
-                f"(more than {TOLERANCE:g}); {target.name} was not kept"
-            )
-        results[name] = {"path": target.name, "size_mb": round(_size(target) / 1e6, 3)}
-        results[name]["max_abs_diff"] = diff
-        log(f"wrote {target} ({results[name]['size_mb']} MB; equals Keras within {diff:.1e})")
-    return results
+    return {name: _write_one(name, inference, out, meta, x, expected) for name in wanted}
+
+
+def _write_one(
+    name: str, model: Any, out: Path, meta: dict[str, str], x: np.ndarray, expected: np.ndarray
+) -> dict[str, Any]:
+    """One format written, run in its runtime and compared; ``error`` says why it was not
+    kept (its file is removed)."""
+    target = out / FILE_NAMES[name]
+    writer, runner = WRITERS[name]
+    try:
+        _replace(target, lambda tmp: writer(model, tmp, meta))
+        got = np.asarray(runner(target, x), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - one format's failure is reported, not raised
+        _remove(target)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        log(f"--format {name} failed: {reason}")
+        return {"path": None, "error": reason}
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff <= TOLERANCE:
+        _remove(target)
+        reason = f"probabilities differ from the Keras model's by {diff:.2e} (over {TOLERANCE:g})"
+        log(f"--format {name}: {reason}; {target.name} was not kept")
+        return {"path": None, "error": reason, "max_abs_diff": diff}
+    size = round(_size(target) / 1e6, 3)
+    log(f"wrote {target} ({size} MB; equals Keras within {diff:.1e})")
+    return {"path": target.name, "size_mb": size, "max_abs_diff": diff}
+
+
+def failures(written: dict[str, dict[str, Any]]) -> str | None:
+    """One line naming the formats that were not kept, or None."""
+    failed = [f"{name} ({entry['error']})" for name, entry in written.items() if entry.get("error")]
+    return "not written: " + "; ".join(failed) if failed else None
 
 
 def _replace(target: Path, write: Callable[[Path], None]) -> None:

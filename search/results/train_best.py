@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 
 from common.progress import log
-from search.errors import InputError, one_line
+from search.errors import ExportFailed, InputError, one_line
 from search.results.calibrate import calibrate_selected
 from search.results.evaluation import bootstrap_intervals, classification_metrics
 from search.results.export import read_export
-from search.results.formats import check_formats, parse_formats, write_formats
+from search.results.formats import (
+    check_formats,
+    failures,
+    float32_for_exports,
+    parse_formats,
+    write_formats,
+)
 from search.results.held_out import write_examples_and_card
 from search.results.model_card import test_result_markdown
 from search.results.outputs import (
@@ -57,13 +63,8 @@ def train_best(
     Raises:
         InputError, ConfigError, DataError: before any training starts.
     """
-    if seeds < 1:
-        raise InputError(f"--seeds must be at least 1, got {seeds}")
-    payload = read_document(best_path, flag="--config")
-    config, trial_config = read_export(payload, str(best_path))
+    payload, config, trial_config, wanted = _read_request(best_path, seeds, formats)
     refit = wants_refit(payload, refit, str(best_path))
-    wanted = parse_formats(formats)
-    check_formats(wanted, trial_config.backbone)
     out = check_writable_dir(out_dir)
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)
@@ -87,14 +88,30 @@ def train_best(
     summary["calibration"] = calibration
     make_out_dir(out)
     save_model(best_model, out / "model.keras")  # calibrated: T in its head
-    classes = list(train_val.classes)
-    summary["formats"] = {"keras": {"path": "model.keras"}}
-    summary["formats"].update(write_formats(best_model, wanted, out, classes, test.x[:32]))
+    summary["formats"] = {
+        "keras": {"path": "model.keras"},
+        **write_formats(best_model, wanted, out, list(train_val.classes), test.x[:32]),
+    }
     write_examples_and_card(best_model, summary, payload, data, test, out, storage_url)
     write_document(out / "metrics.json", summary)
     if record:
         _record_on_study(payload, summary, storage_url)
+    failed = failures(summary["formats"])
+    if failed:
+        raise ExportFailed(f"{failed}; model.keras, metrics.json and the test result stand")
     return summary
+
+
+def _read_request(best_path: str, seeds: int, formats: str) -> tuple[Any, Any, Any, Any]:
+    """The export, its study config (float32 when exports need it), its trial config and the
+    formats asked for; `InputError` for any of them that is bad."""
+    if seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {seeds}")
+    payload = read_document(best_path, flag="--config")
+    config, trial_config = read_export(payload, str(best_path))
+    wanted = parse_formats(formats)
+    check_formats(wanted, trial_config.backbone)
+    return payload, float32_for_exports(config, wanted), trial_config, wanted
 
 
 def _train_seeds(

@@ -59,8 +59,9 @@ def make_sampler(config: StudyConfig, trial_number: int = 0) -> optuna.samplers.
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
-    if s.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+    if s.name == "nsga2":  # its first generation is its random start
+        population = max(2, s.n_startup_trials)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
 
 

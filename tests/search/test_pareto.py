@@ -33,6 +33,8 @@ MULTI = {"metrics": ["val_accuracy", "latency_ms"]}
         ({"objective": {"metrics": ["latency_ms", "params_m"]}}, "needs a validation metric"),
         ({"objective": {"metrics": ["macro_f1", "macro_f1"]}}, "listed twice"),
         ({"objective": {"metric": "val_loss", **MULTI}}, "not both"),
+        ({"objective": {"metric": "val_accuracy", "metrics": ["val_loss", "size_mb"]}}, "not both"),
+        ({"objective": {"metrics": [["val_accuracy"], "latency_ms"]}}, "expected metric names"),
         ({"objective": MULTI}, "pruner: a multi-objective study cannot prune"),
         ({"objective": MULTI, "sampler": {"name": "moead"}}, "unknown sampler 'moead'"),
     ],
@@ -122,6 +124,7 @@ def test_accuracy_against_latency_study(tmp_path: Path, tiny_data: Path) -> None
     assert written.returncode == 0, written.stderr
     page = report.read_text()
     assert "<h2>Pareto front</h2>" in page and "<h3>Pareto front</h3>" in page
+    assert "could not draw" not in page and '"type":"scatter"' in page
     assert "Objectives: <b>val_accuracy</b> (maximize), <b>latency_ms</b> (minimize)." in page
 
     # optuna-dashboard's Pareto page draws the front from what its API serves.
