@@ -58,11 +58,16 @@ DEVICE_HAS = [
 ]
 # Imported here but optional where imported (a try/except around the import): requests
 # and its kin by keras.callbacks.RemoteMonitor, flatbuffers by jax's export serialisation,
-# optuna-dashboard (and its bottle) by the study's dashboard note.
+# optuna-dashboard (and its bottle) by the study's dashboard note; the `backports`
+# namespace by urllib3's probe for backports.zstd (here it exists: backports-strenum comes
+# with ai-edge-litert, the `export` extra, which the GPU machine does not need).
 OPTIONAL_MODULES = frozenset(
     ["requests", "urllib3", "certifi", "idna", "charset_normalizer", "flatbuffers"]
-    + ["optuna_dashboard", "bottle"]
+    + ["optuna_dashboard", "bottle", "backports"]
 )
+
+# Our own code: the GPU machine runs it from the checkout (bench/gpu/check's PYTHONPATH).
+OWN_DISTRIBUTIONS = frozenset({"tumor-search", "tumor-search-predict"})
 
 
 def norm(name: str) -> str:
@@ -180,7 +185,7 @@ def uncovered_modules(folder: Path) -> list[str]:
         if path.name.startswith("modules-tensorflow-"):
             continue
         for module in path.read_text().split():
-            names = {norm(dist) for dist in dists.get(module, [])} - {"tumor-search"}
+            names = {norm(dist) for dist in dists.get(module, [])} - OWN_DISTRIBUTIONS
             if names and module not in OPTIONAL_MODULES and not names & known:
                 out.add(f"{module} ({', '.join(sorted(names))})")
     return sorted(out)
