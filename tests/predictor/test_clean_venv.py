@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.predictor.blocked import BLOCKED
 from tests.predictor.onnx_models import write_model
-from tests.predictor.test_predict import BLOCKED, _rgb_image, run_predictor
+from tests.predictor.test_predict import _rgb_image, run_predictor
 
 OFFLINE = "TUMOR_SEARCH_OFFLINE"
 

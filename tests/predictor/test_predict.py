@@ -15,9 +15,8 @@ from PIL import Image
 from tumor_predict.decode import decode_pixels
 
 from tests.conftest import ROOT, CliResult, assert_bad_input, run_cli
+from tests.predictor.blocked import run_without_frameworks
 from tests.predictor.onnx_models import CLASSES, METADATA, SIZE, expected_probabilities, write_model
-
-BLOCKED = ("tensorflow", "keras", "jax", "torch", "optuna")
 
 
 def run_predictor(*args: str, timeout: float = 120) -> CliResult:
@@ -92,31 +91,10 @@ def test_both_commands_agree_with_the_graph_maths(
     assert first[2] == "  ".join(f"{c} {rows[0]['probabilities'][c]:.3f}" for c in CLASSES)
 
 
-BLOCKER = """
-import sys
-BLOCKED = {blocked!r}
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError("blocked by the test: " + name)
-        return None
-sys.meta_path.insert(0, Blocker())
-from search.cli import main
-code = main({argv!r})
-leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-print("leaked:", leaked, file=sys.stderr)
-sys.exit(code or (3 if leaked else 0))
-"""
-
-
 def test_onnx_predict_needs_no_keras_tensorflow_or_optuna(
     onnx_model: Path, images: dict[str, Path]
 ) -> None:
-    argv = ["predict", "--model", str(onnx_model), *_paths(images)]
-    code = BLOCKER.format(blocked=BLOCKED, argv=argv)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    proc = run_without_frameworks(["predict", "--model", str(onnx_model), *_paths(images)])
     assert proc.returncode == 0, proc.stderr
     assert "leaked: []" in proc.stderr
     assert len(proc.stdout.splitlines()) == 4

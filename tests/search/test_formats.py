@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_bad_input, run_cli
+from tests.predictor.blocked import run_without_frameworks
 from tests.search.conftest import TrainedBest, keras_backend
 from tests.search.helpers import train_best_cli
 
@@ -74,13 +75,20 @@ def test_each_format_gives_the_keras_probabilities(trained_best: TrainedBest) ->
 
 @TF_ONLY
 def test_onnx_predict_agrees_with_keras(trained_best: TrainedBest) -> None:
-    """`predict --model model.onnx` (onnxruntime, no TensorFlow) against `model.keras`."""
-    folder = trained_best.data / "Testing"
+    """`predict --model model.onnx` where TensorFlow, Keras and Optuna cannot be imported,
+    against `predict --model model.keras`."""
+    folder = str(trained_best.data / "Testing")
+    keras_run = run_cli(
+        "predict", "--model", str(trained_best.out / "model.keras"), folder, "--json"
+    )
+    onnx_run = run_without_frameworks(
+        ["predict", "--model", str(trained_best.out / "model.onnx"), folder, "--json"]
+    )
     results = {}
-    for name in ("model.keras", "model.onnx"):
-        done = run_cli("predict", "--model", str(trained_best.out / name), str(folder), "--json")
+    for name, done in (("model.keras", keras_run), ("model.onnx", onnx_run)):
         assert done.returncode == 0, done.stderr
         results[name] = {p["path"]: p for p in json.loads(done.stdout)}
+    assert "leaked: []" in onnx_run.stderr
     assert results["model.keras"].keys() == results["model.onnx"].keys()
     for path, keras_row in results["model.keras"].items():
         onnx_row = results["model.onnx"][path]
