@@ -20,11 +20,6 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: t.number)
 
 
-def values_text(trial: FrozenTrial, names: list[str]) -> str:
-    """``val_accuracy 0.9500, latency_ms 1.2300``."""
-    return ", ".join(f"{n} {v:.4f}" for n, v in zip(names, trial.values, strict=True))
-
-
 def front_rows(study: optuna.Study, names: list[str]) -> list[dict[str, Any]]:
     """The front as plain rows (``export --pareto``, ``status --json``)."""
     return [

@@ -35,7 +35,9 @@ class ReportData:
     @property
     def multi(self) -> bool:
         """Whether the study has several objectives (a Pareto front, not one best trial)."""
-        return len(self.study.directions) > 1
+        from search.results.pareto import is_multi
+
+        return is_multi(self.study)
 
     def score(self, trial: FrozenTrial) -> float | None:
         """The trial's `metric`: its value, or in a multi-objective study that objective's."""
