@@ -25,6 +25,7 @@ from search.errors import ConfigError
 SAMPLERS = ("tpe", "random", "gp", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 CLASS_WEIGHTS = ("none", "balanced")
+LR_SCHEDULES = ("cosine", "constant")
 PRECISION = ("auto", "on", "off")
 
 # Keys whose values are words such as on/off: YAML reads a bare on, off, yes or no as a
@@ -92,6 +93,7 @@ class TrainingConfig:
     feature_cache: bool = True
     mixed_precision: str = "auto"
     xla: str = "auto"
+    lr_schedule: str = "cosine"
 
     def validate(self, source: str) -> None:
         """Raises ConfigError for the first bad value, naming ``training.<key>``."""
@@ -104,6 +106,7 @@ class TrainingConfig:
                 f"must not be negative, got {self.early_stopping_patience}",
             )
         check_choice(self.class_weights, CLASS_WEIGHTS, source, "training.class_weights", "value")
+        check_choice(self.lr_schedule, LR_SCHEDULES, source, "training.lr_schedule", "value")
         for key in ("mixed_precision", "xla"):
             check_choice(getattr(self, key), PRECISION, source, f"training.{key}", "value")
         for key in ("rotation", "zoom", "translation", "contrast"):

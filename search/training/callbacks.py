@@ -65,6 +65,33 @@ class EpochRecorder(keras.callbacks.Callback):
         return max(0.0, self.epoch_seconds[0] - float(np.median(self.epoch_seconds[1:])))
 
 
+class CosineSchedule(keras.callbacks.Callback):
+    """The learning rate falls along half a cosine over the planned epochs: epoch e (from 0)
+    of E trains at lr * (1 + cos(pi * e / E)) / 2, so the last epochs take small steps and the
+    weights a fit ends on (a refit keeps its last epoch) do not swing from epoch to epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = max(1, epochs)
+        self.base: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
+        if self.base is None:
+            self.base = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        optimizer.learning_rate = cosine_rate(self.base, epoch, self.epochs)
+
+
+def cosine_rate(base: float, epoch: int, epochs: int) -> float:
+    """`CosineSchedule`'s learning rate for `epoch` (from 0) of `epochs`."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / max(1, epochs)))
+
+
+def schedule(name: str, epochs: int) -> list[Any]:
+    """The callbacks of the config's `training.lr_schedule` for a fit of `epochs` epochs."""
+    return [CosineSchedule(epochs)] if name == "cosine" else []
+
+
 class BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the epoch that is best on `metric` and puts them back when
     training ends, with or without early stopping, so that the model returned is the one

@@ -27,7 +27,7 @@ from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.runtime.study_data import TrainVal
 from search.training.batching import PaddedValidation, fit_inputs, fixed_shapes
-from search.training.callbacks import BestWeights, EpochRecorder
+from search.training.callbacks import BestWeights, EpochRecorder, schedule
 
 keras = keras_module()
 
@@ -134,7 +134,8 @@ def _callbacks(
     """The fit's callbacks, in the order that matters: the validation metrics are added to
     the epoch's logs first, so that every callback after them reads them."""
     metric, direction = config.objective.monitor, config.objective.direction
-    out = [*validation, recorder, BestWeights(metric, direction)]
+    schedule_callbacks = schedule(config.training.lr_schedule, config.training.epochs)
+    out = [*schedule_callbacks, *validation, recorder, BestWeights(metric, direction)]
     if config.training.early_stopping_patience > 0:
         out.append(
             keras.callbacks.EarlyStopping(

@@ -3,7 +3,10 @@
 After `finalize` has chosen a configuration and its epoch count by cross-validation, the
 validation split is better spent as training data: `refit` trains on both, with no
 validation data, so there is no best epoch to restore and no early stopping; it stops after
-exactly the epochs cross-validation chose.
+exactly the epochs cross-validation chose. Under the default `training.lr_schedule: cosine`
+the learning rate falls to about 0 over those epochs, so the last epoch, the model kept, does
+not end on a swing of the weights (a from-scratch network's test accuracy moved by up to 0.35
+between constant-rate epochs).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.runtime.study_data import TrainVal
-from search.training.callbacks import EpochRecorder
+from search.training.callbacks import EpochRecorder, schedule
 from search.training.data_subsets import pool_arrays, subset_train_val
 from search.training.fit import _trained_model, prepare_training
 
@@ -65,7 +68,8 @@ def refit(
     start = time.perf_counter()
     data = refit_data(train_val)
     trainee, inputs = prepare_training(trial_config, config, data, seed)
-    trainee.model.fit(**inputs, epochs=epochs, callbacks=[recorder], verbose=0)
+    callbacks = [*schedule(config.training.lr_schedule, epochs), recorder]
+    trainee.model.fit(**inputs, epochs=epochs, callbacks=callbacks, verbose=0)
     model, params = _trained_model(trainee, need_model=True)
     return RefitResult(
         model=model,

@@ -52,6 +52,7 @@ def test_the_defaults_validate(cls: type) -> None:
         (TrainingConfig(class_weights="x"), "cfg: training.class_weights: unknown value 'x'"),
         (TrainingConfig(mixed_precision="x"), "cfg: training.mixed_precision: unknown value"),
         (TrainingConfig(xla="x"), "cfg: training.xla: unknown value 'x'; allowed: auto, on, off"),
+        (TrainingConfig(lr_schedule="step"), "cfg: training.lr_schedule: unknown value 'step'"),
         (
             TrainingConfig(augmentation=Augmentation(zoom=1.0)),
             "cfg: training.augmentation.zoom: must be in [0, 1), got 1.0",

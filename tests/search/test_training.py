@@ -94,3 +94,56 @@ def test_the_returned_model_is_the_best_epochs_model(
     at_best = result.metrics_at_best()
     assert accuracy == pytest.approx(at_best["val_accuracy"], abs=1e-6)
     assert loss == pytest.approx(at_best["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_the_learning_rate_follows_the_schedule_in_a_fit_and_a_refit(
+    tmp_path: Path, tiny_data: Path, schedule: str
+) -> None:
+    """Under `cosine` epoch e of E trains at lr * (1 + cos(pi e / E)) / 2, in a trial's fit
+    over the config's epochs and in a refit over the epochs it is given; `constant` keeps lr."""
+    import math
+
+    from models.backend import keras_module
+    from models.trial_config import TrialConfig
+    from search.config import load_config
+    from search.runtime.study_data import load_train_val, prepare
+    from search.training.callbacks import EpochRecorder
+    from search.training.fit import fit
+    from search.training.refit import refit
+    from tests.search.helpers import write_config
+
+    keras = keras_module()
+    path = write_config(
+        tmp_path / "c.yaml",
+        training={"epochs": 4, "early_stopping_patience": 0, "lr_schedule": schedule},
+    )
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
+    data = load_train_val(prepare(config), config.data.image_size)
+    lr = 4e-3
+    trial_config = TrialConfig("small_cnn", head_depth=0, learning_rate=lr, fine_tune=1.0)
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rates: list[float] = []
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            if batch == 0:
+                rate = self.model.optimizer.learning_rate
+                self.rates.append(float(keras.ops.convert_to_numpy(rate)))
+
+    def expected(epochs: int) -> list[float]:
+        if schedule == "constant":
+            return [lr] * epochs
+        return [lr * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+
+    probe = Probe()
+    fit(trial_config, config, data, EpochRecorder("[t]", 4), callbacks=[probe])
+    assert probe.rates == pytest.approx(expected(4), rel=1e-5)
+    assert schedule == "constant" or probe.rates[-1] < 0.15 * lr
+
+    # The refit keeps its last epoch: the rate it trained at is the one left on its optimizer.
+    result = refit(trial_config, config, data, EpochRecorder("[r]", 3), epochs=3)
+    rate = result.model.optimizer.learning_rate
+    assert float(keras.ops.convert_to_numpy(rate)) == pytest.approx(expected(3)[-1], rel=1e-5)
