@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -36,10 +38,33 @@ class CliResult:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
+# Variables that a process reads once, at import: a command run with one of them set needs
+# a fresh process (KERAS_BACKEND picks Keras' backend when Keras is first imported).
+_READ_AT_IMPORT = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")
+
+
 def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    process: bool = False,
 ) -> CliResult:
-    """Run `python -m search ARGS` in a fresh process, as a user would."""
+    """Run `tumor-search ARGS` and capture its exit code, stdout and stderr.
+
+    In this process by default, through the same entry point (`search.cli.main`), which saves
+    a TensorFlow import per call. `process=True` (and any `env` that a process reads only at
+    import) runs `python -m search ARGS` in a fresh process instead: for what only a process
+    shows (signals, a real exit, what the environment sets at import).
+    """
+    if process or any(name in (env or {}) for name in _READ_AT_IMPORT):
+        return _run_process(args, cwd, env, timeout)
+    return _run_in_process(args, cwd, env)
+
+
+def _run_process(
+    args: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None, timeout: float
+) -> CliResult:
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run(
@@ -51,6 +76,67 @@ def run_cli(
         timeout=timeout,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+class _Captured(io.StringIO):
+    """A text stream a command writes to as to a pipe (no terminal, no file descriptor)."""
+
+    encoding = "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _run_in_process(
+    args: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None
+) -> CliResult:
+    """`search.cli.main(args)` here, as a process would run it: its own working directory,
+    environment, signal handlers and streams, all restored afterwards; an uncaught exception
+    is a traceback on stderr and exit 1, as the interpreter does."""
+    import gc
+    import signal
+    import traceback
+
+    import common.progress
+    from search.cli import main
+
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    saved_quiet = common.progress.is_quiet()
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved_argv = sys.argv
+    out, err = _Captured(), _Captured()
+    os.environ.update(env or {})
+    os.chdir(cwd or ROOT)
+    sys.argv = ["tumor-search", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - what the interpreter prints for a bug
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        common.progress.set_quiet(saved_quiet)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+        gc.unfreeze()  # a worker freezes what it holds for its whole life; here that ends
+        _clear_keras_session()
+    return CliResult(int(code or 0), out.getvalue(), err.getvalue())
+
+
+def _clear_keras_session() -> None:
+    """Free the models a command built, as a process would by exiting."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
 
 
 def assert_bad_input(result: CliResult, *fragments: str) -> None:
@@ -112,3 +198,4 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "kaggle"
     synthesize(out, per_class=16, size=48, seed=3, test_fraction=0.25)
     return out
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from search.cli import (
@@ -108,9 +109,21 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; `argv` None reads the process's own arguments.
+
+    Only a process started as the command (`argv` None) may replace itself to release memory
+    (a worker's restart); a caller that hands `argv` keeps its process.
+    """
+    started_at = time.time()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A worker that restarts itself for memory counts --timeout from here (its first
+    # process's start, carried through the restart), not from its restart.
+    args.started_at = started_at
+    from search.runtime.restart import allow_restarts
+
+    allow_restarts(argv is None)
     from common.progress import set_quiet
 
     set_quiet(bool(getattr(args, "quiet", False) or args.quiet_all))

@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import time
 from typing import Any
 
 from common.progress import log
-
-# When this process started: a worker that restarts itself for memory counts --timeout
-# from here (its first process's start), not from its restart.
-STARTED_AT = time.time()
 
 
 def positive_int(text: str) -> int:

@@ -8,7 +8,6 @@ from typing import Any
 
 from common.progress import is_quiet, log
 from search.cli.args import (
-    STARTED_AT,
     add_storage,
     add_storage_retry,
     apply_storage_retry,
@@ -95,7 +94,7 @@ def _run_workers(
     specs = worker_specs(args.workers, gpus)
     if len(specs) == 1 and gpus is None:
         report = run_here(
-            name, url, args.data, None, args.timeout, restarted, STARTED_AT, prepared=data
+            name, url, args.data, None, args.timeout, restarted, args.started_at, prepared=data
         )
         return report.exit_code
     log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")

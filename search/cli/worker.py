@@ -7,7 +7,6 @@ import os
 
 from common.progress import log
 from search.cli.args import (
-    STARTED_AT,
     add_storage_retry,
     add_study,
     apply_storage_retry,
@@ -32,7 +31,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         args.trials,
         args.timeout,
         restarted,
-        STARTED_AT,
+        args.started_at,
     )
     log(
         f"worker done: {report.completed} completed, {report.pruned} pruned, {report.failed} failed"

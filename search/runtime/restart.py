@@ -13,6 +13,16 @@ from dataclasses import dataclass
 
 RESTART_ENV = "TUMOR_SEARCH_WORKER_RESTART"
 
+# Whether this process is the command itself (`python -m search ...`), which a restart can
+# run again; `search.cli.main` says so.
+_restartable = False
+
+
+def allow_restarts(allowed: bool) -> None:
+    """Let `MemoryWatch` ask for restarts (only in a process started as the command)."""
+    global _restartable
+    _restartable = allowed
+
 
 @dataclass(frozen=True)
 class RestartState:
@@ -80,7 +90,8 @@ class MemoryWatch:
         self.last = rss
 
     def over_limit(self) -> bool:
-        """Whether one more trial growing like the last would pass the limit."""
-        if self.limit <= 0 or self.first is None or self.last is None:
+        """Whether one more trial growing like the last would pass the limit (never where
+        the process cannot restart)."""
+        if not _restartable or self.limit <= 0 or self.first is None or self.last is None:
             return False
         return self.last + self.growth > self.first * (1 + self.limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,7 @@ from search.runtime.study import create_study
 from search.runtime.study_data import prepare
 from tests.conftest import run_cli, start_cli
 from tests.search.helpers import (
+    TINY_CONFIG,
     create_tiny_study,
     running_with_epochs,
     trials_of,
@@ -38,7 +40,12 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_by_the_next(
     wait_for(lambda: running_with_epochs(storage, "killed", 2), timeout=120, what="a trial mid-way")
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
+    killed_at = time.monotonic()
     victim = next(t for t in trials_of(storage, "killed") if t.state == TrialState.RUNNING)
+    # Its last heartbeat came before the kill: one grace period later (TINY_CONFIG's 3 s)
+    # the next worker must see it stale; sooner it is rightly taken for a live worker's.
+    grace = TINY_CONFIG["heartbeat"]["grace_period"]
+    wait_for(lambda: time.monotonic() > killed_at + grace + 0.5, what="the heartbeat to age")
 
     second = run_cli("worker", "--study", "killed", "--storage", storage, "--data", str(tiny_data))
     assert second.returncode == 0, second.stderr
@@ -195,6 +202,7 @@ def test_a_worker_restarts_its_process_when_memory_grows(tmp_path: Path, tiny_da
         str(tiny_data),
         "--trials",
         "4",
+        process=True,  # the restart replaces the process
     )
     assert result.returncode == 0, result.stderr
     # Each process sets its baseline on its first trial and restarts after its second,
