@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> TinyStudy:
-    """A finished 3-trial study, run once through the CLI as a user would."""
+def built_tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> TinyStudy:
+    """A finished 3-trial study, run once through the CLI as a user would. Tests take
+    `tiny_study`, a copy of it: what one test writes to its study no other test reads."""
     root = tmp_path_factory.mktemp("tinystudy")
     # No pruner: tests of this study expect every trial to complete.
     config = write_config(root / "tiny.yaml", pruner={"name": "none"})
@@ -62,20 +64,46 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Tin
     return TinyStudy(root, tiny_data, config, storage, "tiny", result.stdout, result.stderr)
 
 
+def copy_study(study: TinyStudy, folder: Path) -> TinyStudy:
+    """`study` with its SQLite database copied into `folder` (SQLite's backup: consistent
+    while the original is open, its write-ahead log included)."""
+    import sqlite3
+
+    target = folder / "tiny-study-copy.db"
+    source = sqlite3.connect(study.storage.removeprefix("sqlite:///"))
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return dataclasses.replace(study, storage=f"sqlite:///{target}")
+
+
+@pytest.fixture
+def tiny_study(built_tiny_study: TinyStudy, tmp_path: Path) -> TinyStudy:
+    """The finished 3-trial study, this test's own copy."""
+    return copy_study(built_tiny_study, tmp_path)
+
+
 @dataclass(frozen=True)
 class TrainedBest:
     out: Path
     best: Path
     data: Path
+    storage: str  # the copy of the tiny study that train-best recorded its result on
     metrics: dict[str, Any]
     stdout: str
 
 
 @pytest.fixture(scope="session")
-def trained_best(tiny_study: TinyStudy, tmp_path_factory: pytest.TempPathFactory) -> TrainedBest:
-    """export + train-best (one seed) on the tiny study, once; on TensorFlow it writes every
-    format (tests/search/test_formats.py checks them)."""
+def trained_best(
+    built_tiny_study: TinyStudy, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedBest:
+    """export + train-best (one seed) on a copy of the tiny study, once; on TensorFlow it
+    writes every format (tests/search/test_formats.py checks them)."""
     root = tmp_path_factory.mktemp("trainedbest")
+    tiny_study = copy_study(built_tiny_study, root)
     best = root / "best.json"
     exported = run_cli(
         "export", "--study", "tiny", "--storage", tiny_study.storage, "--out", str(best)
@@ -88,4 +116,4 @@ def trained_best(tiny_study: TinyStudy, tmp_path_factory: pytest.TempPathFactory
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    return TrainedBest(out, best, tiny_study.data, metrics, result.stdout)
+    return TrainedBest(out, best, tiny_study.data, tiny_study.storage, metrics, result.stdout)

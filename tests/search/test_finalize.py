@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
-from contextlib import closing
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from search.runtime.storage import open_storage
 from tests.conftest import CliResult, assert_bad_input, run_cli
+from tests.search.conftest import TinyStudy, copy_study
 
 INFEASIBLE_VALUE = 0.99
 
@@ -45,16 +45,14 @@ def _export(f: Finalized | tuple[Path, str, str], out: str, *extra: str) -> tupl
 
 
 @pytest.fixture(scope="module")
-def finalized(tmp_path_factory: pytest.TempPathFactory, tiny_study) -> Finalized:  # noqa: ANN001
+def finalized(
+    tmp_path_factory: pytest.TempPathFactory, built_tiny_study: TinyStudy
+) -> Finalized:
     """The tiny study copied, plus one completed trial with the best value that breaks a
     constraint; exported once, then finalized with --top 2 --folds 2."""
     root = tmp_path_factory.mktemp("finalize")
-    with (
-        closing(sqlite3.connect(tiny_study.root / "studies.db")) as source,
-        closing(sqlite3.connect(root / "studies.db")) as copy,
-    ):
-        source.backup(copy)  # the whole database, also what its write-ahead log holds
-    storage, name = f"sqlite:///{root / 'studies.db'}", tiny_study.name
+    copied = copy_study(built_tiny_study, root)
+    storage, name = copied.storage, copied.name
     study = _study(storage, name)
     model = study.trials[0]
     study.add_trial(
@@ -70,12 +68,12 @@ def finalized(tmp_path_factory: pytest.TempPathFactory, tiny_study) -> Finalized
     before_result, before = _export((root, storage, name), "before.json")
     result = run_cli(
         "finalize",
-        *("--study", name, "--storage", storage, "--data", str(tiny_study.data)),
+        *("--study", name, "--storage", storage, "--data", str(copied.data)),
         *("--top", "2", "--folds", "2"),
     )
     assert result.returncode == 0, result.stderr
     return Finalized(
-        root, tiny_study.data, storage, name, infeasible, before, before_result, result
+        root, copied.data, storage, name, infeasible, before, before_result, result
     )
 
 
@@ -128,7 +126,11 @@ def test_export_picks_the_winner_and_carries_the_oof_logits(finalized: Finalized
     assert payload["selected_by"] == final["rule"]
     assert f"selected by: {final['rule']}" in result.stdout
     assert payload["finalize"]["epochs"] == final["epochs"]
-    assert len(payload["finalize"]["oof_logits"]) == len(payload["finalize"]["oof_labels"]) > 0
+    oof = _study(finalized.storage, finalized.name).user_attrs["finalize_oof"]
+    assert payload["finalize"]["oof_logits"] == oof["logits"]  # every row, as finalize stored
+    assert payload["finalize"]["oof_labels"] == oof["labels"]
+    counts = payload["data_counts"]
+    assert len(payload["finalize"]["oof_labels"]) == counts["train"] + counts["val"]
 
 
 def test_export_of_an_infeasible_trial_warns(finalized: Finalized) -> None:
@@ -179,7 +181,13 @@ def test_train_best_refits_for_the_chosen_epochs(finalized: Finalized) -> None:
     lines = [line for line in result.stderr.splitlines() if "[refit seed 0] epoch " in line]
     assert len(lines) == epochs and f"epoch {epochs}/{epochs}" in lines[-1]
     assert "val_" not in " ".join(lines)  # no validation data
-    assert metrics["test_images"] == counts["test"] and sum(run["test"]["confusion_matrix"][0]) > 0
+    assert metrics["test_images"] == counts["test"]
+    from data.discovery import scan
+
+    testing = Counter(r.label for r in scan(finalized.data).images if r.source == "Testing")
+    per_class = [sum(row) for row in run["test"]["confusion_matrix"]]  # every test image, once
+    assert per_class == [testing[c] for c in run["test"]["classes"]]
+    assert sum(per_class) == counts["test"]
     assert "out-of-fold" in metrics["calibration"]["fitted_on"]
     assert f"refit on train+val: {counts['train'] + counts['val']} images, {epochs} epochs" in (
         result.stdout

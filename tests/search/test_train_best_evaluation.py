@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.search.conftest import TinyStudy, TrainedBest
+from tests.search.conftest import TrainedBest
 
 
 def test_metrics_hold_bootstrap_intervals(trained_best: TrainedBest) -> None:
@@ -62,7 +62,7 @@ def test_saved_model_gives_the_calibrated_probabilities(trained_best: TrainedBes
 
 
 def test_model_card_and_note_hold_the_intervals_and_calibration(
-    trained_best: TrainedBest, tiny_study: TinyStudy
+    trained_best: TrainedBest,
 ) -> None:
     import optuna
     import optuna_dashboard
@@ -79,7 +79,7 @@ def test_model_card_and_note_hold_the_intervals_and_calibration(
     assert "trials 3 complete" in card  # read from the study
     assert not [p for p in trained_best.out.iterdir() if p.name.startswith(".")]
 
-    study = optuna.load_study(study_name="tiny", storage=tiny_study.storage)
+    study = optuna.load_study(study_name="tiny", storage=trained_best.storage)
     recorded = study.user_attrs["train_best"]
     assert recorded["out_dir"] == str(trained_best.out.resolve())
     assert recorded["intervals"] == m["intervals"]
@@ -87,6 +87,6 @@ def test_model_card_and_note_hold_the_intervals_and_calibration(
     note = optuna_dashboard.get_note(study)
     assert note.count("## Held-out test result") == 1
     assert "95 % CI" in note and "### Calibration" in note
-    status = run_cli("status", "--study", "tiny", "--storage", tiny_study.storage)
+    status = run_cli("status", "--study", "tiny", "--storage", trained_best.storage)
     assert status.returncode == 0, status.stderr
     assert "95 % CI" in status.stdout and "temperature" in status.stdout
