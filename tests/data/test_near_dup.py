@@ -19,7 +19,7 @@ from data.near_dup import (
     near_pairs,
     union_find,
 )
-from data.split import SplitPolicy, make_manifest
+from data.split import DEDUP_POLICIES, SplitPolicy, make_manifest
 from tests.data.helpers import near_copy
 
 COPIES = ("jpeg", "resize", "shift", "brightness", "png")
@@ -118,23 +118,31 @@ def test_official_drops_near_copies_of_training_images(phantom_dir: Path, tmp_pa
     )
     # dedup exact keeps the near copies in test (and its fingerprint format).
     exact = make_manifest(scan(root), SplitPolicy("official", 0.25, seed=1, dedup="exact"))
-    assert set(planted) <= {e.path for e in exact.split("test")} and not exact.dropped
+    testing = {r.path for r in scan(root).images if r.source == "Testing"}
+    assert {e.path for e in exact.split("test")} == testing and not exact.dropped
 
 
 def test_pooled_keeps_near_groups_in_one_split_and_conflicts_in_train(
     phantom_dir: Path, tmp_path: Path
 ) -> None:
     root, planted = _with_near_copies(phantom_dir, tmp_path)
+    dataset = scan(root)
+    paths = sorted(r.path for r in dataset.images)
+    across = frozenset({"Testing/no_tumor/image(1).jpg", "Testing/pituitary_tumor/x.jpg"})
+    expected = {frozenset(pair) for pair in planted.items()} | {across}
+    png = "Testing/meningioma_tumor/near_png.png"
+    conflicts = {across, frozenset({png, planted[png]})}
     for seed in range(4):
-        manifest = make_manifest(scan(root), SplitPolicy("pooled", 0.25, 0.25, seed))
+        manifest = make_manifest(dataset, SplitPolicy("pooled", 0.25, 0.25, seed))
+        kept = [e.path for e in manifest.entries]
+        assert sorted(kept) == paths and not manifest.dropped  # every image, once
         split_of = {e.path: e.split for e in manifest.entries}
         groups = {frozenset(g) for g in manifest.duplicates}
-        for copy, original in planted.items():
-            assert frozenset({copy, original}) in groups
+        assert groups == expected, seed  # every planted pair, and nothing else
         assert all(len({split_of[p] for p in g}) == 1 for g in groups)
-        for group in manifest.label_conflicts:
+        assert {frozenset(g) for g in manifest.label_conflicts} == conflicts
+        for group in conflicts:
             assert {split_of[p] for p in group} == {"train"}
-        assert len(manifest.label_conflicts) == 2 and not manifest.dropped
 
 
 def test_data_check_lists_near_copies_by_split_pair(phantom_dir: Path, tmp_path: Path) -> None:
@@ -180,11 +188,44 @@ def test_out_of_range_thresholds_are_bad_input(
     assert_bad_input(both, "--dedup cannot be combined with --config")
 
 
-def test_every_stored_duplicate_policy_still_splits() -> None:
-    for dedup in ("exact", "near", "exact-train-val", "off"):
-        assert SplitPolicy(dedup=dedup).dedup == dedup
+def test_every_stored_duplicate_policy_still_splits(phantom_dir: Path, tmp_path: Path) -> None:
+    """Each duplicate policy a study may have recorded puts every image in exactly one split
+    or drops it (the drops its policy calls for and no others), keeps Testing as the test
+    split less those drops, and (all but ``off``) keeps exact copies in one split."""
     assert SplitPolicy().dedup == "near"
     assert SplitPolicy().near_threshold == DEFAULT_NEAR_THRESHOLD
+    root, planted = _with_near_copies(phantom_dir, tmp_path)
+    twins = {  # exact copies: within Training, and of a Training image under Testing
+        "Training/glioma_tumor/twin.jpg": "Training/glioma_tumor/image(6).jpg",
+        "Testing/glioma_tumor/twin.jpg": "Training/glioma_tumor/image(7).jpg",
+    }
+    for copy, original in twins.items():
+        shutil.copyfile(root / original, root / copy)
+    twin = "Training/glioma_tumor/twin.jpg"
+    dataset = scan(root)
+    paths = {r.path for r in dataset.images}
+    training = {p for p in paths if p.startswith("Training/")}
+    conflict = {"Testing/no_tumor/image(1).jpg", "Testing/pituitary_tumor/x.jpg"}
+    test_twin = {"Testing/glioma_tumor/twin.jpg"}
+    drops = {
+        "near": set(planted) | conflict | test_twin,
+        "exact": test_twin,
+        "exact-train-val": set(),
+        "off": set(),
+    }
+    assert set(drops) == set(DEDUP_POLICIES)
+    for dedup, dropped in drops.items():
+        manifest = make_manifest(dataset, SplitPolicy("official", 0.25, seed=1, dedup=dedup))
+        kept = [e.path for e in manifest.entries]
+        assert len(kept) == len(set(kept)) and set(kept) == paths - dropped, dedup
+        assert {d.path for d in manifest.dropped} == dropped, dedup
+        assert {e.path for e in manifest.split("test")} == paths - training - dropped, dedup
+        assert {e.path for e in manifest.entries if e.split != "test"} == training, dedup
+        assert manifest.counts()["val"] == dict.fromkeys(manifest.classes, 3), dedup  # 12 / 4
+        pooled = make_manifest(dataset, SplitPolicy("pooled", 0.25, 0.25, 1, dedup))
+        assert sorted(e.path for e in pooled.entries) == sorted(paths), dedup
+        for split_of in ({e.path: e.split for e in m.entries} for m in (manifest, pooled)):
+            assert dedup == "off" or split_of[twin] == split_of[twins[twin]], dedup
 
 
 def test_study_data_warns_when_near_copies_are_over_5_percent_of_test(

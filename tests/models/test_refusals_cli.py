@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_bad_input, run_cli
-from tests.search.helpers import write_config
+from tests.search.helpers import expected_device, write_config
 
 
 @pytest.mark.backends
@@ -18,7 +18,7 @@ def test_backbones_json_lists_all_fifteen_and_the_backend() -> None:
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert listing["backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
-    assert listing["device"].endswith("CPU") or "GPU" in listing["device"]
+    assert listing["device"] == expected_device()
     rows = listing["backbones"]
     names = {row["name"] for row in rows}
     assert len(names) == 15

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,25 @@ def train_best_cli(best: Path, data: Path, out: Path, *more: str) -> Any:
     return run_cli(
         "train-best", "--config", str(best), "--data", str(data), "--out", str(out), *more
     )
+
+
+def expected_device() -> str:
+    """The device `tumor-search` must report on this machine, asked of the Keras backend's
+    own library (not of `models.backend`): ``CPU`` or ``N GPU(s)``, and CUDA_VISIBLE_DEVICES
+    when it is set."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    elif backend == "jax":
+        import jax
+
+        gpus = sum(1 for d in jax.devices() if d.platform == "gpu")
+    else:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    where = f"{gpus} GPU{'s' if gpus > 1 else ''}" if gpus else "CPU"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return where + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")

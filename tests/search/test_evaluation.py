@@ -42,8 +42,11 @@ def test_classification_metrics_keep_their_keys_and_add_sensitivity_and_specific
     assert glioma["sensitivity"] == glioma["recall"] == pytest.approx(18 / 20)
     assert glioma["specificity"] == pytest.approx((60 - 2) / 60)  # 2 others called glioma
     assert m["macro_f1"] == pytest.approx(metrics.f1_score(y_true, y_pred, average="macro"))
-    probs = np.full((80, 4), 0.1) + 0.6 * np.eye(4)[y_pred]
-    assert classification_metrics(y_true, y_pred, CLASSES, probs)["log_loss"] > 0
+    probs = np.full((80, 4), 0.1) + 0.6 * np.eye(4)[y_pred]  # 0.7 on the predicted class
+    # 71 right answers at probability 0.7, 9 wrong ones at 0.1 on the true class.
+    expected = -(71 * np.log(0.7) + 9 * np.log(0.1)) / 80
+    log_loss = classification_metrics(y_true, y_pred, CLASSES, probs)["log_loss"]
+    assert log_loss == pytest.approx(expected, rel=1e-9)
 
 
 def test_vectorised_metrics_match_scikit_learn_on_resampled_labels() -> None:

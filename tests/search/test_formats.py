@@ -105,7 +105,7 @@ def test_exports_leave_augmentation_out(tmp_path: Path) -> None:
     Keras' inference (Keras' random layers would run in an exported graph otherwise)."""
     from models.builder import create_model
     from models.trial_config import Augmentation, TrialConfig
-    from search.results.formats import write_formats
+    from search.results.formats import FILE_NAMES, WRITERS, write_formats
 
     config = TrialConfig(backbone="small_cnn", head_depth=1, head_width=8, fine_tune=1.0)
     augment = Augmentation(flip=True, rotation=0.1, zoom=0.1, contrast=0.2)
@@ -115,6 +115,10 @@ def test_exports_leave_augmentation_out(tmp_path: Path) -> None:
     written = write_formats(model, ("keras", "savedmodel", "onnx", "litert"), tmp_path, [], x)
     assert set(written) == {"savedmodel", "onnx", "litert"}
     for name, entry in written.items():
+        assert entry.get("path") == FILE_NAMES[name], (name, entry.get("error"))
+        run = WRITERS[name][1]  # the format's own runtime
+        first, second = (run(tmp_path / FILE_NAMES[name], x.astype(np.float32)) for _ in range(2))
+        assert np.array_equal(first, second), name  # two runs, the same bits
         assert entry["max_abs_diff"] <= 1e-4, name
     import onnx
 

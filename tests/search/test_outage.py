@@ -76,7 +76,7 @@ def test_the_outage_is_retried_until_the_storage_is_back(
 
     outage = Outage("postgresql://u:***@db/x", seconds=30)
     assert outage.call(flaky) == 42
-    assert outage.retries == 2
+    assert failures == [] and outage.retries == 2  # both injected errors were raised
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2, lines
     assert "unreachable (connection to server" in lines[0] and "up to 30s" in lines[0]
@@ -130,6 +130,9 @@ def test_a_worker_waits_for_a_refused_database_then_exits_75() -> None:
     assert 1 <= time.monotonic() - start < 60
     errors = [line for line in result.stderr_lines if line.startswith("tumor-search: error:")]
     assert len(errors) == 1 and "alice:***@127.0.0.1:1" in errors[0], result.stderr
+    assert "giving up" in errors[0] and "Connection refused" in errors[0], result.stderr
+    waited = [line for line in result.stderr_lines if "retrying for up to 1s" in line]
+    assert len(waited) == 1 and "unreachable (connection to server" in waited[0], result.stderr
     assert "topsecret" not in result.stderr and "Traceback" not in result.stderr
 
 
@@ -147,6 +150,7 @@ class _AnswerLost:
 
     def __init__(self, storage: Any, method: str, error: Exception) -> None:
         self._storage, self._method, self._error = storage, method, error
+        self.fired = 0  # errors raised after a call that landed
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._storage, name)
@@ -158,6 +162,7 @@ class _AnswerLost:
             error, self._error = self._error, None
             if error is None:  # the retry, holding the same function
                 return result
+            self.fired += 1
             raise error
 
         return landed_then_lost
@@ -173,12 +178,20 @@ def _study_losing(tmp_path: Path, data: Path, method: str, error: Exception) -> 
     return study, config
 
 
+def _injected(study: Any) -> _AnswerLost:
+    """The fault injector `_study_losing` put under the study's retrying storage."""
+    injector = compat.storage_of(study)._backend.inner
+    assert isinstance(injector, _AnswerLost)
+    return injector
+
+
 def test_a_retried_claim_leaves_a_double_that_a_later_claim_fails_and_requeues(
     tmp_path: Path, tiny_data: Path, refused: Exception
 ) -> None:
     study, config = _study_losing(tmp_path, tiny_data, "_create_new_trial", refused)
     lock = StudyLock(compat.storage_of(study), "lost")
     first = claim_trial(study, lock, config)
+    assert _injected(study).fired == 1 and compat.outage_of(study).retries == 1
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.RUNNING]
     assert first.number == 1  # trial 0 is the double: started, but its answer was lost
@@ -206,6 +219,8 @@ def test_a_retried_tell_whose_commit_landed_is_done(
     study, config = _study_losing(tmp_path, tiny_data, "set_trial_state_values", refused)
     trial = compat.ask(study)  # the first state change (to RUNNING) is not the lost one
     compat.tell(study, trial, TrialState.COMPLETE, 0.5, "")
+    # The commit landed, its answer was lost, and the tell was retried.
+    assert _injected(study).fired == 1 and compat.outage_of(study).retries == 1
     assert study.get_trials(deepcopy=False)[0].state == TrialState.COMPLETE
     assert study.get_trials(deepcopy=False)[0].value == 0.5
 
@@ -221,6 +236,7 @@ def test_a_retried_queueing_whose_commit_landed_queues_once(
     compat.fail_trial(study, trial, "a test")
     retrying.inner = _AnswerLost(retrying.inner, "_create_new_trial", refused)
     assert compat.retry_later(study, trial, max_retry=3)
+    assert _injected(study).fired == 1
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.FAIL, TrialState.WAITING]
     assert compat.outage_of(study).retries == 1

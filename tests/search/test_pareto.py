@@ -93,8 +93,17 @@ def test_accuracy_against_latency_study(tmp_path: Path, tiny_data: Path) -> None
         best_epoch = t.user_attrs["best_epoch"]
         assert t.values[0] == t.user_attrs["history"]["val_accuracy"][best_epoch - 1]
         assert t.intermediate_values == {}
+    assert study.directions == [
+        optuna.study.StudyDirection.MAXIMIZE,
+        optuna.study.StudyDirection.MINIMIZE,
+    ]
     front = {t.number for t in study.best_trials}
-    assert front
+
+    def dominated(t: optuna.trial.FrozenTrial) -> bool:  # by a trial at least as good in both
+        (acc, ms) = t.values
+        return any(o.values != t.values and o.values[0] >= acc and o.values[1] <= ms for o in done)
+
+    assert front and front == {t.number for t in done if not dominated(t)}
 
     listed = run_cli("export", "--study", "mo", "--storage", storage, "--pareto")
     assert listed.returncode == 0, listed.stderr

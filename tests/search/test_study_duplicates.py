@@ -58,7 +58,10 @@ def test_a_study_stored_without_a_duplicate_policy_keeps_its_fingerprint(
     study.set_user_attr("config", stored)
     worker = run_cli("worker", "--study", "old", "--storage", storage, "--data", str(root))
     assert worker.returncode == 0, worker.stderr
-    assert "1 completed" in worker.stderr or "1 pruned" in worker.stderr
+    # The only trial cannot be pruned (no trial before it to compare with): it completes.
+    assert "worker done: 1 completed, 0 pruned, 0 failed" in worker.stderr, worker.stderr
+    (trial,) = optuna.load_study(study_name="old", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
 
 
 def test_a_stored_exact_policy_without_a_near_threshold_keeps_its_fingerprint(
