@@ -99,6 +99,7 @@ np.save(sys.argv[4], np.asarray(model.predict(pixels, verbose=0)))
 """
 
 
+@pytest.mark.slow  # other backends, in processes of their own
 @pytest.mark.backends
 def test_a_saved_model_loads_and_predicts_alike_under_every_other_backend(tmp_path) -> None:
     """A `.keras` file written under this process's backend loads under each other installed
@@ -134,6 +135,7 @@ def test_a_saved_model_loads_and_predicts_alike_under_every_other_backend(tmp_pa
         np.testing.assert_allclose(np.load(out), expected, atol=1e-4, err_msg=other)
 
 
+@pytest.mark.slow  # another backend, in a process of its own
 def test_seeding_under_another_backend_does_not_import_tensorflow() -> None:
     """`set_seed` seeds JAX and PyTorch runs without loading TensorFlow (seconds, and its
     start-up notices on stderr), unlike `keras.utils.set_random_seed`."""

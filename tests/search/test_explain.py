@@ -102,6 +102,7 @@ def test_a_non_image_is_bad_input_and_leaves_no_overlay(
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow  # other backends, in processes of their own
 def test_explain_works_on_the_other_installed_backends(
     saved_model: Path, tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -29,6 +29,9 @@ from tests.search.helpers import (
 )
 from tests.search.owned_postgres import OwnedPostgres
 
+# Real outages of a test-owned PostgreSQL: `make test-all` (CI) runs them.
+pytestmark = pytest.mark.slow
+
 SLOW_EPOCHS = {"TUMOR_SEARCH_TEST_PAUSE": "epoch-end:1"}
 NO_PRUNING = {"pruner": {"name": "none"}}
 

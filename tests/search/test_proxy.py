@@ -95,6 +95,7 @@ def test_three_workers_through_the_proxy_meet_the_budget_exactly(
     assert not any(k.startswith("tumor_search:") for k in stored)
 
 
+@pytest.mark.slow  # a real outage
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     pg_url: str, proxy: str, tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -133,6 +134,7 @@ def test_sigterm_through_the_proxy_fails_and_requeues_the_trial(
     assert queued.params == failed.params
 
 
+@pytest.mark.slow  # a real outage
 def test_a_worker_rides_out_a_restart_of_its_proxy(
     pg_url: str, tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -158,6 +160,7 @@ def test_a_worker_rides_out_a_restart_of_its_proxy(
     assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == 6
 
 
+@pytest.mark.slow  # a real outage
 def test_a_database_outage_behind_the_proxy_is_ridden_out(tmp_path: Path, tiny_data: Path) -> None:
     """The database behind the proxy stops for 6 s mid-trial: the proxy marks the errors
     transient, both workers wait and go on, and neither's trial is taken for stale once the

@@ -22,6 +22,9 @@ from search.runtime.claim import WORKER_ATTR
 from tests.conftest import ROOT, run_cli
 from tests.search.helpers import create_tiny_study, trials_of, wait_for
 
+# A real Slurm cluster: `make test-all` (CI) runs these.
+pytestmark = pytest.mark.slow
+
 SLURM_ENV = "TUMOR_SEARCH_TEST_SLURM"
 CLUSTER = ROOT / "deploy" / "slurm" / "test-cluster.sh"
 SLOW = {"TUMOR_SEARCH_TEST_PAUSE": "epoch-end:1"}
