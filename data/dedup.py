@@ -32,6 +32,7 @@ class DroppedImage:
     copy_of: str
     kind: str = "exact"
     distance: int = 0
+    label: str = ""  # the class of the dropped image
 
 
 def exact_groups(records: Sequence[ImageRecord]) -> list[list[ImageRecord]]:
@@ -99,7 +100,7 @@ def exact_test_drops(records: Sequence[ImageRecord]) -> list[DroppedImage]:
         if r.source != "Testing":
             first_in_training.setdefault(r.sha256, r.path)
     return [
-        DroppedImage(r.path, first_in_training[r.sha256])
+        DroppedImage(r.path, first_in_training[r.sha256], label=r.label)
         for r in sorted(records, key=lambda r: r.path)
         if r.source == "Testing" and r.sha256 in first_in_training
     ]
@@ -117,7 +118,7 @@ def official_drops(groups: Sequence[Sequence[ImageRecord]]) -> list[DroppedImage
         for r in tests:
             exact = [o.path for o in trains if o.sha256 == r.sha256]
             if exact:
-                drops.append(DroppedImage(r.path, exact[0], "exact", 0))
+                drops.append(DroppedImage(r.path, exact[0], "exact", 0, r.label))
                 continue
             if trains:
                 other, d = _closest(r, trains)
@@ -125,7 +126,7 @@ def official_drops(groups: Sequence[Sequence[ImageRecord]]) -> list[DroppedImage
             else:
                 other, d = _closest(r, [o for o in tests if o.label != r.label])
                 kind = "conflict"
-            drops.append(DroppedImage(r.path, other.path, kind, d))
+            drops.append(DroppedImage(r.path, other.path, kind, d, r.label))
     return sorted(drops, key=lambda d: d.path)
 
 

@@ -143,6 +143,36 @@ class SplitManifest:
             out[e.split][e.label] += 1
         return out
 
+    def test_balance_warnings(self) -> list[str]:
+        """One line per class that dropping copies of training images left thin in the test
+        split: under half of its Testing images kept, or a share of the test split under
+        half (or over twice) its share of training. Such a test split measures little of
+        that class; ``split: pooled`` re-splits every image with its copies kept together."""
+        if not self.dropped:
+            return []
+        counts = self.counts()
+        dropped = dict.fromkeys(self.classes, 0)
+        for d in self.dropped:
+            if d.label in dropped:
+                dropped[d.label] += 1
+        train = {c: counts["train"][c] + counts["val"][c] for c in self.classes}
+        kept_total, train_total = sum(counts["test"].values()), sum(train.values())
+        lines = []
+        for c in self.classes:
+            kept, before = counts["test"][c], counts["test"][c] + dropped[c]
+            if before == 0 or train_total == 0:
+                continue
+            share = kept / kept_total if kept_total else 0.0
+            train_share = train[c] / train_total
+            if kept * 2 < before or not train_share / 2 <= share <= train_share * 2:
+                lines.append(
+                    f"warning: test class {c} keeps {kept} of its {before} images once "
+                    f"copies of training images are removed, {share:.1%} of the test split "
+                    f"against {train_share:.1%} of training: use split: pooled for a test "
+                    "split that represents every class"
+                )
+        return lines
+
     def cross_split_duplicates(self) -> list[list[str]]:
         """Duplicate groups whose copies sit in more than one split (leaks)."""
         split_of = {e.path: e.split for e in self.entries}

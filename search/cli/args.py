@@ -106,8 +106,8 @@ def small_validation_warning(n_val: int) -> str | None:
 
 
 def warn_dropped(data: Any) -> None:
-    warning = data.dropped_warning()
-    if warning:
+    """Dropped copies of training images, and test classes they left thin."""
+    for warning in data.data_warnings():
         log(warning)
 
 

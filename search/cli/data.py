@@ -51,6 +51,7 @@ def check_summary(manifest: SplitManifest, dataset: Dataset) -> dict:
             for d in manifest.dropped
         ],
         **duplicate_report(manifest, dataset),
+        "test_balance_warnings": manifest.test_balance_warnings(),
         "fingerprint": manifest.fingerprint,
     }
 
@@ -82,6 +83,8 @@ def _print_text(summary: dict) -> None:
     leaks = summary["cross_split_duplicates"]
     if leaks:
         print(f"warning:     {len(leaks)} duplicate groups span two splits (train/test leakage)")
+    for line in summary["test_balance_warnings"]:
+        print(line.replace("warning: ", "warning:     ", 1))
     print(f"fingerprint: {summary['fingerprint']}")
     if summary.get("config"):
         print(f"             the fingerprint a study made from {summary['config']} records")

@@ -47,6 +47,12 @@ class StudyData:
             f"test split{many} (tumor-search data check lists them)"
         )
 
+    def data_warnings(self) -> list[str]:
+        """The lines `study create` and `run` print about the split: dropped copies, and
+        test classes they left thin."""
+        dropped = self.dropped_warning()
+        return ([dropped] if dropped else []) + self.manifest.test_balance_warnings()
+
     def counts(self) -> dict[str, int]:
         return {
             split: sum(per_class.values()) for split, per_class in self.manifest.counts().items()

@@ -3,6 +3,7 @@ warned about; studies made before the policy was recorded keep their old split."
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,43 @@ def test_the_warning_says_when_near_copies_are_over_5_percent_of_the_test_split(
             img.save(root / "Testing" / "glioma_tumor" / f"near{i}.jpg", quality=70)
     text = warning(root)
     assert "5 test images" in text and "near copies are 10% of the test split" in text, text
+
+
+def test_classes_left_thin_in_the_test_split_are_warned_about_once_each(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """Copies of training images dropped from the test split can leave a class with few
+    test images (real MRI: no_tumor fell from 405 to 35); data check and study create say
+    so, one line per class, and recommend the pooled split."""
+    root = tmp_path / "thin"
+    shutil.copytree(tiny_data, root)
+    training = sorted((root / "Training" / "no_tumor").iterdir())
+    for i, image in enumerate(training[:10]):  # no_tumor: 4 kept of 14 (under half)
+        (root / "Testing" / "no_tumor" / f"dup{i}.jpg").write_bytes(image.read_bytes())
+    for image in sorted((root / "Testing" / "glioma_tumor").iterdir())[1:]:
+        image.unlink()  # glioma: 1 of 13 test images (7.7 %) against 25 % of training
+    expected = {"no_tumor": "keeps 4 of its 14 images", "glioma": "keeps 1 of its 1 images"}
+
+    def thin(lines: list[str]) -> dict[str, str]:
+        found = {}
+        for line in lines:
+            if "warning:" in line and " test class " in line:
+                name = line.split(" test class ", 1)[1].split()[0]
+                assert "split: pooled" in line, line
+                found[name] = line
+        return found
+
+    check = run_cli("data", "check", str(root))
+    assert check.returncode == 0, check.stderr
+    found = thin(check.stdout.splitlines())
+    assert set(found) == set(expected), check.stdout
+    assert all(expected[c] in found[c] for c in expected), found
+    assert "7.7% of the test split against 25.0% of training" in found["glioma"]
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    created = create_cli("thin", write_config(tmp_path / "c.yaml"), root, storage)
+    assert created.returncode == 0, created.stderr
+    assert set(thin(created.stderr.splitlines())) == set(expected), created.stderr
+
+    balanced = run_cli("data", "check", str(tiny_data), "--json")
+    assert json.loads(balanced.stdout)["test_balance_warnings"] == []
