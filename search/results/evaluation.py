@@ -95,7 +95,7 @@ def confusion_metrics(matrices: np.ndarray) -> dict[str, np.ndarray]:
     Returns accuracy, balanced accuracy (mean sensitivity over the classes present, NaN
     classes left out) and macro F1 (0 for a class never seen nor predicted, as
     scikit-learn with ``zero_division=0``) of shape ``(...)``, and per-class sensitivity
-    and specificity of shape ``(..., k)`` (NaN where undefined).
+    (recall) and specificity (NaN where undefined) and F1 of shape ``(..., k)``.
     """
     m = np.asarray(matrices, dtype=np.float64)
     tp = np.diagonal(m, axis1=-2, axis2=-1)
@@ -115,6 +115,7 @@ def confusion_metrics(matrices: np.ndarray) -> dict[str, np.ndarray]:
         "macro_f1": f1.mean(axis=-1),
         "sensitivity": sensitivity,
         "specificity": specificity,
+        "f1": f1,
     }
 
 
@@ -147,11 +148,11 @@ def bootstrap_intervals(
     level: float = CONFIDENCE_LEVEL,
 ) -> dict[str, Any]:
     """Percentile bootstrap intervals of accuracy, balanced accuracy, macro F1 and each
-    class's sensitivity and specificity, from the test confusion matrix.
+    class's sensitivity (recall), specificity and F1, from the test confusion matrix.
 
     Returns:
         ``{metric: {value, lower, upper}, "per_class": {class: {sensitivity: {...},
-        specificity: {...}}}, "resamples", "seed", "level", "method"}``.
+        specificity: {...}, f1: {...}}}, "resamples", "seed", "level", "method"}``.
     """
     cm = np.asarray(matrix, dtype=np.int64)
     point = confusion_metrics(cm)
@@ -163,7 +164,7 @@ def bootstrap_intervals(
     out["per_class"] = {
         c: {
             kind: _interval(float(point[kind][i]), boot[kind][:, i], level)
-            for kind in ("sensitivity", "specificity")
+            for kind in ("sensitivity", "specificity", "f1")
         }
         for i, c in enumerate(classes)
     }

@@ -153,11 +153,13 @@ def _performance(summary: dict[str, Any]) -> str:
             m.get("support"),
             _ci((per_ci.get(name) or {}).get("sensitivity") or {"value": m.get("recall")}),
             _ci((per_ci.get(name) or {}).get("specificity") or {"value": m.get("specificity")}),
+            _ci((per_ci.get(name) or {}).get("f1") or {"value": m.get("f1")}),
             f"{m.get('precision', 0):.3f}",
         ]
         for name, m in (test.get("per_class") or {}).items()
     ]
-    table = _table(["class", "test images", "sensitivity", "specificity", "precision"], rows)
+    header = ["class", "test images", "sensitivity (recall)", "specificity", "F1", "precision"]
+    table = _table(header, rows)
     return "\n".join(lines) + "\n\nPer class:\n\n" + table
 
 

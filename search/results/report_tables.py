@@ -193,15 +193,15 @@ def _ci(interval: dict[str, Any] | None) -> tuple[Any, str]:
 
 
 def intervals_html(result: dict[str, Any]) -> str:
-    """The test metrics with their bootstrap 95 % intervals, per-class sensitivity and
-    specificity with theirs, and the calibration (temperature, ECE and Brier score)."""
+    """The test metrics with their bootstrap 95 % intervals, per-class sensitivity,
+    specificity and F1 with theirs, and the calibration (temperature, ECE and Brier score)."""
     ci = result.get("intervals")
     if not ci:
         return ""
     names = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))
     rows = [(label, *_ci(ci.get(key))) for key, label in (*names, ("macro_f1", "macro F1"))]
     per_class = [
-        (name, *_ci(m.get("sensitivity")), *_ci(m.get("specificity")))
+        (name, *_ci(m.get("sensitivity")), *_ci(m.get("specificity")), *_ci(m.get("f1")))
         for name, m in (ci.get("per_class") or {}).items()
     ]
     text = (
@@ -209,7 +209,10 @@ def intervals_html(result: dict[str, Any]) -> str:
         f"{ci.get('resamples', '?')} resamples.</p>\n"
         + '<div class="intervals">'
         + _table(("metric", "value", "95 % CI"), rows)
-        + _table(("class", "sensitivity", "95 % CI", "specificity", "95 % CI"), per_class)
+        + _table(
+            ("class", "sensitivity (recall)", "95 % CI", "specificity", "95 % CI", "F1", "95 % CI"),
+            per_class,
+        )
         + "</div>"
     )
     cal = result.get("calibration") or {}

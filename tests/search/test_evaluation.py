@@ -90,9 +90,19 @@ def test_bootstrap_intervals_contain_the_value_and_shrink_with_more_images() -> 
     # binomial standard error sqrt(p(1-p)/n) = 0.035: the 95 % interval is about +-0.07
     assert ci["accuracy"]["upper"] - ci["accuracy"]["lower"] == pytest.approx(0.14, abs=0.03)
     for c in CLASSES:
-        for kind in ("sensitivity", "specificity"):
+        for kind in ("sensitivity", "specificity", "f1"):
             one = ci["per_class"][c][kind]
             assert 0 <= one["lower"] <= one["value"] <= one["upper"] <= 1
+    # Per-class F1 (and recall) are scikit-learn's on the images the matrix counts.
+    from sklearn.metrics import f1_score, recall_score
+
+    y_true = np.repeat(np.arange(4), np.asarray(CONFUSION).sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(4), row) for row in CONFUSION])
+    for i, c in enumerate(CLASSES):
+        f1 = f1_score(y_true, y_pred, average=None)[i]
+        recall = recall_score(y_true, y_pred, average=None)[i]
+        assert ci["per_class"][c]["f1"]["value"] == pytest.approx(f1)
+        assert ci["per_class"][c]["sensitivity"]["value"] == pytest.approx(recall)
     wide = ci["accuracy"]["upper"] - ci["accuracy"]["lower"]
     big = bootstrap_intervals(CONFUSION * 10, CLASSES)["accuracy"]
     assert big["upper"] - big["lower"] < wide / 2

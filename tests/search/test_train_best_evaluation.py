@@ -19,7 +19,7 @@ def test_metrics_hold_bootstrap_intervals(trained_best: TrainedBest) -> None:
         assert ci[name]["lower"] <= ci[name]["value"] <= ci[name]["upper"]
     for c in m["classes"]:
         assert test["per_class"][c]["sensitivity"] == test["per_class"][c]["recall"]
-        for kind in ("sensitivity", "specificity"):
+        for kind in ("sensitivity", "specificity", "f1"):
             one = ci["per_class"][c][kind]
             assert one["value"] == pytest.approx(test["per_class"][c][kind])
             assert 0.0 <= one["lower"] <= one["value"] <= one["upper"] <= 1.0
@@ -76,6 +76,7 @@ def test_model_card_and_note_hold_the_intervals_and_calibration(
     assert "not for diagnosis" in card and m["data_fingerprint"] in card
     assert f"T = **{m['calibration']['temperature']:.3f}**" in card
     assert "95 % CI" in card and "specificity" in card and "Phantom data" in card
+    assert "| sensitivity (recall) | specificity | F1 |" in card
     assert "trials 3 complete" in card  # read from the study
     assert not [p for p in trained_best.out.iterdir() if p.name.startswith(".")]
 
