@@ -169,12 +169,16 @@ def _calibration(summary: dict[str, Any]) -> str:
         return "Not calibrated."
     test = cal.get("test") or {}
     fitted = cal.get("fitted_on")
+    # Records written before calibration was judged held out have no "applied": T was kept.
+    applied = cal.get("applied", bool(fitted))
+    reason = cal.get("reason") or "no validation data and no out-of-fold logits to fit on"
     head = (
         f"Temperature scaling: T = **{cal.get('temperature', 1.0):.3f}**, fitted on the {fitted} "
-        "by minimum negative log-likelihood. model.keras carries T inside its head, so every "
-        "prediction and export gives calibrated probabilities (the predicted class is unchanged)."
-        if fitted
-        else "Not calibrated (T = 1): no validation data and no out-of-fold logits to fit on."
+        f"by minimum negative log-likelihood, {reason}. model.keras carries T inside its head, "
+        "so every prediction and export gives calibrated probabilities (the predicted class "
+        "is unchanged)."
+        if applied
+        else f"Not calibrated (T = 1): {reason.removeprefix('not applied: ')}."
     )
     rows = [
         [

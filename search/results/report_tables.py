@@ -218,10 +218,20 @@ def intervals_html(result: dict[str, Any]) -> str:
     cal = result.get("calibration") or {}
     test = cal.get("test") or {}
     if test:
-        text += (
-            f'\n<p class="calibration">Temperature scaling: T = {cal.get("temperature", 1.0):.3f}'
-            f", fitted on the {html.escape(str(cal.get('fitted_on') or 'nothing: not calibrated'))}"
-            f"; test ECE {test['ece_before']:.4f} &rarr; {test['ece_after']:.4f}, Brier "
-            f"{test['brier_before']:.4f} &rarr; {test['brier_after']:.4f}.</p>"
+        fitted = cal.get("fitted_on")
+        why = html.escape(str(cal.get("reason") or ""))
+        head = (
+            f"Temperature scaling: T = {cal.get('temperature', 1.0):.3f}, fitted on the "
+            f"{html.escape(str(fitted))}" + (f", {why}" if why else "")
+            if cal.get("applied", bool(fitted))
+            else "Not calibrated (T = 1)" + (f": {why.removeprefix('not applied: ')}" if why else "")
         )
+        measures = [("ECE", "ece"), ("Brier", "brier"), ("NLL", "nll")]
+        changes = ", ".join(
+            f"{label} {test[f'{key}_before']:.4f} &rarr; {test[f'{key}_after']:.4f}"
+            for label, key in measures
+            if f"{key}_before" in test
+        )
+        text += f'\n<p class="calibration">{head}; test {changes}.</p>'
+
     return text

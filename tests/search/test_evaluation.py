@@ -150,3 +150,38 @@ def test_temperature_falls_back_to_out_of_fold_logits_without_validation_data() 
     assert fit_temperature(chosen.logits, chosen.labels) == pytest.approx(0.5, rel=0.1)
     assert fit_set(None, no_val, {"finalize": {}}, batch_size=16) is None
     assert fit_set(None, no_val, {}, batch_size=16) is None
+
+
+def _calibrated_sample(n: int, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits / temperature): T = temperature is right."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, size=(n, 4))
+    return logits, np.array([rng.choice(4, p=p) for p in softmax(logits, temperature)])
+
+
+def test_a_temperature_that_only_fits_its_own_images_is_not_applied() -> None:
+    """40 held-back predictions of a calibrated model: the T fitted on them (1.31) lowers
+    their own NLL but raises it on new images; cross-validation sees that and keeps T = 1."""
+    from search.results.calibrate import FitSet, choose_temperature
+
+    logits, y = _calibrated_sample(40, 1.0, seed=0)
+    in_sample = fit_temperature(logits, y)
+    assert in_sample == pytest.approx(1.306, abs=0.01)  # what was kept before this check
+    fresh_logits, fresh_y = _calibrated_sample(20000, 1.0, seed=1)
+    assert nll(fresh_logits, fresh_y, in_sample) > nll(fresh_logits, fresh_y, 1.0)
+    choice = choose_temperature(FitSet(logits, y, "validation split (40 images)"))
+    assert not choice.applied and choice.temperature == 1.0
+    assert choice.reason.startswith("not applied: 5-fold cross-validated NLL on the validation")
+    assert choice.cv is not None and choice.cv["nll_after"] >= choice.cv["nll_before"]
+
+
+def test_an_overconfident_model_is_calibrated_when_held_out_nll_drops() -> None:
+    from search.results.calibrate import FitSet, choose_temperature
+
+    logits, y = _calibrated_sample(300, 2.5, seed=0)  # the model's logits are 2.5x too big
+    choice = choose_temperature(FitSet(logits, y, "validation split (300 images)"))
+    assert choice.applied and choice.temperature == pytest.approx(fit_temperature(logits, y))
+    assert choice.temperature == pytest.approx(2.5, rel=0.2)
+    assert choice.cv is not None and choice.cv["nll_after"] < choice.cv["nll_before"]
+    few = choose_temperature(FitSet(logits[:9], y[:9], "validation split (9 images)"))
+    assert not few.applied and "too few" in few.reason

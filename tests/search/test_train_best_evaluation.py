@@ -30,6 +30,10 @@ def test_temperature_is_fitted_on_validation_and_lowers_its_error(
 ) -> None:
     cal = trained_best.metrics["calibration"]
     assert cal["temperature"] > 0 and cal["fitted_on"].startswith("validation split")
+    # Kept only when held-out folds of the validation predictions agree; either way, why.
+    assert cal["reason"].startswith("applied: " if cal["applied"] else "not applied")
+    assert "cross-validated NLL on the validation split" in cal["reason"]
+    assert cal["applied"] == (cal["temperature"] != 1.0)
     fit = cal["fit"]
     assert fit["nll_after"] <= fit["nll_before"]  # T minimises the NLL where it was fitted
     for when in ("before", "after"):
