@@ -162,7 +162,11 @@ def test_missing_or_foreign_source_is_refused(tmp_path: Path) -> None:
     assert_bad_input(_import(fake, "no_such_net"), "unknown backbone", "small_cnn")
 
 
-def test_list_shows_imported_weights_and_keras_cache(tmp_path: Path) -> None:
+def test_list_shows_imported_weights_and_keras_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Keras home of this test's own: the session's must not gain a stand-in download.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     plain = tmp_path / "small.weights.h5"
     get_backbone(NAME).factory(32, None).save_weights(plain)
     assert _import(plain).returncode == 0

@@ -26,6 +26,8 @@ IMPORTED, MISSING = "small_cnn", "mobilenet_v3_small"
 def _weights_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "weights-folder"
     monkeypatch.setenv("TUMOR_SEARCH_WEIGHTS", str(folder))
+    # An empty Keras cache of this test's own, whatever other tests left in the session's.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     return folder
 
 
