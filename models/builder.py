@@ -26,6 +26,7 @@ from models.preprocessing import (
 from models.registry import Backbone, get_backbone
 from models.trial_config import Augmentation, TrialConfig
 from models.weights import WeightsPolicy, imagenet_unavailable_error, parse_weights
+from models.weights_store import stored_weights
 
 BACKBONE_NAME = "backbone"
 OUTPUT_NAME = "class_probabilities"
@@ -39,21 +40,28 @@ FROM_SCRATCH_BN_MOMENTUM = 0.9
 def build_backbone(record: Backbone, input_size: int, weights: WeightsPolicy) -> Any:
     """The backbone alone: preprocessed pixels in, globally pooled features out.
 
-    Every backbone is made the same way, by its record's factory.
+    Every backbone is made the same way, by its record's factory. ``imagenet`` loads the
+    weights folder's file when it holds the backbone (`models.weights_store`), else Keras's.
 
     Raises:
         ModelError: the input is below the backbone's minimum size.
         WeightsError: the weights cannot be found or loaded.
     """
     check_input_size(record, input_size)
+    # `weights: imagenet` takes the weights folder's file first (`weights import`), then Keras's.
+    stored = stored_weights(record.name) if weights.kind == "imagenet" else None
     try:
-        backbone = record.factory(input_size, "imagenet" if weights.kind == "imagenet" else None)
+        backbone = record.factory(
+            input_size, "imagenet" if weights.kind == "imagenet" and stored is None else None
+        )
     except Exception as exc:
         if weights.kind == "imagenet":
             raise imagenet_unavailable_error(record, input_size, reason=str(exc)) from exc
         raise
     if weights.kind == "file":
         weights.load_into(backbone)
+    if stored is not None:
+        WeightsPolicy("file", stored).load_into(backbone)
     if weights.kind == "none":
         set_bn_momentum(backbone, FROM_SCRATCH_BN_MOMENTUM)
     # The same layers under one name, so that every model finds its backbone the same way.

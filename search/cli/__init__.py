@@ -29,6 +29,7 @@ from search.cli import (
     status,
     study,
     train_best,
+    weights,
     worker,
 )
 from search.errors import ExportFailed, InputError, one_line
@@ -40,6 +41,7 @@ COMMANDS = (
     data,
     cache,
     backbones,
+    weights,
     run,
     study,
     worker,

@@ -81,6 +81,15 @@ def add_storage(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_download_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="let Keras download ImageNet weights that neither the weights folder nor Keras's "
+        "cache holds (default: refuse, naming them: Keras's download has no timeout)",
+    )
+
+
 def load_config_with_overrides(args: argparse.Namespace) -> Any:
     from search.config import load_config
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from common.progress import is_quiet, log
 from search.cli.args import (
+    add_download_weights,
     add_storage,
     add_storage_retry,
     apply_storage_retry,
@@ -50,8 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str]:
     """The study's config, its data on this machine, and its name; the study exists after."""
     from search.config import load_config
-    from search.runtime.storage import has_tables, open_storage
-    from search.runtime.study import BUDGET_ATTR, create_study, log_created, study_exists
+    from search.runtime.study import BUDGET_ATTR, create_study, log_created
     from search.runtime.study_data import prepare
     from search.training.weights import ensure_weights
 
@@ -64,13 +64,9 @@ def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str
     name = args.study or config.name
     data = prepare(config, args.data)
     warn_dropped(data)
-    # Nothing is written to the storage until the data and the weights are known to be good.
-    # Without --config the look above already told whether the study exists.
-    exists = stored is not None or (
-        args.config is not None and has_tables(url) and study_exists(open_storage(url), name)
-    )
-    if not exists:
-        ensure_weights(config)
+    # Nothing is written to the storage until the data and the weights are known to be good;
+    # a resumed study's worker needs its weights too.
+    ensure_weights(config, download=args.download_weights)
     result = create_study(name, url, config, data)
     if not result.created and args.trials is not None:
         result.study.set_user_attr(BUDGET_ATTR, args.trials)
@@ -169,5 +165,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     group.add_argument(
         "--gpus", metavar="0,1,...", help="one worker per GPU, each with CUDA_VISIBLE_DEVICES set"
     )
+    add_download_weights(p)
     add_storage_retry(p)
     p.set_defaults(handler=cmd_run)

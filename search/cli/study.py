@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from search.cli.args import (
+    add_download_weights,
     add_storage,
     load_config_with_overrides,
     positive_int,
@@ -17,6 +18,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     from search.runtime.storage import parse_url, resolve_url
     from search.runtime.study import create_study, log_created
     from search.runtime.study_data import prepare
+    from search.training.weights import ensure_weights
 
     config = load_config_with_overrides(args)
     config.weights_policy()  # a weights file must exist where the study is made
@@ -24,6 +26,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     parse_url(url)
     data = prepare(config, args.data)
     warn_dropped(data)
+    ensure_weights(config, download=args.download_weights)  # before the study is made
     result = create_study(args.study or config.name, url, config, data)
     log_created(result, url)
     warn_small_validation(data)
@@ -53,4 +56,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--trials", type=positive_int, metavar="N", help="trial budget (default: the config's)"
     )
+    add_download_weights(p)
     p.set_defaults(handler=cmd_study_create)

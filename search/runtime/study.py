@@ -23,6 +23,7 @@ from search.runtime.proxy import is_proxy
 from search.runtime.storage import StudyLock, open_storage, parse_url, resolve_url
 from search.runtime.study_data import StudyData
 from search.space import seed_trials
+from search.training.weights import weights_identities
 
 CONFIG_ATTR = "config"
 FINGERPRINT_ATTR = "data_fingerprint"
@@ -32,6 +33,7 @@ LEGACY_DEDUP = "exact-train-val"  # the policy of studies whose stored config na
 CLASSES_ATTR = "classes"
 BUDGET_ATTR = "trials"
 TRIAL_CONFIG_ATTR = "trial_config"
+WEIGHTS_ATTR = "weights"  # each backbone's weights file, by its sha256 (see ensure_weights)
 RUNTIME_ATTR = "runtime"  # on a trial: the Keras version, backend and device that ran it
 
 
@@ -101,9 +103,10 @@ def create_study(
 ) -> CreateResult:
     """Create the storage tables and the study once, before any worker starts.
 
-    Writes the whole config, the data fingerprint and counts into the study's user
-    attributes and enqueues the seed study's configurations that fit the space. An existing
-    study with the same config and data is left as it is; a different one is an error.
+    Writes the whole config, the data fingerprint and counts and each backbone's weights
+    hash into the study's user attributes and enqueues the seed study's configurations that
+    fit the space. An existing study with the same config and data is left as it is; a
+    different one is an error.
 
     Raises:
         StorageError: the storage cannot be opened.
@@ -112,6 +115,7 @@ def create_study(
     from search.training.constraints import check_classes
 
     check_classes(config.objective.constraints, data.classes)  # before anything is made
+    weights = weights_identities(config)
     storage = open_storage(storage_url, create=True)
     # Under the study's lock, so that no other process sees the study before its config
     # and fingerprint (readers of a study without them wait for this lock; see load_study).
@@ -131,6 +135,7 @@ def create_study(
             pause("study-row-written")
             study.set_user_attr(CONFIG_ATTR, config.to_dict())
             study.set_user_attr(FINGERPRINT_ATTR, data.fingerprint)
+            study.set_user_attr(WEIGHTS_ATTR, weights)
             study.set_user_attr(COUNTS_ATTR, data.counts())
             study.set_user_attr(DROPPED_ATTR, len(data.manifest.dropped))
             study.set_user_attr(CLASSES_ATTR, list(data.classes))

@@ -31,9 +31,16 @@ from search.runtime.claim import WORKER_ATTR, WorkerReport, claim_trial, worker_
 from search.runtime.restart import MemoryWatch, RestartState, current_rss_mb, restart_process
 from search.runtime.signals import Signals, WorkerInterrupted
 from search.runtime.storage import StudyLock
-from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, budget, budget_used, open_study
+from search.runtime.study import (
+    COUNTS_ATTR,
+    FINGERPRINT_ATTR,
+    WEIGHTS_ATTR,
+    budget,
+    budget_used,
+    open_study,
+)
 from search.runtime.study_data import StudyData, check_matches, load_train_val, prepare
-from search.training.weights import ensure_weights
+from search.training.weights import check_same_weights, ensure_weights
 
 # What a finished trial tells: one value, one per objective of a multi-objective study, or none.
 Value = float | list[float] | None
@@ -141,6 +148,7 @@ def _start(
         data, study_name, study.user_attrs[FINGERPRINT_ATTR], study.user_attrs.get(COUNTS_ATTR)
     )
     ensure_weights(config)
+    check_same_weights(config, study.user_attrs.get(WEIGHTS_ATTR), study_name)
     from search.training.objective import Objective  # imports Keras: only once the input is good
 
     arrays = load_train_val(data, config.data.image_size)

@@ -6,10 +6,10 @@ the cache folder, and trials train only the head on them. One process computes a
 while the others wait for it and reuse it.
 
 The key holds everything that decides the features: backbone and its registry record, the
-bytes of the weights file actually loaded (for ``imagenet``, the file Keras keeps under its
-home), input size, data fingerprint, Keras and backend versions, the dtype policy and a hash
-of the code that computes them (`code_version`). Weights that cannot be known by their bytes
-are never cached.
+bytes of the weights file actually loaded (for ``imagenet``, the weights folder's file that
+`weights import` wrote, else the one Keras keeps under its home), input size, data
+fingerprint, Keras and backend versions, the dtype policy and a hash of the code that
+computes them (`code_version`). Weights that cannot be known by their bytes are never cached.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from models.builder import build_backbone
 from models.preprocessing import build_preprocessing
 from models.registry import Backbone, get_backbone
 from models.weights import WeightsPolicy, keras_models_dir
+from models.weights_store import stored_weights
 
 BATCH = 64
 
@@ -104,8 +105,8 @@ def weights_identity(backbone: str, weights: WeightsPolicy, image_size: int) -> 
     if weights.kind == "file":
         assert weights.path is not None
         digest = file_sha256(weights.path)
-    else:
-        path = imagenet_weights_file(get_backbone(backbone), image_size)
+    else:  # the weights folder's file first, as `build_backbone` loads it
+        path = stored_weights(backbone) or imagenet_weights_file(get_backbone(backbone), image_size)
         digest = file_sha256(path) if path is not None else None
     return f"{weights.kind}:sha256:{digest}" if digest else None
 

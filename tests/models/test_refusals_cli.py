@@ -72,11 +72,14 @@ NO_DOWNLOADS = {
 }
 
 
+@pytest.mark.parametrize("download", [False, True])
 def test_run_with_offline_imagenet_stops_before_creating_a_study(
-    tmp_path: Path, phantom_dir: Path
+    tmp_path: Path, phantom_dir: Path, download: bool
 ) -> None:
-    """ImageNet weights that cannot be downloaded stop `run` with one line naming the file
-    and the alternatives, before any study (or database) exists."""
+    """ImageNet weights in neither the weights folder nor Keras's cache stop `run` with one
+    line, before any study (or database) exists: without --download-weights no download is
+    tried and the line names the import command; with it, the download that fails names the
+    file Keras looks for and the alternatives."""
     config = write_config(
         tmp_path / "c.yaml",
         weights="imagenet",
@@ -91,11 +94,18 @@ def test_run_with_offline_imagenet_stops_before_creating_a_study(
         str(phantom_dir),
         "--storage",
         f"sqlite:///{db}",
+        *(["--download-weights"] if download else []),
         env=NO_DOWNLOADS,
     )
-    assert_bad_input(
-        result, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "'none'", "refused"
-    )
+    fragments = ["weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "'none'", "refused"]
+    if not download:
+        fragments = [
+            "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            "backbone(s) mobilenet_v3_small:",
+            "tumor-search weights import FILE --backbone NAME",
+            "--download-weights",
+        ]
+    assert_bad_input(result, *fragments)
     import optuna
 
     assert not db.exists() or optuna.get_all_study_names(f"sqlite:///{db}") == []
