@@ -1,16 +1,19 @@
-"""Size limits that keep each module one idea: no module over 300 lines and no function
-over 60, except where a comment beside the definition says why (``# long: <reason>``)."""
+"""Size limits that keep each module one idea: a module over 300 lines is a warning (a
+module's length follows its idea; 300 is a hint) and over 450 an error; no function over 60
+lines, except where a comment beside the definition says why (``# long: <reason>``)."""
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("search", "models", "data", "common", "predictor")
-MAX_MODULE_LINES = 300
+MODULE_HINT_LINES = 300
+MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
 EXCUSE = "# long:"
 
@@ -31,6 +34,8 @@ def test_module_and_function_sizes(path: Path) -> None:
     text = path.read_text()
     lines = text.splitlines()
     assert len(lines) <= MAX_MODULE_LINES, f"{len(lines)} lines: split it into modules"
+    if len(lines) > MODULE_HINT_LINES:
+        warnings.warn(f"{path.name}: {len(lines)} lines: does it still hold one idea?", stacklevel=1)
     long = [
         f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
         for node in ast.walk(ast.parse(text))
