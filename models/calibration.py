@@ -20,7 +20,7 @@ LOGITS_NAME = "logits"
 CALIBRATED_SOFTMAX_NAME = "calibrated_softmax"
 
 
-def _head_logits(head: Any) -> Any:
+def head_logits(head: Any) -> Any:
     """The head up to its logits (the float32 Dense before the softmax)."""
     keras = keras_module()
     return keras.Model(head.inputs, head.get_layer(LOGITS_NAME).output, name=f"{HEAD_NAME}_logits")
@@ -49,7 +49,7 @@ def logits_model(model: Any) -> Any:
     x = inputs
     for layer in before:
         x = layer(x, training=False)
-    return keras.Model(inputs, _head_logits(head)(x), name=f"{model.name}_logits")
+    return keras.Model(inputs, head_logits(head)(x), name=f"{model.name}_logits")
 
 
 def _head(model: Any) -> Any:

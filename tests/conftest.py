@@ -198,4 +198,3 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "kaggle"
     synthesize(out, per_class=16, size=48, seed=3, test_fraction=0.25)
     return out
-

@@ -35,7 +35,9 @@ def test_module_and_function_sizes(path: Path) -> None:
     lines = text.splitlines()
     assert len(lines) <= MAX_MODULE_LINES, f"{len(lines)} lines: split it into modules"
     if len(lines) > MODULE_HINT_LINES:
-        warnings.warn(f"{path.name}: {len(lines)} lines: does it still hold one idea?", stacklevel=1)
+        warnings.warn(
+            f"{path.name}: {len(lines)} lines: does it still hold one idea?", stacklevel=1
+        )
     long = [
         f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
         for node in ast.walk(ast.parse(text))

@@ -116,7 +116,9 @@ def choose_temperature(fit: FitSet, folds: int = CV_FOLDS, seed: int = 0) -> Tem
         before += nll(z[held], y[held]) * len(held)
         after += nll(z[held], y[held], t) * len(held)
     cv = {"folds": k, "nll_before": before / n, "nll_after": after / n}
-    judged = f"{k}-fold cross-validated NLL on the {fit.source}: {before / n:.4f} -> {after / n:.4f}"
+    judged = (
+        f"{k}-fold cross-validated NLL on the {fit.source}: {before / n:.4f} -> {after / n:.4f}"
+    )
     t_all = fit_temperature(z, y)
     if after < before and t_all != 1.0:
         return TemperatureChoice(t_all, True, f"applied: {judged}", cv)

@@ -35,7 +35,6 @@ from search.results.folds import (
 from search.results.study_note import save_section
 from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, open_study
 from search.runtime.study_data import check_matches, load_train_val, prepare
-from search.training.batching import predict
 
 FINALIZE_ATTR = "finalize"
 OOF_ATTR = "finalize_oof"
@@ -158,7 +157,6 @@ def _score_fold(
 ) -> None:
     """Train one finalist on one fold, score its held-out part, keep its logits there."""
     from models.backend import keras_module
-    from models.calibration import logits_model
     from search.training.callbacks import EpochRecorder
     from search.training.data_subsets import subset_train_val
     from search.training.fit import fit  # imports Keras: only once input is good
@@ -168,8 +166,8 @@ def _score_fold(
     data = subset_train_val(train_val, x, y, fold.train, fold.held_out, tag)
     recorder = EpochRecorder(f"[trial {number} fold {fold.index + 1}/{k}]", config.training.epochs)
     start = time.perf_counter()
-    result = fit(trial_config, config, data, recorder, seed=config.training.seed)
-    logits = predict(logits_model(result.model), data.x_val, trial_config.batch_size)
+    result = fit(trial_config, config, data, recorder, seed=config.training.seed, need_model=False)
+    logits = result.val_logits(data.x_val, trial_config.batch_size)
     if finalist.logits is None:
         finalist.logits = np.zeros((len(y), logits.shape[1]), dtype=np.float32)
     finalist.logits[fold.held_out] = np.asarray(logits, dtype=np.float32)

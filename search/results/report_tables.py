@@ -224,7 +224,8 @@ def intervals_html(result: dict[str, Any]) -> str:
             f"Temperature scaling: T = {cal.get('temperature', 1.0):.3f}, fitted on the "
             f"{html.escape(str(fitted))}" + (f", {why}" if why else "")
             if cal.get("applied", bool(fitted))
-            else "Not calibrated (T = 1)" + (f": {why.removeprefix('not applied: ')}" if why else "")
+            else "Not calibrated (T = 1)"
+            + (f": {why.removeprefix('not applied: ')}" if why else "")
         )
         measures = [("ECE", "ece"), ("Brier", "brier"), ("NLL", "nll")]
         changes = ", ".join(

@@ -1,15 +1,19 @@
-"""Backbone features computed once, for trials whose backbone is frozen.
+"""Backbone features computed once per image, for trials whose backbone is frozen.
 
 A frozen backbone without augmentation sees the same pixels every epoch of every trial, so
-its pooled features are the same too. They are computed once per key and split, stored under
-the cache folder, and trials train only the head on them. One process computes an entry
-while the others wait for it and reuse it.
+its pooled features are the same too. They are computed once per image, stored under the
+cache folder, and trials train only the head on them. One process computes an entry's
+missing images while the others wait for it and reuse them.
 
-The key holds everything that decides the features: backbone and its registry record, the
-bytes of the weights file actually loaded (for ``imagenet``, the weights folder's file that
-`weights import` wrote, else the one Keras keeps under its home), input size, data
-fingerprint, Keras and backend versions, the dtype policy and a hash of the code that
-computes them (`code_version`). Weights that cannot be known by their bytes are never cached.
+An entry's key holds everything that decides the extractor: backbone and its registry
+record, the bytes of the weights file actually loaded (for ``imagenet``, the weights
+folder's file that `weights import` wrote, else the one Keras keeps under its home), input
+size, Keras and backend versions, the dtype policy and a hash of the code that computes
+them (`code_version`). Weights that cannot be known by their bytes are never cached.
+Within an entry each image is found by the content hash of its decoded pixels
+(`image_ids`), so a study's run, every finalize fold, the refit on train+val and any later
+split of the same images reuse what was computed once, and an image decoded otherwise (a
+new decoder, another size) is simply another image.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +60,9 @@ class Features:
     train: np.ndarray
     val: np.ndarray
     extractor_params: int
-    hit: bool
+    hit: bool  # every image was in the cache
     seconds: float
+    computed: int = 0  # images whose features were computed now
 
 
 def keras_home() -> Path:
@@ -125,9 +131,7 @@ def code_version() -> str:
     return code_hash(build_extractor, _compute, WeightsPolicy.load_into)
 
 
-def key_parts(
-    backbone: str, weights: WeightsPolicy, image_size: int, fingerprint: str
-) -> dict[str, Any] | None:
+def key_parts(backbone: str, weights: WeightsPolicy, image_size: int) -> dict[str, Any] | None:
     """What identifies an entry (also written to its ``meta.json``); None: do not cache."""
     identity = weights_identity(backbone, weights, image_size)
     if identity is None:
@@ -138,7 +142,6 @@ def key_parts(
         "backbone": get_backbone(backbone).to_dict(),
         "weights": identity,
         "image_size": image_size,
-        "data": fingerprint,
         "keras": keras.__version__,
         "backend": backend,
         "backend_version": _library_version(backend),
@@ -151,11 +154,9 @@ def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cache_key(
-    backbone: str, weights: WeightsPolicy, image_size: int, fingerprint: str
-) -> str | None:
+def cache_key(backbone: str, weights: WeightsPolicy, image_size: int) -> str | None:
     """The entry's key, or None when the weights cannot be known by their bytes."""
-    parts = key_parts(backbone, weights, image_size, fingerprint)
+    parts = key_parts(backbone, weights, image_size)
     return None if parts is None else _digest(parts)
 
 
@@ -197,21 +198,108 @@ def _extract(extractor: Any, x: np.ndarray, label: str) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, extractor.output_shape[-1]), np.float32)
 
 
-def _compute(extractor: Any, backbone: str, x_train: np.ndarray, x_val: np.ndarray) -> dict:
-    """The arrays of one entry."""
-    log(
-        f"computing {backbone} features for {len(x_train) + len(x_val)} images (cached for later trials)"
-    )
-    return {
-        "train": _extract(extractor, x_train, f"{backbone} features (train)"),
-        "val": _extract(extractor, x_val, f"{backbone} features (val)"),
-        "extractor_params": np.asarray(extractor.count_params(), dtype=np.int64),
-    }
+ID_BYTES = 16
+_IDS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
-def _features(arrays: dict, hit: bool, start: float) -> Features:
-    params = int(arrays["extractor_params"])
-    return Features(arrays["train"], arrays["val"], params, hit, time.perf_counter() - start)
+def _forget(key: int, dead: weakref.ref) -> None:
+    if _IDS.get(key, (None,))[0] is dead:
+        del _IDS[key]
+
+
+def image_ids(x: np.ndarray) -> np.ndarray:
+    """One content hash per image, ``(len(x), 16)`` bytes: SHA-256 of its dtype, shape and
+    decoded pixels, the key of its row within an entry.
+
+    Hashed once per array object (about 0.1 ms per 224 px image): a trial's arrays are the
+    worker's decoded splits, which nothing changes in place.
+    """
+    memo = _IDS.get(id(x))
+    if memo is not None and memo[0]() is x:
+        return memo[1]
+    head = f"{x.dtype.str}{tuple(x.shape[1:])}".encode()
+    ids = np.empty((len(x), ID_BYTES), np.uint8)
+    for i, row in enumerate(x):
+        digest = hashlib.sha256(head)
+        digest.update(np.ascontiguousarray(row).data)
+        ids[i] = np.frombuffer(digest.digest()[:ID_BYTES], np.uint8)
+    key = id(x)
+    try:
+        ref = weakref.ref(x, lambda dead: _forget(key, dead))
+    except TypeError:  # not weakly referable: hash again next time
+        return ids
+    _IDS[key] = (ref, ids)
+    return ids
+
+
+def _compute(extractor: Any, backbone: str, x: np.ndarray, of: int) -> np.ndarray:
+    """The features of the images `x` (the `of` images asked for lack only these)."""
+    log(f"computing {backbone} features for {len(x)} of {of} images (cached for later trials)")
+    return _extract(extractor, x, f"{backbone} features")
+
+
+def _rows(cached: dict[str, np.ndarray] | None) -> dict[bytes, int]:
+    """Row of each image id in an entry's arrays."""
+    if cached is None or "ids" not in cached:
+        return {}
+    return {row.tobytes(): i for i, row in enumerate(cached["ids"])}
+
+
+def _lookup(
+    cached: dict[str, np.ndarray] | None, rows: dict[bytes, int], ids: np.ndarray
+) -> np.ndarray | None:
+    """The cached features of the images `ids`, in their order; None if any is missing."""
+    if cached is None:
+        return None
+    index = [rows.get(row.tobytes(), -1) for row in ids]
+    if -1 in index:
+        return None
+    return cached["features"][np.asarray(index, dtype=np.int64)]
+
+
+def _features(
+    cached: dict[str, np.ndarray], ids: tuple[np.ndarray, np.ndarray], start: float, computed: int
+) -> Features | None:
+    if "ids" not in cached:
+        return None
+    rows = _rows(cached)
+    train, val = _lookup(cached, rows, ids[0]), _lookup(cached, rows, ids[1])
+    if train is None or val is None:
+        return None
+    params = int(cached["extractor_params"])
+    seconds = time.perf_counter() - start
+    return Features(train, val, params, computed == 0, seconds, computed)
+
+
+def _missing(
+    cached: dict[str, np.ndarray] | None,
+    x: tuple[np.ndarray, np.ndarray],
+    ids: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images the entry lacks (each once, however often it is asked for) and their ids."""
+    rows, seen = _rows(cached), set()
+    parts, new_ids = [], []
+    for pixels, part_ids in zip(x, ids, strict=True):
+        take = []
+        for i, row in enumerate(part_ids):
+            key = row.tobytes()
+            if key not in rows and key not in seen:
+                seen.add(key)
+                take.append(i)
+                new_ids.append(row)
+        parts.append(pixels[np.asarray(take, dtype=np.int64)])
+    ids_out = np.asarray(new_ids, dtype=np.uint8).reshape(-1, ID_BYTES)
+    return np.concatenate(parts), ids_out
+
+
+def _merged(
+    cached: dict[str, np.ndarray] | None, ids: np.ndarray, features: np.ndarray, params: int
+) -> dict[str, np.ndarray]:
+    """The entry's arrays with the new images' rows added."""
+    if cached is not None and "ids" in cached:
+        ids = np.concatenate([cached["ids"], ids])
+        features = np.concatenate([cached["features"], features.astype(cached["features"].dtype)])
+    return {"ids": ids, "features": features, "extractor_params": np.asarray(params, np.int64)}
 
 
 def _store(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -222,58 +310,76 @@ def _store(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) ->
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
 
 
+def _uncached(
+    extractor: Any, backbone: str, x: tuple[np.ndarray, np.ndarray], start: float
+) -> Features:
+    """Features computed and not stored (the weights cannot be known by their bytes)."""
+    log(f"{backbone} features not cached: the weights file Keras loaded is unreadable")
+    train = _extract(extractor, x[0], f"{backbone} features (train)")
+    val = _extract(extractor, x[1], f"{backbone} features (val)")
+    seconds = time.perf_counter() - start
+    return Features(train, val, extractor.count_params(), False, seconds, len(train) + len(val))
+
+
 def get_features(
     backbone: str,
     weights: WeightsPolicy,
     image_size: int,
-    fingerprint: str,
     x_train: np.ndarray,
     x_val: np.ndarray,
     cache_dir: str | None = None,
 ) -> Features:
     """The backbone's features of the train and validation images, from the cache if there.
 
+    Only images the cache lacks are computed (and added to it): a fold or a refit of a
+    study's images after its run computes nothing.
+
     Args:
         backbone: Registry name.
         weights: The (pretrained) weights policy; part of the key by content.
         image_size: Input side in pixels.
-        fingerprint: The data's fingerprint; part of the key.
-        x_train, x_val: The decoded images, used only when the entry must be computed.
+        x_train, x_val: The decoded images; each is found in the cache by its pixels.
         cache_dir: Cache folder (default: see `data.cache.cache_root`).
     """
     start = time.perf_counter()
     keras = keras_module()
+    x, ids = (x_train, x_val), (image_ids(x_train), image_ids(x_val))
     extractor = None
     if weights_identity(backbone, weights, image_size) is None:
         # Build first: Keras downloads the ImageNet file the key hashes (or says it cannot).
         extractor = build_extractor(backbone, image_size, weights)
     try:
         while True:
-            parts = key_parts(backbone, weights, image_size, fingerprint)
+            parts = key_parts(backbone, weights, image_size)
             if parts is None:  # the weights Keras loaded cannot be read: compute, never cache
-                log(f"{backbone} features not cached: the weights file Keras loaded is unreadable")
                 if extractor is None:
                     extractor = build_extractor(backbone, image_size, weights)
-                return _features(_compute(extractor, backbone, x_train, x_val), False, start)
+                return _uncached(extractor, backbone, x, start)
             folder = entry_dir(_digest(parts), cache_dir)
             path = folder / FEATURES_FILE
             cached = load_arrays(path)
-            if cached is not None:
+            found = _features(cached, ids, start, 0) if cached is not None else None
+            if found is not None:
                 touch(path)
-                return _features(cached, True, start)
+                return found
             with entry_lock(path):
-                cached = load_arrays(path)  # another process may have finished it meanwhile
-                if cached is not None:
-                    return _features(cached, True, start)
+                cached = load_arrays(path)  # another process may have added them meanwhile
+                found = _features(cached, ids, start, 0) if cached is not None else None
+                if found is not None:
+                    return found
                 if extractor is None:
                     extractor = build_extractor(backbone, image_size, weights)
-                if key_parts(backbone, weights, image_size, fingerprint) != parts:
+                if key_parts(backbone, weights, image_size) != parts:
                     extractor = None  # the weights file changed meanwhile: load it again, rekey
                     keras.backend.clear_session()
                     continue
-                arrays = _compute(extractor, backbone, x_train, x_val)
+                images, new_ids = _missing(cached, x, ids)
+                computed = _compute(extractor, backbone, images, len(x_train) + len(x_val))
+                arrays = _merged(cached, new_ids, computed, extractor.count_params())
                 _store(folder, arrays, {**parts, "weights_policy": str(weights)})
-                return _features(arrays, False, start)
+                result = _features(arrays, ids, start, len(new_ids))
+                assert result is not None
+                return result
     finally:
         if extractor is not None:
             del extractor  # drop the last reference before Keras frees the graph

@@ -46,7 +46,19 @@ class FitResult:
     seconds_per_epoch: float
     params: dict[str, int]
     feature_cache: dict[str, Any] = field(default_factory=dict)
-    head: Any = None
+    head: Any = None  # the head alone, when it was trained on cached features
+    head_val: Any = None  # the cached features of the validation images the head scored
+
+    def val_logits(self, x_val: np.ndarray, batch_size: int) -> np.ndarray:
+        """The logits of the validation images `x_val`: by the head on their cached features when
+        it trained on them (the same numbers as the whole model, without the backbone's
+        cost), else by the whole model on their pixels."""
+        from models.calibration import head_logits, logits_model
+        from search.training.batching import predict
+
+        if self.head is not None:
+            return predict(head_logits(self.head), self.head_val, batch_size)
+        return predict(logits_model(self.model), x_val, batch_size)
 
     def metrics_at_best(self) -> dict[str, float]:
         return {
@@ -174,7 +186,6 @@ def _trainee(
         trial_config.backbone,
         weights,
         data.image_size,
-        data.fingerprint,
         data.x_train,
         data.x_val,
     )
@@ -279,4 +290,5 @@ def fit(
         params=params,
         feature_cache=trainee.cache_info,
         head=trainee.model if trainee.features is not None else None,
+        head_val=trainee.x_val if trainee.features is not None else None,
     )

@@ -26,7 +26,7 @@ from search.training import feature_cache
 from search.training.feature_cache import cache_key, code_version, entry_dir, get_features
 
 keras = keras_module()
-BACKBONE, SIZE, DATA = "mobilenet_v2", 32, "fingerprint-a"
+BACKBONE, SIZE = "mobilenet_v2", 32
 
 
 @pytest.fixture(autouse=True)
@@ -55,10 +55,9 @@ class Case:
     backbone: str
     weights: WeightsPolicy
     size: int
-    data: str
 
     def key(self) -> str | None:
-        return cache_key(self.backbone, self.weights, self.size, self.data)
+        return cache_key(self.backbone, self.weights, self.size)
 
 
 def _dtype_policy(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +84,6 @@ def _registry(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
 COMPONENTS: dict[str, Callable[[Case, pytest.MonkeyPatch], None]] = {
     "backbone": lambda case, mp: setattr(case, "backbone", "mobilenet"),
     "image_size": lambda case, mp: setattr(case, "size", 48),
-    "data_fingerprint": lambda case, mp: setattr(case, "data", "fingerprint-b"),
     "weights_kind": lambda case, mp: setattr(case, "weights", WeightsPolicy("none")),
     "weights_file_bytes": _weights_bytes,
     "registry_record": _registry,
@@ -109,7 +107,7 @@ COMPONENTS: dict[str, Callable[[Case, pytest.MonkeyPatch], None]] = {
 def test_changed_component_changes_the_feature_key(
     component: str, weights_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    case = Case(BACKBONE, WeightsPolicy("file", weights_path), SIZE, DATA)
+    case = Case(BACKBONE, WeightsPolicy("file", weights_path), SIZE)
     before = case.key()
     assert before is not None and case.key() == before  # stable while nothing changes
     policy = keras.mixed_precision.dtype_policy()
@@ -128,18 +126,18 @@ def test_imagenet_is_keyed_by_the_bytes_keras_loads(
     (tmp_path / "keras-home").mkdir()  # Keras makes its home when imported
     monkeypatch.setattr(feature_cache, "keras_home", lambda: tmp_path / "keras-home")
     imagenet = WeightsPolicy("imagenet")
-    assert cache_key(BACKBONE, imagenet, SIZE, DATA) is None  # no file: never keyed by name
+    assert cache_key(BACKBONE, imagenet, SIZE) is None  # no file: never keyed by name
     path = feature_cache.imagenet_weights_file(get_backbone(BACKBONE), SIZE)
     assert path == tmp_path / "keras-home" / "models" / get_backbone(BACKBONE).imagenet_filename(
         SIZE
     )
     path.parent.mkdir(parents=True)
     path.write_bytes(b"imagenet release 1")
-    first = cache_key(BACKBONE, imagenet, SIZE, DATA)
+    first = cache_key(BACKBONE, imagenet, SIZE)
     path.write_bytes(b"imagenet release 2")
-    second = cache_key(BACKBONE, imagenet, SIZE, DATA)
+    second = cache_key(BACKBONE, imagenet, SIZE)
     assert first is not None and second is not None and first != second
-    assert first != cache_key(BACKBONE, WeightsPolicy("file", path), SIZE, DATA)
+    assert first != cache_key(BACKBONE, WeightsPolicy("file", path), SIZE)
 
 
 def _save_small_cnn(path: Path, seed: int) -> None:
@@ -163,15 +161,15 @@ def test_rewritten_weights_file_misses_through_get_features(
     path = tmp_path / "small_cnn.weights.h5"
     _save_small_cnn(path, seed=1)
     weights, cache = WeightsPolicy("file", path), str(tmp_path / "cache")
-    first = get_features("small_cnn", weights, 32, DATA, *images, cache_dir=cache)
-    again = get_features("small_cnn", weights, 32, DATA, *images, cache_dir=cache)
+    first = get_features("small_cnn", weights, 32, *images, cache_dir=cache)
+    again = get_features("small_cnn", weights, 32, *images, cache_dir=cache)
     assert not first.hit and again.hit
     np.testing.assert_array_equal(first.train, again.train)
     _save_small_cnn(path, seed=2)  # same file name, new bytes
-    second = get_features("small_cnn", weights, 32, DATA, *images, cache_dir=cache)
+    second = get_features("small_cnn", weights, 32, *images, cache_dir=cache)
     assert not second.hit
     assert not np.allclose(first.train, second.train)
-    key = cache_key("small_cnn", weights, 32, DATA)
+    key = cache_key("small_cnn", weights, 32)
     assert key is not None
     meta = json.loads((entry_dir(key, cache) / "meta.json").read_text())
     assert meta["weights"].startswith("file:sha256:") and meta["code"] == code_version()
@@ -184,7 +182,7 @@ def test_weights_rewritten_while_loading_are_loaded_again(
     _save_small_cnn(path, seed=1)
     _save_small_cnn(newer, seed=2)
     expected = get_features(
-        "small_cnn", WeightsPolicy("file", newer), 32, DATA, *images, cache_dir=str(tmp_path / "x")
+        "small_cnn", WeightsPolicy("file", newer), 32, *images, cache_dir=str(tmp_path / "x")
     )
     real_build = feature_cache.build_extractor
     builds: list[int] = []
@@ -198,6 +196,6 @@ def test_weights_rewritten_while_loading_are_loaded_again(
 
     monkeypatch.setattr(feature_cache, "build_extractor", build_then_replace)
     weights = WeightsPolicy("file", path)
-    got = get_features("small_cnn", weights, 32, DATA, *images, cache_dir=str(tmp_path / "c"))
+    got = get_features("small_cnn", weights, 32, *images, cache_dir=str(tmp_path / "c"))
     assert len(builds) == 2 and not got.hit
     np.testing.assert_allclose(got.train, expected.train, rtol=1e-5, atol=1e-6)

@@ -144,7 +144,7 @@ def test_feature_cache_on_a_full_disk_goes_on_without_it(
     x_val = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
     for _ in range(2):  # the second trial computes again, and says nothing more
         features = get_features(
-            "small_cnn", parse_weights("none"), 32, "full", x_train, x_val, str(full_disk)
+            "small_cnn", parse_weights("none"), 32, x_train, x_val, str(full_disk)
         )
         assert not features.hit and len(features.train) == 96 and len(features.val) == 16
     lines = _cache_lines(capsys.readouterr().err)

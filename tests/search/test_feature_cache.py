@@ -66,9 +66,7 @@ def test_head_trained_on_cached_features_predicts_like_the_whole_model(
     assert first.feature_cache["hit"] is False and first.head is not None
     from search.training.feature_cache import get_features
 
-    features = get_features(
-        "mobilenet_v2", config.weights_policy(), 32, data.fingerprint, data.x_train, data.x_val
-    )
+    features = get_features("mobilenet_v2", config.weights_policy(), 32, data.x_train, data.x_val)
     assert features.hit
     end_to_end = first.model.predict(data.x_val.astype("float32"), verbose=0)
     from_cache = first.head.predict(features.val, verbose=0)
@@ -118,7 +116,7 @@ from search.training.feature_cache import get_features
 rng = np.random.default_rng(0)
 x_train = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
 x_val = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)
-f = get_features("mobilenet_v2", parse_weights(sys.argv[1]), 32, "concurrent-test", x_train, x_val)
+f = get_features("mobilenet_v2", parse_weights(sys.argv[1]), 32, x_train, x_val)
 print(json.dumps({"hit": f.hit, "train": hashlib.sha256(f.train.tobytes()).hexdigest()}))
 """
 

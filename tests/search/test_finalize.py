@@ -45,9 +45,7 @@ def _export(f: Finalized | tuple[Path, str, str], out: str, *extra: str) -> tupl
 
 
 @pytest.fixture(scope="module")
-def finalized(
-    tmp_path_factory: pytest.TempPathFactory, built_tiny_study: TinyStudy
-) -> Finalized:
+def finalized(tmp_path_factory: pytest.TempPathFactory, built_tiny_study: TinyStudy) -> Finalized:
     """The tiny study copied, plus one completed trial with the best value that breaks a
     constraint; exported once, then finalized with --top 2 --folds 2."""
     root = tmp_path_factory.mktemp("finalize")
@@ -72,9 +70,7 @@ def finalized(
         *("--top", "2", "--folds", "2"),
     )
     assert result.returncode == 0, result.stderr
-    return Finalized(
-        root, copied.data, storage, name, infeasible, before, before_result, result
-    )
+    return Finalized(root, copied.data, storage, name, infeasible, before, before_result, result)
 
 
 def test_export_without_finalize_picks_the_best_feasible_trial(finalized: Finalized) -> None:

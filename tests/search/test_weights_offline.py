@@ -107,7 +107,7 @@ def test_feature_key_follows_the_imported_weights(
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"keras download")
     imagenet = WeightsPolicy("imagenet")
-    from_keras = cache_key(MISSING, imagenet, 32, "data")
+    from_keras = cache_key(MISSING, imagenet, 32)
     assert from_keras is not None
 
     keys = []
@@ -120,5 +120,5 @@ def test_feature_key_follows_the_imported_weights(
         keras.backend.clear_session()
         imported = run_cli("weights", "import", str(source), "--backbone", MISSING)
         assert imported.returncode == 0, imported.stderr
-        keys.append(cache_key(MISSING, imagenet, 32, "data"))
+        keys.append(cache_key(MISSING, imagenet, 32))
     assert None not in keys and len({from_keras, *keys}) == 3
