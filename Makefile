@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 PEER_STAMP := $(VENV)/.installed-peer
 DEMO_DATA ?= demo-data
 
-.PHONY: demo test test-all lint bench bench-peer gpu-wheels clean
+.PHONY: demo test test-all lint bench bench-peer bench-real gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench: $(STAMP)
 $(PEER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[peer]'
 	@touch $(PEER_STAMP)
+
+# The whole user path on a real dataset folder (README "Real MRI"): make bench-real DATA=DIR
+bench-real: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make bench-real DATA=/path/to/dataset [BENCH_REAL_ARGS=...]" >&2; exit 2; }
+	$(BIN)/python bench/real.py --data "$(DATA)" $(BENCH_REAL_ARGS)
 
 bench-peer: $(PEER_STAMP)
 	$(BIN)/python bench/peer_kerastuner.py $(BENCH_PEER_ARGS)

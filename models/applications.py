@@ -110,6 +110,8 @@ register(
         min_size=71,
         feature_dim=2048,
         imagenet_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        # The middle flow's output (after block 12) and block 13's (the exit flow's first).
+        cuts=(("middle", "block13_sepconv1_act", 728), ("block13", "block14_sepconv1", 1024)),
     )
 )
 

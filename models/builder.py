@@ -23,7 +23,7 @@ from models.preprocessing import (
     build_augmentation,
     build_preprocessing,
 )
-from models.registry import Backbone, get_backbone
+from models.registry import TOP, Backbone, get_backbone
 from models.trial_config import Augmentation, TrialConfig
 from models.weights import WeightsPolicy, imagenet_unavailable_error, parse_weights
 from models.weights_store import stored_weights
@@ -37,8 +37,13 @@ OUTPUT_NAME = "class_probabilities"
 FROM_SCRATCH_BN_MOMENTUM = 0.9
 
 
-def build_backbone(record: Backbone, input_size: int, weights: WeightsPolicy) -> Any:
+def build_backbone(
+    record: Backbone, input_size: int, weights: WeightsPolicy, feature_layer: str = TOP
+) -> Any:
     """The backbone alone: preprocessed pixels in, globally pooled features out.
+
+    `feature_layer` other than ``top`` cuts the network at one of the record's cuts: the
+    features are the pooled input of that layer, and the layers after it are left out.
 
     Every backbone is made the same way, by its record's factory. ``imagenet`` loads the
     weights folder's file when it holds the backbone (`models.weights_store`), else Keras's.
@@ -64,8 +69,14 @@ def build_backbone(record: Backbone, input_size: int, weights: WeightsPolicy) ->
         WeightsPolicy("file", stored).load_into(backbone)
     if weights.kind == "none":
         set_bn_momentum(backbone, FROM_SCRATCH_BN_MOMENTUM)
+    keras = keras_module()
+    output = backbone.outputs[0]
+    cut = record.cut(feature_layer)
+    if cut is not None:
+        inner = backbone.get_layer(cut[0]).input
+        output = keras.layers.GlobalAveragePooling2D(name=f"cut_{feature_layer}_pool")(inner)
     # The same layers under one name, so that every model finds its backbone the same way.
-    return keras_module().Model(backbone.inputs[0], backbone.outputs[0], name=BACKBONE_NAME)
+    return keras.Model(backbone.inputs[0], output, name=BACKBONE_NAME)
 
 
 def check_input_size(record: Backbone, input_size: int) -> None:
@@ -199,7 +210,7 @@ def create_model(
     policy = parse_weights(weights)
     _check_request(record, config, policy, input_size, n_classes, class_names)
 
-    backbone = build_backbone(record, input_size, policy)
+    backbone = build_backbone(record, input_size, policy, config.feature_layer)
     pretrained = policy.kind != "none"
     apply_fine_tuning(backbone, fraction=config.fine_tune, keep_bn_frozen=pretrained)
 
@@ -212,7 +223,7 @@ def create_model(
     # Pretrained backbones run in inference mode (frozen batch-norm statistics), as in the
     # Keras transfer-learning guide; from-scratch backbones learn their statistics.
     x = backbone(x, training=False) if pretrained else backbone(x)
-    x = build_head(record.feature_dim, config, n_classes)(x)
+    x = build_head(record.feature_dim_at(config.feature_layer), config, n_classes)(x)
     names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
     outputs = ClassProbabilities(names, name=OUTPUT_NAME)(x)
     model = keras.Model(inputs, outputs, name=f"{record.name}_transfer")
@@ -236,6 +247,7 @@ def _check_request(
             "use weights 'imagenet' or a weights file, or set fine_tune above 0 to train it"
         )
     check_input_size(record, input_size)
+    record.cut(config.feature_layer)  # ModelError: the backbone has no such layer
     if n_classes < 2:
         raise ModelError(f"need at least 2 classes, got {n_classes}")
     if class_names is not None and len(class_names) != n_classes:

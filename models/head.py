@@ -15,6 +15,8 @@ def build_head(feature_dim: int, config: TrialConfig, n_classes: int) -> Any:
     keras = keras_module()
     inputs = keras.Input((feature_dim,), name="features")
     x = inputs
+    if config.feature_batchnorm:
+        x = keras.layers.BatchNormalization(name="feature_bn")(x)
     for i in range(config.head_depth):
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)

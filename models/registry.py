@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from models.errors import UnknownBackboneError
+from models.errors import ModelError, UnknownBackboneError
 
 # In-graph preprocessing modes, each equal to a `keras.applications` module's preprocess_input:
 #   "tf":    x / 127.5 - 1                       (MobileNet, MobileNetV2, Xception, InceptionV3, ResNetV2)
@@ -35,7 +35,11 @@ RECORD_KEYS = (
     "min_size",
     "feature_dim",
     "imagenet_file",
+    "cuts",
 )
+
+# The backbone's own output: its last block, globally pooled (every backbone has it).
+TOP = "top"
 
 
 class BackboneFactory(Protocol):
@@ -71,6 +75,12 @@ class Backbone:
             depends on the input size).
         imagenet_sizes: The input sides with their own ImageNet file (where `imagenet_file`
             has ``{size}``); other sizes load the default size's file.
+        cuts: Earlier places to take features from, besides `TOP`: ``(name, layer,
+            channels)``, where the features are the globally pooled input of `layer` (a
+            single tensor between two blocks). The network is cut there: the layers after
+            it are not part of the model. ImageNet's last blocks are the most specific to
+            ImageNet's classes; on other images an earlier block's features can serve better
+            (see the README's real-data figures).
     """
 
     name: str
@@ -83,6 +93,7 @@ class Backbone:
     feature_dim: int
     imagenet_file: str | None
     imagenet_sizes: tuple[int, ...] = (96, 128, 160, 192, 224)
+    cuts: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def constructor(self) -> str:
@@ -92,6 +103,32 @@ class Backbone:
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data (without the factory)."""
         return {key: getattr(self, key) for key in RECORD_KEYS}
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        """Where features may be taken: `TOP`, then the names of `cuts`."""
+        return (TOP, *(name for name, _, _ in self.cuts))
+
+    def cut(self, name: str) -> tuple[str, int] | None:
+        """The layer whose input is the cut `name`, and its channels; None for `TOP`.
+
+        Raises:
+            ModelError: the backbone has no such cut.
+        """
+        if name == TOP:
+            return None
+        for cut_name, layer, channels in self.cuts:
+            if cut_name == name:
+                return layer, channels
+        raise ModelError(
+            f"backbone {self.name} has no feature layer {name!r}; "
+            f"its feature layers: {', '.join(self.feature_layers)}"
+        )
+
+    def feature_dim_at(self, name: str) -> int:
+        """Width of the pooled features taken at `name` (`TOP` or a cut)."""
+        cut = self.cut(name)
+        return self.feature_dim if cut is None else cut[1]
 
     def imagenet_filename(self, size: int) -> str | None:
         """The weights file Keras needs for ``weights: imagenet`` at input side `size`."""
@@ -121,6 +158,11 @@ def register(record: Backbone) -> Backbone:
         )
     if not 0 < record.min_size <= record.default_size or record.feature_dim <= 0:
         raise ValueError(f"backbone {record.name!r}: sizes or feature width out of range")
+    names = [name for name, _, _ in record.cuts]
+    if TOP in names or len(set(names)) != len(names) or any(c <= 0 for _, _, c in record.cuts):
+        raise ValueError(
+            f"backbone {record.name!r}: cuts repeat a name, use {TOP!r} or lack channels"
+        )
     REGISTRY[record.name] = record
     return record
 

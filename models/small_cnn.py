@@ -16,6 +16,7 @@ from models.registry import register_backbone
     min_size=32,
     feature_dim=128,
     imagenet_file=None,
+    cuts=(("block3", "block4_conv", 64),),
 )
 def small_cnn(input_size: int, weights: str | None) -> Any:
     """Four conv / batch-norm / ReLU / max-pool blocks, then global average pooling.

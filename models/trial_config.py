@@ -30,6 +30,11 @@ class TrialConfig:
         head_batchnorm: Batch normalisation after each dense layer of the head.
         label_smoothing: Label smoothing of the cross-entropy loss.
         batch_size: Training batch size.
+        feature_layer: Where the head takes its features: ``top`` (the backbone's output)
+            or one of the backbone's earlier cuts (`models.registry.Backbone.cuts`); the
+            model ends there.
+        feature_batchnorm: Batch normalisation of the pooled features at the head's input
+            (features from inside a network are not on the scale a dense layer expects).
     """
 
     backbone: str
@@ -44,6 +49,8 @@ class TrialConfig:
     head_batchnorm: bool = False
     label_smoothing: float = 0.0
     batch_size: int = 32
+    feature_layer: str = "top"
+    feature_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.head_depth <= 4:
@@ -70,6 +77,8 @@ class TrialConfig:
             raise ModelError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.batch_size < 1:
             raise ModelError(f"batch_size must be positive, got {self.batch_size}")
+        if not self.feature_layer:
+            raise ModelError("feature_layer must name a layer (top, or a backbone's cut)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

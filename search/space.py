@@ -196,6 +196,15 @@ class SearchSpace:
                 raise ConfigError(
                     f"{where}.backbone: unknown backbone {name!r}; valid backbones: {', '.join(backbone_names())}"
                 )
+        layers = self.get("feature_layer")
+        for layer in layers.extremes() if layers is not None else ():
+            for name in self.backbones:
+                if layer not in get_backbone(name).feature_layers:
+                    raise ConfigError(
+                        f"{where}.feature_layer: backbone {name} has no feature layer "
+                        f"{layer!r}; its feature layers: "
+                        f"{', '.join(get_backbone(name).feature_layers)}"
+                    )
         # Every extreme value must make a valid TrialConfig (dropout 1.5, learning rate 0 ...).
         for name, param in self.params:
             for value in param.extremes():
@@ -250,7 +259,7 @@ def _check_type(name: str, value: Any, where: str) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif name in FLOAT_PARAMS:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif name == "head_batchnorm":
+    elif name in ("head_batchnorm", "feature_batchnorm"):
         ok = isinstance(value, bool)
     else:
         ok = isinstance(value, str)

@@ -18,10 +18,13 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"Keras {runtime['keras']}, backend {runtime['backend']}, on {runtime['device']}")
-    print(f"{'name':<20} {'family':<16} {'default':>7} {'min':>4} {'features':>8}  preprocessing")
+    head = f"{'name':<20} {'family':<16} {'default':>7} {'min':>4} {'features':>8}"
+    print(f"{head}  {'preprocessing':<13}  feature layers (width)")
     for r in records:
+        layers = ", ".join(f"{name} ({r.feature_dim_at(name)})" for name in r.feature_layers)
         print(
-            f"{r.name:<20} {r.family:<16} {r.default_size:>7} {r.min_size:>4} {r.feature_dim:>8}  {r.preprocessing}"
+            f"{r.name:<20} {r.family:<16} {r.default_size:>7} {r.min_size:>4} {r.feature_dim:>8}"
+            f"  {r.preprocessing:<13}  {layers}"
         )
     return 0
 
@@ -32,7 +35,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="list the backbones a search space may use",
         description="List the registered backbones: family, default and minimum input size, "
-        "pooled feature width and in-graph preprocessing; and the Keras backend "
+        "pooled feature width, in-graph preprocessing and the places a head may take its features "
+        "from (space.feature_layer: top, or an earlier cut); and the Keras backend "
         "(KERAS_BACKEND: tensorflow, jax or torch) and device a worker here would use.",
     )
     p.add_argument(

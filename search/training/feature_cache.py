@@ -48,7 +48,7 @@ from data.cache import (
 from models.backend import keras_module
 from models.builder import build_backbone
 from models.preprocessing import build_preprocessing
-from models.registry import Backbone, get_backbone
+from models.registry import TOP, Backbone, get_backbone
 from models.weights import WeightsPolicy, keras_models_dir
 from models.weights_store import stored_weights
 
@@ -131,7 +131,9 @@ def code_version() -> str:
     return code_hash(build_extractor, _compute, WeightsPolicy.load_into)
 
 
-def key_parts(backbone: str, weights: WeightsPolicy, image_size: int) -> dict[str, Any] | None:
+def key_parts(
+    backbone: str, weights: WeightsPolicy, image_size: int, feature_layer: str = TOP
+) -> dict[str, Any] | None:
     """What identifies an entry (also written to its ``meta.json``); None: do not cache."""
     identity = weights_identity(backbone, weights, image_size)
     if identity is None:
@@ -142,6 +144,7 @@ def key_parts(backbone: str, weights: WeightsPolicy, image_size: int) -> dict[st
         "backbone": get_backbone(backbone).to_dict(),
         "weights": identity,
         "image_size": image_size,
+        "feature_layer": feature_layer,
         "keras": keras.__version__,
         "backend": backend,
         "backend_version": _library_version(backend),
@@ -154,9 +157,11 @@ def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cache_key(backbone: str, weights: WeightsPolicy, image_size: int) -> str | None:
+def cache_key(
+    backbone: str, weights: WeightsPolicy, image_size: int, feature_layer: str = TOP
+) -> str | None:
     """The entry's key, or None when the weights cannot be known by their bytes."""
-    parts = key_parts(backbone, weights, image_size)
+    parts = key_parts(backbone, weights, image_size, feature_layer)
     return None if parts is None else _digest(parts)
 
 
@@ -164,12 +169,15 @@ def entry_dir(key: str, cache_dir: str | None = None) -> Path:
     return cache_root(cache_dir) / FEATURES / key
 
 
-def build_extractor(backbone: str, image_size: int, weights: WeightsPolicy) -> Any:
-    """Raw pixels -> the frozen backbone's pooled features, in inference mode."""
+def build_extractor(
+    backbone: str, image_size: int, weights: WeightsPolicy, feature_layer: str = TOP
+) -> Any:
+    """Raw pixels -> the frozen backbone's pooled features (at `feature_layer`), in
+    inference mode."""
     keras = keras_module()
     record = get_backbone(backbone)
     inputs = keras.Input((image_size, image_size, 3), name="pixels")
-    net = build_backbone(record, image_size, weights)
+    net = build_backbone(record, image_size, weights, feature_layer)
     net.trainable = False
     outputs = net(build_preprocessing(record)(inputs), training=False)
     return keras.Model(inputs, outputs, name=f"{backbone}_features")
@@ -310,6 +318,34 @@ def _store(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) ->
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
 
 
+def _read(
+    path: Path, ids: tuple[np.ndarray, np.ndarray], start: float
+) -> tuple[dict[str, np.ndarray] | None, Features | None]:
+    """An entry's arrays, and the features asked for if it holds them all."""
+    cached = load_arrays(path)
+    return cached, (_features(cached, ids, start, 0) if cached is not None else None)
+
+
+def _add_missing(
+    extractor: Any,
+    backbone: str,
+    folder: Path,
+    meta: dict[str, Any],
+    cached: dict[str, np.ndarray] | None,
+    x: tuple[np.ndarray, np.ndarray],
+    ids: tuple[np.ndarray, np.ndarray],
+    start: float,
+) -> Features:
+    """Compute the images the entry lacks, store the entry with them, return all asked for."""
+    images, new_ids = _missing(cached, x, ids)
+    computed = _compute(extractor, backbone, images, len(x[0]) + len(x[1]))
+    arrays = _merged(cached, new_ids, computed, extractor.count_params())
+    _store(folder, arrays, meta)
+    result = _features(arrays, ids, start, len(new_ids))
+    assert result is not None
+    return result
+
+
 def _uncached(
     extractor: Any, backbone: str, x: tuple[np.ndarray, np.ndarray], start: float
 ) -> Features:
@@ -328,6 +364,7 @@ def get_features(
     x_train: np.ndarray,
     x_val: np.ndarray,
     cache_dir: str | None = None,
+    feature_layer: str = TOP,
 ) -> Features:
     """The backbone's features of the train and validation images, from the cache if there.
 
@@ -340,6 +377,7 @@ def get_features(
         image_size: Input side in pixels.
         x_train, x_val: The decoded images; each is found in the cache by its pixels.
         cache_dir: Cache folder (default: see `data.cache.cache_root`).
+        feature_layer: Where to take the features (`models.registry.TOP` or a cut).
     """
     start = time.perf_counter()
     keras = keras_module()
@@ -347,39 +385,32 @@ def get_features(
     extractor = None
     if weights_identity(backbone, weights, image_size) is None:
         # Build first: Keras downloads the ImageNet file the key hashes (or says it cannot).
-        extractor = build_extractor(backbone, image_size, weights)
+        extractor = build_extractor(backbone, image_size, weights, feature_layer)
     try:
         while True:
-            parts = key_parts(backbone, weights, image_size)
+            parts = key_parts(backbone, weights, image_size, feature_layer)
             if parts is None:  # the weights Keras loaded cannot be read: compute, never cache
                 if extractor is None:
-                    extractor = build_extractor(backbone, image_size, weights)
+                    extractor = build_extractor(backbone, image_size, weights, feature_layer)
                 return _uncached(extractor, backbone, x, start)
             folder = entry_dir(_digest(parts), cache_dir)
             path = folder / FEATURES_FILE
-            cached = load_arrays(path)
-            found = _features(cached, ids, start, 0) if cached is not None else None
+            cached, found = _read(path, ids, start)
             if found is not None:
                 touch(path)
                 return found
             with entry_lock(path):
-                cached = load_arrays(path)  # another process may have added them meanwhile
-                found = _features(cached, ids, start, 0) if cached is not None else None
+                cached, found = _read(path, ids, start)  # another process may have added them
                 if found is not None:
                     return found
                 if extractor is None:
-                    extractor = build_extractor(backbone, image_size, weights)
-                if key_parts(backbone, weights, image_size) != parts:
+                    extractor = build_extractor(backbone, image_size, weights, feature_layer)
+                if key_parts(backbone, weights, image_size, feature_layer) != parts:
                     extractor = None  # the weights file changed meanwhile: load it again, rekey
                     keras.backend.clear_session()
                     continue
-                images, new_ids = _missing(cached, x, ids)
-                computed = _compute(extractor, backbone, images, len(x_train) + len(x_val))
-                arrays = _merged(cached, new_ids, computed, extractor.count_params())
-                _store(folder, arrays, {**parts, "weights_policy": str(weights)})
-                result = _features(arrays, ids, start, len(new_ids))
-                assert result is not None
-                return result
+                meta = {**parts, "weights_policy": str(weights)}
+                return _add_missing(extractor, backbone, folder, meta, cached, x, ids, start)
     finally:
         if extractor is not None:
             del extractor  # drop the last reference before Keras frees the graph

@@ -112,7 +112,8 @@ class _Trainee:
     def cache_info(self) -> dict[str, Any]:
         if self.features is None:
             return {}
-        return {"hit": self.features.hit, "seconds": round(self.features.seconds, 3)}
+        f = self.features
+        return {"hit": f.hit, "seconds": round(f.seconds, 3), "computed": f.computed}
 
 
 def _validation(
@@ -188,9 +189,13 @@ def _trainee(
         data.image_size,
         data.x_train,
         data.x_val,
+        feature_layer=trial_config.feature_layer,
     )
     set_seed(seed)
-    head = build_head(get_backbone(trial_config.backbone).feature_dim, trial_config, data.n_classes)
+    record = get_backbone(trial_config.backbone)
+    head = build_head(
+        record.feature_dim_at(trial_config.feature_layer), trial_config, data.n_classes
+    )
     compile_model(head, trial_config, jit_compile=jit)
     return _Trainee(head, features.train, features.val, whole_model, features)
 

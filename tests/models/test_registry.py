@@ -118,6 +118,40 @@ def test_unknown_backbone_lists_the_valid_names() -> None:
         assert name in str(info.value)
 
 
+@pytest.mark.parametrize("name", [r.name for r in list_backbones() if r.cuts])
+def test_each_cut_ends_the_network_at_its_layer(name: str) -> None:
+    from models.builder import build_backbone
+    from models.weights import WeightsPolicy
+
+    record = get_backbone(name)
+    keras = keras_module()
+    keras.utils.set_random_seed(3)
+    full = build_backbone(record, record.min_size, WeightsPolicy("none"))
+    full_layers = [layer.name for layer in full.layers]
+    for cut, layer, channels in record.cuts:
+        keras.utils.set_random_seed(3)
+        net = build_backbone(record, record.min_size, WeightsPolicy("none"), cut)
+        names = [x.name for x in net.layers]
+        assert net.output.shape[-1] == channels == record.feature_dim_at(cut)
+        assert layer not in names and names[-1] == f"cut_{cut}_pool"
+        assert len(names) < len(full_layers)  # the layers after the cut are left out
+        pixels = np.random.default_rng(0).uniform(-1, 1, (2, record.min_size, record.min_size, 3))
+        inner = keras.Model(full.inputs, full.get_layer(layer).input)
+        expected = np.asarray(inner(pixels.astype("float32"), training=False)).mean(axis=(1, 2))
+        got = np.asarray(net(pixels.astype("float32"), training=False))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_feature_layer_names_the_backbones_layers() -> None:
+    from models.errors import ModelError
+
+    with pytest.raises(ModelError, match="xception has no feature layer 'exit'; its feature"):
+        get_backbone("xception").feature_dim_at("exit")
+    with pytest.raises(ModelError, match="no feature layer"):
+        create_model(TrialConfig("small_cnn", feature_layer="block9", fine_tune=1.0), 2, 32, "none")
+    assert get_backbone("mobilenet").feature_layers == ("top",)
+
+
 def test_records_are_complete() -> None:
     for record in list_backbones():
         assert record.min_size <= record.default_size

@@ -150,3 +150,68 @@ def test_two_processes_compute_the_same_features_once(tmp_path: Path, weights_fi
         "features.npz",
         "meta.json",
     ]
+
+
+@pytest.fixture(scope="module")
+def small_cnn_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_cnn weights made here: unlike a random MobileNetV2's, its features differ
+    from image to image, so a head that predicts from the wrong ones is caught."""
+    keras.utils.set_random_seed(7)
+    backbone = build_backbone(get_backbone("small_cnn"), 32, WeightsPolicy("none"))
+    path = tmp_path_factory.mktemp("w") / "small_cnn.weights.h5"
+    backbone.save_weights(path)
+    keras.backend.clear_session()
+    return path
+
+
+@pytest.mark.parametrize(("layer", "batchnorm"), [("top", False), ("block3", True)])
+def test_a_head_on_a_cut_predicts_like_the_whole_cut_model(
+    tmp_path: Path,
+    tiny_data: Path,
+    small_cnn_weights: Path,
+    layer: str,
+    batchnorm: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from search.training.feature_cache import get_features
+
+    monkeypatch.setenv("TUMOR_SEARCH_CACHE", str(tmp_path / "cache"))
+    path = write_config(
+        tmp_path / "cut.yaml",
+        weights=str(small_cnn_weights),
+        space={"backbone": ["small_cnn"], "fine_tune": [0.0], "feature_layer": [layer]},
+        training={"epochs": 2, "early_stopping_patience": 0},
+    )
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
+    trial_config = TrialConfig(
+        "small_cnn",
+        head_depth=1,
+        head_width=16,
+        fine_tune=0.0,
+        learning_rate=1e-2,
+        feature_layer=layer,
+        feature_batchnorm=batchnorm,
+    )
+    data = load_train_val(prepare(config), 32)
+    result = fit(trial_config, config, data, EpochRecorder("[t]", 2))
+    assert result.head is not None
+    width = get_backbone("small_cnn").feature_dim_at(layer)
+    assert result.head.inputs[0].shape[-1] == width
+    assert result.model.get_layer("backbone").output.shape[-1] == width
+    assert ("feature_bn" in [x.name for x in result.head.layers]) is batchnorm
+    features = get_features(
+        "small_cnn",
+        config.weights_policy(),
+        32,
+        data.x_train,
+        data.x_val,
+        feature_layer=layer,
+    )
+    assert features.hit and features.val.std(axis=0).max() > 1e-3
+    end_to_end = result.model.predict(data.x_val.astype("float32"), verbose=0)
+    np.testing.assert_allclose(end_to_end, result.head.predict(features.val, verbose=0), atol=1e-5)
+    assert end_to_end.std(axis=0).max() > 1e-3  # predictions that differ by image
+    logits = result.val_logits(data.x_val, 8)
+    np.testing.assert_allclose(
+        np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), end_to_end, atol=1e-5
+    )

@@ -73,3 +73,19 @@ def test_sampler_seed_follows_the_trial_number() -> None:
 
     assert first_draw(3) == first_draw(3)
     assert first_draw(3) != first_draw(4)
+
+
+def test_a_feature_layer_every_backbone_lacks_is_a_config_error() -> None:
+    from search.errors import ConfigError
+
+    raw = {"backbone": ["xception", "mobilenet"], "feature_layer": ["top", "middle"]}
+    with pytest.raises(ConfigError, match=r"space.feature_layer: backbone mobilenet has no "):
+        SearchSpace.from_dict(raw)
+    space = SearchSpace.from_dict(
+        {"backbone": ["xception"], "feature_layer": ["top", "middle"], "feature_batchnorm": True}
+    )
+    trial = optuna.trial.FixedTrial({"backbone": "xception", "feature_layer": "middle"})
+    config = suggest(trial, space)
+    assert (config.feature_layer, config.feature_batchnorm) == ("middle", True)
+    with pytest.raises(ConfigError, match="bad value 'yes' for feature_batchnorm"):
+        SearchSpace.from_dict({"backbone": ["xception"], "feature_batchnorm": "yes"})
