@@ -174,6 +174,31 @@ def pg_url() -> str:
     return url
 
 
+MYSQL_ENV = "TUMOR_SEARCH_TEST_MYSQL"
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """The MariaDB (MySQL) test database from $TUMOR_SEARCH_TEST_MYSQL (.ci/run sets it).
+
+    Unset: the test is skipped. Set but unreachable: the test fails.
+    """
+    url = os.environ.get(MYSQL_ENV)
+    if not url:
+        pytest.skip(f"{MYSQL_ENV} is not set")
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        pytest.fail(f"{MYSQL_ENV} is set but the server cannot be reached: {exc}")
+    finally:
+        engine.dispose()
+    return url
+
+
 def start_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from search.runtime.outage import LockNotGranted
+
 if TYPE_CHECKING:
     from search.runtime.storage import StorageURL
 
@@ -31,16 +33,40 @@ def file_lock(path: Path) -> FileLock:
     return FileLock(path)
 
 
+MYSQL_LOCK_WAIT = 600  # seconds GET_LOCK waits before it gives up (returns 0)
+
+
+def lock_not_granted(key: str, result: Any, wait: int) -> LockNotGranted:
+    """The error for MySQL's GET_LOCK not granting the lock: 0 after `wait` seconds (another
+    holder kept it), NULL on an error on the server."""
+    why = f"timed out after {wait}s" if result == 0 else f"failed on the server ({result!r})"
+    return LockNotGranted(
+        f"could not take the database lock {key} (MySQL GET_LOCK {why}); giving up"
+    )
+
+
 @contextlib.contextmanager
-def _advisory_lock(conn: Any, backend: str, key: int) -> Iterator[None]:
-    """A database-wide named lock held by `conn` (PostgreSQL advisory lock, MySQL GET_LOCK)."""
+def _advisory_lock(
+    conn: Any, backend: str, key: int, wait: int = MYSQL_LOCK_WAIT
+) -> Iterator[None]:
+    """A database-wide named lock held by `conn` (PostgreSQL advisory lock, MySQL GET_LOCK).
+
+    PostgreSQL's waits as long as it takes; MySQL's waits `wait` seconds and says whether
+    it got the lock, which is checked.
+
+    Raises:
+        LockNotGranted: GET_LOCK did not grant the lock (the worker ends with exit 75).
+    """
     from sqlalchemy import text
 
     if backend == "postgresql":
-        acquire, release, arg = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)", key
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        release, arg = "SELECT pg_advisory_unlock(:k)", key
     else:
-        acquire, release, arg = "SELECT GET_LOCK(:k, 600)", "SELECT RELEASE_LOCK(:k)", str(key)
-    conn.execute(text(acquire), {"k": arg})
+        release, arg = "SELECT RELEASE_LOCK(:k)", str(key)
+        got = conn.execute(text("SELECT GET_LOCK(:k, :w)"), {"k": arg, "w": wait}).scalar()
+        if got != 1:
+            raise lock_not_granted(arg, got, wait)
     try:
         yield
     finally:

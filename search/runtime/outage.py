@@ -65,6 +65,14 @@ class StorageUnavailable(BaseException):  # noqa: N818 - like an interrupt, it e
         )
 
 
+class LockNotGranted(StorageUnavailable):
+    """The database would not grant a lock (MySQL's GET_LOCK returned 0 or NULL): the
+    worker ends as when the storage stays unreachable, rather than go on without it."""
+
+    def __init__(self, message: str) -> None:
+        BaseException.__init__(self, message)
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, what it wraps (``orig`` of SQLAlchemy errors) and what raised it
     (``__cause__``; not ``__context__``, an unrelated error being handled meanwhile)."""
