@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import inspect
 import marshal
@@ -113,11 +114,32 @@ def touch(path: Path) -> None:
         os.utime(path)
 
 
+def _umask_from_status(status: str) -> int | None:
+    """The ``Umask:`` line of ``/proc/<pid>/status`` (Linux 4.7 and later), as a number."""
+    for line in status.splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return None
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once without changing it (setting and restoring it, the only
+    portable way, would race with threads creating files meanwhile): from
+    ``/proc/self/status`` on Linux; elsewhere set and restored once, on first use."""
+    try:
+        umask = _umask_from_status(Path("/proc/self/status").read_text())
+    except OSError:
+        umask = None
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return umask
+
+
 def default_mode() -> int:
     """The mode `open()` would give a new file (mkstemp's 0600 is too private for results)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager

@@ -90,3 +90,31 @@ def test_the_writers_leave_only_their_file(tmp_path: Path) -> None:
     assert (tmp_path / "meta.json").read_bytes() == b"[]"
     loaded = load_arrays(tmp_path / "x.npz")
     assert loaded is not None and loaded["x"].tolist() == [0, 1, 2]
+
+
+def test_the_default_mode_reads_the_umask_without_changing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import data.cache as cache
+
+    cache._umask.cache_clear()
+    calls: list[int] = []
+    real_umask = os.umask
+
+    def watched(mask: int) -> int:
+        calls.append(mask)
+        return real_umask(mask)
+
+    monkeypatch.setattr(os, "umask", watched)
+    try:
+        mode = cache.default_mode()
+        probe = tmp_path / "probe"
+        probe.touch()  # what open() gives a new file
+        assert mode == stat.S_IMODE(probe.stat().st_mode)
+        assert calls == []  # another thread creating a file meanwhile never sees umask 0
+    finally:
+        cache._umask.cache_clear()
+    assert cache._umask_from_status("Name:\tpython\nUmask:\t0027\nState:\tR") == 0o027
+    assert cache._umask_from_status("Name:\tpython\n") is None
