@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from models.footprint import FOOTPRINT_KEYS, describe
 from search.results.pareto import front_rows, front_summary, front_table, is_multi
-from search.runtime.optuna_compat import FAIL_REASON_ATTR
+from search.runtime.optuna_compat import FAIL_REASON_ATTR, HEARTBEAT_MISSED_ATTR
 from search.runtime.study import RUNTIME_ATTR, budget, budget_used, describe_storage, open_study
 from search.training.constraints import is_feasible, violations
 
@@ -65,6 +65,7 @@ def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:
         "failed": failures,
         "infeasible": _infeasible(trials),
         "runtimes": _runtimes(trials),
+        "heartbeats_missed": _missed(trials),
         "train_best": study.user_attrs.get("train_best"),
         "slurm": _slurm_jobs(study.user_attrs),
     }
@@ -124,6 +125,12 @@ def _runtimes(trials: list[Any]) -> dict[str, int]:
     return counts
 
 
+def _missed(trials: list[Any]) -> dict[str, int]:
+    """Heartbeats the storage refused, in all and in how many trials."""
+    counts = [int(t.user_attrs.get(HEARTBEAT_MISSED_ATTR) or 0) for t in trials]
+    return {"beats": sum(counts), "trials": sum(1 for n in counts if n)}
+
+
 def _infeasible(trials: list[Any]) -> list[dict[str, Any]]:
     """Completed trials that break a constraint of the objective, with what they break."""
     return [
@@ -171,6 +178,12 @@ def print_status(status: dict[str, Any]) -> None:
         )
     for f in status["failed"][-5:]:
         print(f"failed:   trial {f['number']}: {f['reason']}")
+    missed = status.get("heartbeats_missed") or {}
+    if missed.get("beats"):
+        print(
+            f"heartbeat: {missed['beats']} beats not recorded in {missed['trials']} trials "
+            "(the workers' logs say why; a trial whose beats stop for the grace period is failed)"
+        )
     for job in status.get("slurm", []):
         print(slurm_line(job))
     tb = status.get("train_best")

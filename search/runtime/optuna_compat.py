@@ -19,6 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from common.progress import log
+from search.errors import one_line
 from search.runtime.retrying import (  # noqa: F401 - part of this module's interface
     RetryingStorage,
     outage_of,
@@ -29,6 +31,7 @@ from search.runtime.retrying import (  # noqa: F401 - part of this module's inte
 RETRY_OF_ATTR = "retry_of"  # user attribute: the number of the failed attempt a retry replaces
 TOKEN_ATTR = "queued_token"  # system attribute: tells a retried queueing from a second one
 FAIL_REASON_ATTR = "fail_reason"
+HEARTBEAT_MISSED_ATTR = "heartbeats_missed"  # user attribute: beats the storage refused
 
 
 def storage_of(study: optuna.Study) -> Any:
@@ -149,6 +152,17 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _describe(exc: BaseException) -> str:
+    """One line naming an error and what caused it (Optuna wraps a database's own error)."""
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = f"{type(exc).__name__}: {exc}"
+    if cause is not exc:
+        text += f"; caused by {type(cause).__name__}: {cause}"
+    return one_line(text)[:400]
+
+
 class Heartbeat:
     """Records a running trial's heartbeat every `interval` seconds from a thread."""
 
@@ -159,15 +173,27 @@ class Heartbeat:
             trial_id(trial),
             interval,
         )
+        self._trial, self._number = trial, trial.number
+        self.missed = 0
+        self._logged: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def _run(self) -> None:
         # The claim recorded the first beat. A missed beat (a busy or unreachable
-        # database) is simply retried at the next interval.
+        # database) is retried at the next interval; each distinct error is logged once.
         while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):
+            try:
                 self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # noqa: BLE001 - the trial goes on; the next beat retries
+                self.missed += 1
+                text = _describe(exc)
+                if text not in self._logged:
+                    self._logged.add(text)
+                    log(
+                        f"[trial {self._number}] heartbeat not recorded ({text}); retried every "
+                        f"{self._interval}s, the same error not logged again"
+                    )
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -176,6 +202,9 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self.missed:  # `status` counts them; a trial already finished keeps none
+            with contextlib.suppress(Exception):
+                self._trial.set_user_attr(HEARTBEAT_MISSED_ATTR, self.missed)
 
 
 def reset_session(study: optuna.Study) -> None:

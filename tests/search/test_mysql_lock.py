@@ -21,9 +21,11 @@ def test_get_lock_held_elsewhere_times_out_and_is_not_taken(mysql_url: str) -> N
         with engine.connect() as holder, engine.connect() as other:
             with _advisory_lock(holder, "mysql", key):
                 start = time.monotonic()
-                with pytest.raises(LockNotGranted, match=r"GET_LOCK timed out after 1s"):
-                    with _advisory_lock(other, "mysql", key, wait=1):
-                        entered.append(True)  # before the check, the worker went on here
+                with (
+                    pytest.raises(LockNotGranted, match=r"GET_LOCK timed out after 1s"),
+                    _advisory_lock(other, "mysql", key, wait=1),
+                ):
+                    entered.append(True)  # before the check, the worker went on here
                 assert 0.9 < time.monotonic() - start < 10
             assert not entered
             with _advisory_lock(other, "mysql", key, wait=1):  # released: granted now
