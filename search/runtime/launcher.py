@@ -102,13 +102,40 @@ def _start_worker(
     return proc, pump
 
 
-def _wait_all(procs: list[tuple[WorkerSpec, subprocess.Popen[str]]]) -> dict[str, int]:
+class Forwarder:
+    """Passes the signals the launcher receives on to every child, each signal once.
+
+    The handler only records a signal; the main thread sends it, to the children running
+    then and to any started after it (a signal that arrives while a child is starting
+    would otherwise miss that child, which would then run its trials to the end)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._sent: dict[int, int] = {}  # pid -> how many of `received` it has been sent
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+
+    def deliver(self, procs: list[tuple[WorkerSpec, subprocess.Popen[str]]]) -> None:
+        for _, proc in procs:
+            done = self._sent.get(proc.pid, 0)
+            pending = self.received[done:]  # a copy: a signal arriving now waits its turn
+            for signum in pending:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+            self._sent[proc.pid] = done + len(pending)
+
+
+def _wait_all(
+    procs: list[tuple[WorkerSpec, subprocess.Popen[str]]], forwarder: Forwarder
+) -> dict[str, int]:
     codes: dict[str, int] = {}
     while len(codes) < len(procs):
+        forwarder.deliver(procs)
         for spec, proc in procs:
             if spec.label not in codes and proc.poll() is not None:
                 codes[spec.label] = proc.returncode
-        time.sleep(0.2)
+        time.sleep(0.1)
     return codes
 
 
@@ -130,21 +157,18 @@ def launch(
     procs: list[tuple[WorkerSpec, subprocess.Popen[str]]] = []
     lock = threading.Lock()
     pumps: list[threading.Thread] = []
-    received: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        received.append(signum)
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    forwarder = Forwarder()
+    received = forwarder.received
+    previous = {s: signal.signal(s, forwarder.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for spec in specs:
+            if received:  # stopped while starting: start no more
+                break
             proc, pump = _start_worker(spec, command, lock, len(specs))
             procs.append((spec, proc))
             pumps.append(pump)
-        codes = _wait_all(procs)
+            forwarder.deliver(procs)
+        codes = _wait_all(procs, forwarder)
         for pump in pumps:
             pump.join(timeout=5)
     finally:
