@@ -29,24 +29,57 @@ def _check_port(host: str, port: int) -> None:
             raise InputError(f"cannot serve on {host}:{port}: {why}") from None
 
 
-def serve(storage_url: str | None, host: str = "127.0.0.1", port: int = 8080) -> int:
-    """Serve the dashboard until interrupted (binds loopback unless told otherwise)."""
+def serve(
+    storage_url: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    auth: str | None = None,
+    no_auth: bool = False,
+    read_only: bool | None = None,
+) -> int:
+    """Serve the dashboard until interrupted (binds loopback unless told otherwise).
+
+    Beyond loopback it needs `auth` (an htpasswd-style file) or an explicit `no_auth`, and
+    it is read-only unless `read_only` is False (``--allow-edits``).
+
+    Raises:
+        InputError: a non-loopback host with neither; a bad auth file; a missing database,
+            an unreachable server or a busy port.
+    """
+    import bottle
     import optuna_dashboard
 
+    from search.cli.dashboard_guard import guard, is_loopback, read_auth_file
     from search.runtime.storage import open_storage, parse_url, resolve_url
 
+    loopback = is_loopback(host)
+    if not loopback and auth is None and not no_auth:
+        raise InputError(
+            f"--host {host} serves the dashboard beyond this machine and optuna-dashboard has "
+            "no login of its own: give --auth FILE (user:hash lines, bcrypt or argon2) or "
+            "--no-auth to serve it to anyone who can reach the port"
+        )
+    users = read_auth_file(auth) if auth is not None else None
+    if read_only is None:
+        read_only = not loopback
     url = resolve_url(storage_url)
     parsed = parse_url(url)
     storage = open_storage(url)  # refuses a missing SQLite file or an unreachable server
     _check_port(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    log(f"optuna-dashboard for {parsed.masked} at http://{shown}:{port}/ (Ctrl-C to stop)")
-    optuna_dashboard.run_server(storage, host=host, port=port)
+    modes = [m for m, on in (("read-only", read_only), ("login required", users)) if on]
+    log(
+        f"optuna-dashboard for {parsed.masked} at http://{shown}:{port}/"
+        + (f" ({', '.join(modes)})" if modes else "")
+        + " (Ctrl-C to stop)"
+    )
+    app = guard(optuna_dashboard.wsgi(storage), users, read_only)
+    bottle.run(app, host=host, port=port, quiet=True)
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    return serve(args.storage, args.host, args.port)
+    return serve(args.storage, args.host, args.port, args.auth, args.no_auth, args.read_only)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -54,9 +87,40 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "dashboard",
         parents=[common],
         help="serve optuna-dashboard for a storage",
-        description="Serve optuna-dashboard on the storage (binds 127.0.0.1 unless --host is given).",
+        description="Serve optuna-dashboard on the storage. It binds 127.0.0.1 unless --host "
+        "is given; beyond loopback it needs --auth FILE (HTTP basic authentication on every "
+        "route) or --no-auth, and is read-only (403 to anything but GET, HEAD and OPTIONS: no "
+        "deleting studies, no notes) unless --allow-edits.",
     )
     add_storage(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=8080, help="port (default 8080)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--auth",
+        metavar="FILE",
+        help="require a login: FILE holds user:hash lines (bcrypt, as `htpasswd -nB USER` "
+        "writes, or argon2); needed beyond loopback unless --no-auth",
+    )
+    who.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve beyond loopback without a login (anyone who reaches the port sees the study)",
+    )
+    edits = p.add_mutually_exclusive_group()
+    edits.add_argument(
+        "--read-only",
+        dest="read_only",
+        action="store_const",
+        const=True,
+        default=None,
+        help="refuse every change (403): the default beyond loopback",
+    )
+    edits.add_argument(
+        "--allow-edits",
+        dest="read_only",
+        action="store_const",
+        const=False,
+        help="allow deleting studies, notes and other changes beyond loopback too",
+    )
     p.set_defaults(handler=cmd_dashboard)

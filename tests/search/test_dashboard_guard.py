@@ -1,0 +1,124 @@
+"""The dashboard beyond loopback: a login (HTTP basic auth from an htpasswd-style file) or an
+explicit --no-auth, and read-only unless edits are allowed; tested on a real server."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import optuna
+import pytest
+
+from tests.conftest import assert_bad_input, run_cli, start_cli
+from tests.search.helpers import free_port
+
+PASSWORD = "correct horse"
+
+
+def _request(url: str, method: str = "GET", user: str | None = None, password: str = "") -> int:
+    """The HTTP status of one request (straight: no proxy carries a loopback request)."""
+    request = urllib.request.Request(url, method=method)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@contextlib.contextmanager
+def _dashboard(storage: str, *args: str) -> Iterator[str]:
+    port = free_port()
+    proc = start_cli("dashboard", "--storage", storage, "--port", str(port), *args)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _request(f"{base}/api/studies")
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "the dashboard did not answer in 60 s"
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> tuple[str, int]:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    created = optuna.create_study(study_name="guarded", storage=storage)
+    return storage, created._study_id
+
+
+@pytest.fixture
+def auth_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path.write_text(f"# dashboard users\nreader:{hashed}\n")
+    return path
+
+
+def test_beyond_loopback_needs_a_login_or_no_auth_said_aloud(
+    study: tuple[str, int], tmp_path: Path
+) -> None:
+    storage, _ = study
+    result = run_cli("dashboard", "--storage", storage, "--host", "0.0.0.0")
+    assert_bad_input(result, "--auth FILE", "--no-auth")
+    bad = {
+        "missing": (None, "no such file"),
+        "malformed": ("just-a-name\n", "line 1 is not user:hash"),
+        "plaintext": ("reader:hunter2\n", "line 1: user 'reader' has no bcrypt or argon2 hash"),
+        "empty": ("# nobody\n", "no user:hash line"),
+    }
+    for name, (content, fragment) in bad.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(content)
+        result = run_cli(
+            "dashboard", "--storage", storage, "--host", "0.0.0.0", "--auth", str(path)
+        )
+        assert_bad_input(result, fragment)
+
+
+def test_no_page_or_api_answers_without_the_right_login(
+    study: tuple[str, int], auth_file: Path
+) -> None:
+    storage, study_id = study
+    with _dashboard(storage, "--host", "0.0.0.0", "--auth", str(auth_file)) as base:
+        for path in ("/", "/dashboard", "/api/studies", f"/api/studies/{study_id}"):
+            assert _request(base + path) == 401
+            assert _request(base + path, user="reader", password="wrong") == 401
+            assert _request(base + path, user="nobody", password=PASSWORD) == 401
+        assert _request(f"{base}/api/studies", user="reader", password="x" * 100) == 401
+        assert _request(f"{base}/api/studies", user="reader", password=PASSWORD) == 200
+        # Beyond loopback it is read-only by default: the study stays.
+        status = _request(
+            f"{base}/api/studies/{study_id}", "DELETE", user="reader", password=PASSWORD
+        )
+        assert status == 403
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["guarded"]
+
+
+def test_read_only_refuses_changes_and_allow_edits_lifts_it(study: tuple[str, int]) -> None:
+    storage, study_id = study
+    with _dashboard(storage, "--read-only") as base:  # on loopback, asked for
+        assert _request(f"{base}/api/studies") == 200
+        assert _request(f"{base}/api/studies/{study_id}", "DELETE") == 403
+        assert _request(f"{base}/api/studies", "POST") == 403
+    assert len(optuna.get_all_study_summaries(storage)) == 1
+    with _dashboard(storage, "--host", "0.0.0.0", "--no-auth", "--allow-edits") as base:
+        assert _request(f"{base}/api/studies/{study_id}", "DELETE") in (200, 204)
+    assert optuna.get_all_study_summaries(storage) == []
