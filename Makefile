@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 PEER_STAMP := $(VENV)/.installed-peer
 DEMO_DATA ?= demo-data
 
-.PHONY: demo test test-all lint bench bench-peer bench-real gpu-wheels clean
+.PHONY: demo test test-all test-min lint bench bench-peer bench-real gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,22 @@ test: $(TEST_STAMP)
 	$(PYTEST) -m "not slow"
 
 test-all: $(TEST_STAMP)
+	$(MAKE) test-min
 	$(PYTEST)
 	KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$(JAX_TEST_CACHE) $(PYTEST) -m backends -p no:cacheprovider
 	KERAS_BACKEND=torch $(PYTEST) -m backends -p no:cacheprovider
+
+# The declared floors of every direct dependency (pyproject.toml), installed together by uv's
+# lowest-direct resolution into .venv-min, under a smoke subset of the suite: a floor that
+# cannot be installed or that the code outgrew (numpy.bitwise_count needs numpy 2) fails here.
+MIN_VENV := .venv-min
+MIN_SMOKE := tests/data tests/models/test_registry.py tests/search/test_space.py \
+	tests/search/test_fold_features.py tests/search/test_feature_cache.py tests/search/test_end_to_end.py
+test-min: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'uv>=0.5'
+	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(MIN_VENV)
+	VIRTUAL_ENV=$(CURDIR)/$(MIN_VENV) $(BIN)/uv pip install --quiet --resolution lowest-direct -e '.[test]'
+	$(MIN_VENV)/bin/python -m pytest -p no:randomly -m "not slow" $(MIN_SMOKE)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -90,6 +90,18 @@ def add_download_weights(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_artifacts(parser: argparse.ArgumentParser, recorded: bool = True) -> None:
+    what = (
+        "folder of the study's artifact store (trials' learning curves and confusion matrices, "
+        "train-best's figures), recorded on a new study; a shared path for workers on "
+        "several machines (default: NAME-artifacts/ beside an SQLite file, else artifacts/ "
+        "under the cache folder)"
+        if recorded
+        else "artifact store to show (default: the one the storage's studies recorded)"
+    )
+    parser.add_argument("--artifacts", metavar="DIR", help=what)
+
+
 def load_config_with_overrides(args: argparse.Namespace) -> Any:
     from search.config import load_config
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import errno
 import socket
+from pathlib import Path
 
 from common.progress import log
 from search.cli.args import (
+    add_artifacts,
     add_storage,
     port,
 )
@@ -36,6 +38,7 @@ def serve(
     auth: str | None = None,
     no_auth: bool = False,
     read_only: bool | None = None,
+    artifacts: str | None = None,
 ) -> int:
     """Serve the dashboard until interrupted (binds loopback unless told otherwise).
 
@@ -73,13 +76,32 @@ def serve(
         + (f" ({', '.join(modes)})" if modes else "")
         + " (Ctrl-C to stop)"
     )
-    app = guard(optuna_dashboard.wsgi(storage), users, read_only)
+    store = _artifact_store(storage, url, artifacts)
+    app = guard(optuna_dashboard.wsgi(storage, artifact_store=store), users, read_only)
     bottle.run(app, host=host, port=port, quiet=True)
     return 0
 
 
+def _artifact_store(storage: object, url: str, artifacts: str | None) -> object | None:
+    """The store to show: `artifacts`, else the folder the storage's studies recorded, else
+    the storage's default (`search.runtime.artifacts`)."""
+    import optuna
+
+    from search.runtime.artifacts import default_dir, open_store, recorded_dir
+
+    if artifacts is not None:
+        return open_store(Path(artifacts).expanduser().resolve())
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        folder = recorded_dir(summary)
+        if folder is not None:
+            return open_store(folder)
+    return open_store(default_dir(url))
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    return serve(args.storage, args.host, args.port, args.auth, args.no_auth, args.read_only)
+    return serve(
+        args.storage, args.host, args.port, args.auth, args.no_auth, args.read_only, args.artifacts
+    )
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -123,4 +145,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         const=False,
         help="allow deleting studies, notes and other changes beyond loopback too",
     )
+    add_artifacts(p, recorded=False)
     p.set_defaults(handler=cmd_dashboard)

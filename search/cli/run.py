@@ -8,6 +8,7 @@ from typing import Any
 
 from common.progress import is_quiet, log
 from search.cli.args import (
+    add_artifacts,
     add_download_weights,
     add_storage,
     add_storage_retry,
@@ -67,7 +68,7 @@ def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str
     # Nothing is written to the storage until the data and the weights are known to be good;
     # a resumed study's worker needs its weights too.
     ensure_weights(config, download=args.download_weights)
-    result = create_study(name, url, config, data)
+    result = create_study(name, url, config, data, args.artifacts)
     if not result.created and args.trials is not None:
         result.study.set_user_attr(BUDGET_ATTR, args.trials)
     log_created(result, url)
@@ -166,5 +167,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--gpus", metavar="0,1,...", help="one worker per GPU, each with CUDA_VISIBLE_DEVICES set"
     )
     add_download_weights(p)
+    add_artifacts(p)
     add_storage_retry(p)
     p.set_defaults(handler=cmd_run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from search.cli.args import (
+    add_artifacts,
     add_download_weights,
     add_storage,
     load_config_with_overrides,
@@ -27,7 +28,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     data = prepare(config, args.data)
     warn_dropped(data)
     ensure_weights(config, download=args.download_weights)  # before the study is made
-    result = create_study(args.study or config.name, url, config, data)
+    result = create_study(args.study or config.name, url, config, data, args.artifacts)
     log_created(result, url)
     warn_small_validation(data)
     print(result.study.study_name)
@@ -57,4 +58,5 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--trials", type=positive_int, metavar="N", help="trial budget (default: the config's)"
     )
     add_download_weights(p)
+    add_artifacts(p)
     p.set_defaults(handler=cmd_study_create)

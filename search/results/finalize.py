@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,10 @@ def finalize(
     study.set_user_attr(OOF_ATTR, oof)  # first: a summary never names logits not yet written
     study.set_user_attr(FINALIZE_ATTR, summary)
     save_section(study, NOTE_HEADING, note_section(summary))
+    from search.runtime.artifacts import store_of, upload
+
+    payload = json.dumps(summary, indent=2).encode()
+    upload(store_of(study), study, "finalize_summary.json", payload, "application/json")
     return summary
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -206,8 +207,26 @@ def _record_on_study(
         # Keep the study's description and other sections; replace an earlier test result.
         save_section(study, TEST_NOTE_HEADING, _note(payload, summary))
         log(f"recorded the test result on study {payload['study']!r}")
+        _attach_files(study, summary)
     except Exception as exc:  # noqa: BLE001 - the model and metrics are already written
         log(f"warning: could not record the result on the study: {one_line(str(exc))}")
+
+
+def _attach_files(study: Any, summary: dict[str, Any]) -> None:
+    """The metrics, the model card and the Grad-CAM examples into the study's artifact
+    store, where optuna-dashboard shows them beside the study."""
+    from search.runtime.artifacts import store_of, upload
+
+    store = store_of(study)
+    out = Path(summary.get("out_dir") or "")
+    if store is None or not out.is_dir():
+        return
+    files = [out / "metrics.json", out / "MODEL_CARD.md", *sorted(out.glob("explain/*.png"))]
+    kinds = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
+    for file in files:
+        if file.is_file():
+            name = f"train_best_{file.name}"
+            upload(store, study, name, file.read_bytes(), kinds.get(file.suffix, "text/plain"))
 
 
 def _note(payload: dict[str, Any], summary: dict[str, Any]) -> str:

@@ -4,10 +4,12 @@ once, sampler and pruner built from the config, and the shared trial budget."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -16,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from common.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
+from search.runtime.artifacts import ARTIFACTS_ATTR, default_dir
 from search.runtime.optuna_compat import enable_heartbeat, rdb, retry_storage
 from search.runtime.outage import DEFAULT_RETRY_SECONDS, Outage, retry_override
 from search.runtime.pauses import pause
@@ -100,6 +103,7 @@ def create_study(
     storage_url: str | None,
     config: StudyConfig,
     data: StudyData,
+    artifacts: str | os.PathLike[str] | None = None,
 ) -> CreateResult:
     """Create the storage tables and the study once, before any worker starts.
 
@@ -142,6 +146,7 @@ def create_study(
             study.set_user_attr(BUDGET_ATTR, config.trials)
             study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
             study.set_user_attr("versions", versions())
+            study.set_user_attr(ARTIFACTS_ATTR, str(_artifacts_dir(artifacts, storage_url)))
             seeds = seed_trials(config.space, config.data.image_size)[: config.trials]
             for params in seeds:
                 study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
@@ -150,6 +155,14 @@ def create_study(
             optuna.delete_study(study_name=name, storage=storage)  # never leave a half-made study
             raise
     return CreateResult(study, True, len(seeds))
+
+
+def _artifacts_dir(artifacts: str | os.PathLike[str] | None, storage_url: str | None) -> Path:
+    """The artifact folder to record: as asked, else the storage's default
+    (`search.runtime.artifacts`)."""
+    if artifacts is not None:
+        return Path(artifacts).expanduser().resolve()
+    return default_dir(resolve_url(storage_url))
 
 
 def _dashboard_labels(study: optuna.Study, config: StudyConfig) -> None:

@@ -14,6 +14,7 @@ from common.progress import log
 from models.backend import runtime_info
 from search.config import StudyConfig
 from search.config_objective import MONITORS
+from search.runtime.artifacts import store_of, upload_trial_figures
 from search.runtime.outage import StorageUnavailable
 from search.runtime.pauses import pause
 from search.runtime.study import RUNTIME_ATTR, TRIAL_CONFIG_ATTR
@@ -70,6 +71,7 @@ class Objective:
                 )
         except optuna.TrialPruned:
             _record_partial(trial, recorder, time.perf_counter() - start)
+            upload_trial_figures(store_of(getattr(trial, "study", None)), trial, recorder.history)
             log(f"{prefix} pruned after epoch {recorder.epochs_run}")
             raise
         except BaseException:
@@ -80,7 +82,8 @@ class Objective:
         if recorder.compile_seconds is not None:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
         footprint = record_footprint(trial, result.model, self.data.image_size)
-        result.model = None  # the footprint was the last use of the whole model
+        self._upload_figures(trial, result, trial_config.batch_size)
+        result.model = None  # the footprint and figures were the last use of the whole model
         measured = {**result.metrics_at_best(), **footprint}
         feasible = apply_constraints(trial, goal.constraints, measured)
         if feasible is False:
@@ -88,6 +91,21 @@ class Objective:
         if goal.is_multi:
             return [float(measured[MONITORS.get(name, name)]) for name in goal.names]
         return result.best_value
+
+    def _upload_figures(self, trial: optuna.Trial, result: FitResult, batch_size: int) -> None:
+        """Learning curves and the validation confusion matrix into the artifact store."""
+        store = store_of(getattr(trial, "study", None))
+        if store is None:
+            return
+        confusion = None
+        if len(self.data.y_val):
+            from sklearn.metrics import confusion_matrix
+
+            predicted = result.val_logits(self.data.x_val, batch_size).argmax(axis=1)
+            labels = list(range(self.data.n_classes))
+            matrix = confusion_matrix(self.data.y_val, predicted, labels=labels).tolist()
+            confusion = (matrix, list(self.data.classes))
+        upload_trial_figures(store, trial, result.history, confusion)
 
 
 def record_footprint(trial: Any, model: Any, image_size: int) -> dict[str, float]:
