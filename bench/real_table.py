@@ -41,7 +41,7 @@ def _cache_lines(result: dict[str, Any]) -> list[str]:
     per_split = 4 * pool  # 3 finalize folds and the refit, each a new split of train+val
     lines = [
         f"- feature extraction: {extraction['images']:.0f} images in "
-        f"{extraction['seconds']:.0f} s, **{rate:.1f} images/s** (all feature layers)",
+        f"{extraction['seconds']:.0f} s, **{rate:.1f} images/s** (over the completed trials that computed features)",
         "- features computed after `run`: "
         + ", ".join(f"{name} {n}" for name, n in computed.items())
         + " images (cached per image)",
