@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.backend import keras_module
+from models.layers import RateDropout
 from models.trial_config import TrialConfig
 
 HEAD_NAME = "head"
@@ -17,9 +18,9 @@ def build_head(feature_dim: int, config: TrialConfig, n_classes: int) -> Any:
     x = inputs
     if config.feature_batchnorm:
         x = keras.layers.BatchNormalization(name="feature_bn")(x)
+    # RateDropout even at rate 0: trials of one shape then trace one step (see the layer).
     for i in range(config.head_depth):
-        if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
+        x = RateDropout(config.dropout, name=f"dropout_{i + 1}")(x)
         x = keras.layers.Dense(
             config.head_width, use_bias=not config.head_batchnorm, name=f"dense_{i + 1}"
         )(x)
@@ -28,8 +29,7 @@ def build_head(feature_dim: int, config: TrialConfig, n_classes: int) -> Any:
         x = keras.layers.Activation(
             config.head_activation, name=f"{config.head_activation}_{i + 1}"
         )(x)
-    if config.dropout > 0:
-        x = keras.layers.Dropout(config.dropout, name="dropout_out")(x)
+    x = RateDropout(config.dropout, name="dropout_out")(x)
     # Logits and softmax in float32 so that mixed precision stays numerically safe.
     x = keras.layers.Dense(n_classes, dtype="float32", name="logits")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)

@@ -238,6 +238,12 @@ def study_part(ctx: Context, backend: str, label: str, workers: int, config: Pat
     if "error" in counts:
         text += f"; storage: {counts['error']}"
     failed = failed or (ctx.dry and counts["finished"] == 0)
+    shared = counts.get("sharing") or {}
+    if ctx.dry and backend == "jax" and label == "c":  # trials of one shape share steps
+        unshared = shared.get("ratio") is None or shared["ratio"] > 0.25 or not shared["hits"]
+        if unshared:
+            text += "; FAILED: later same-shape trials did not reuse the first's compiled steps"
+        failed = failed or unshared
     ctx.report.line(label, backend, f"study {text}", failed)
     ctx.per_hour[workers] = counts.get("per_hour", 0.0)
 

@@ -34,6 +34,7 @@ def study_config(dry: bool, out: Path) -> Path:
         config["training"]["early_stopping_patience"] = 0
         config["space"]["backbone"] = ["small_cnn"]
         config["space"]["head_width"] = [16]
+        config["space"]["head_depth"] = [1]  # one shape: later trials reuse the first's steps
         config["space"]["batch_size"] = [8]
         config["sampler"]["n_startup_trials"] = 1
     out.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -104,9 +105,50 @@ def trial_counts(url: str, name: str) -> dict[str, Any]:
     count["best"] = max(values) if values else None
     count["wall"] = statistics.mean(walls) if walls else None
     count["compile"] = statistics.mean(compiles) if compiles else None
+    count["sharing"] = sharing(done)
     runtimes = {_runtime(t.user_attrs.get("runtime")) for t in trials} - {None}
     count["runtime"] = ", ".join(sorted(runtimes)) if runtimes else None
     return count
+
+
+SHAPE_KEYS = ("backbone", "head_depth", "head_width", "batch_size", "fine_tune", "feature_layer")
+
+
+def sharing(trials: list[Any]) -> dict[str, Any] | None:
+    """How much later trials of one shape compile, against the first of that shape: the
+    mean of their compile_seconds over the first's (None without such a pair), and the
+    JAX cache hits the trials counted."""
+    first: dict[tuple, float] = {}
+    later: list[tuple[float, float]] = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        seconds = trial.user_attrs.get("compile_seconds")
+        config = trial.user_attrs.get("trial_config") or {}
+        if seconds is None:
+            continue
+        key = tuple(config.get(k) for k in SHAPE_KEYS)
+        if key in first:
+            later.append((first[key], seconds))
+        else:
+            first[key] = seconds
+    hits = sum(int(t.user_attrs.get("jax_cache_hits") or 0) for t in trials)
+    if not later:
+        return {"ratio": None, "hits": hits}
+    firsts = statistics.mean(f for f, _ in later)
+    laters = statistics.mean(s for _, s in later)
+    ratio = laters / firsts if firsts > 0 else None
+    return {"ratio": ratio, "first": firsts, "later": laters, "pairs": len(later), "hits": hits}
+
+
+def sharing_text(shared: dict[str, Any] | None) -> str:
+    if not shared:
+        return ""
+    if shared.get("ratio") is None:
+        return f"; no two finished trials of one shape; JAX cache hits {shared['hits']}"
+    return (
+        f"; same-shape trials compile {shared['later']:.2f} s against the first's "
+        f"{shared['first']:.2f} s ({shared['ratio']:.0%}, n={shared['pairs']}), "
+        f"JAX cache hits {shared['hits']}"
+    )
 
 
 def _interrupted(trial: Any) -> bool:
@@ -155,6 +197,7 @@ def run_box(
     )
     if counts.get("compile") is not None:
         text += f"; trials' own compile_seconds mean {counts['compile']:.1f} s"
+    text += sharing_text(counts.get("sharing"))
     if counts.get("runtime"):
         text += f"; trials ran on {counts['runtime']}"
     if counts.get("wall") is not None:

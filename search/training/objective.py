@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from common.progress import log
-from models.backend import runtime_info
+from models.backend import jax_cache_hits, runtime_info
 from search.config import StudyConfig
 from search.config_objective import MONITORS
 from search.runtime.artifacts import store_of, upload_trial_figures
@@ -60,6 +60,7 @@ class Objective:
         # Optuna prunes single-objective studies only (trial.report raises for several).
         pruning = [] if goal.is_multi else [KerasPruningCallback(trial, goal.monitor)]
         start = time.perf_counter()
+        hits = jax_cache_hits()
         try:
             with self.interruptible():
                 result = fit(
@@ -81,6 +82,8 @@ class Objective:
         record_result(trial, result, time.perf_counter() - start)
         if recorder.compile_seconds is not None:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
+        if runtime_info()["backend"] == "jax":  # steps this trial found compiled already
+            trial.set_user_attr("jax_cache_hits", jax_cache_hits() - hits)
         footprint = record_footprint(trial, result.model, self.data.image_size)
         self._upload_figures(trial, result, trial_config.batch_size)
         result.model = None  # the footprint and figures were the last use of the whole model

@@ -77,7 +77,9 @@ def test_fine_tuning_trains_top_layers_with_batch_norm_frozen(mobilenet_v2_weigh
         if isinstance(layer, keras.layers.BatchNormalization)
         for w in layer.weights
     )
-    assert counts[1.0] == model.count_params() - all_bn
+    rates = sum(1 for w in model.get_layer("head").weights if w.path.endswith("/rate"))
+    assert rates == 1  # the head's dropout rate, a variable so trials share compiled steps
+    assert counts[1.0] == model.count_params() - all_bn - rates
 
 
 def test_fine_tuning_by_layer_count() -> None:
@@ -179,7 +181,10 @@ def test_head_layers_width_dropout_and_batch_norm() -> None:
     dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
     assert [d.units for d in dense] == [32, 32, 32, 5]
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in head.layers) == 3
-    assert sum(isinstance(layer, keras.layers.Dropout) for layer in head.layers) == 4
+    from models.layers import RateDropout
+
+    rates = [layer.rate for layer in head.layers if isinstance(layer, RateDropout)]
+    assert len(rates) == 4 and all(float(np.asarray(r)) == pytest.approx(0.2) for r in rates)
 
 
 def test_output_stays_float32_under_mixed_precision() -> None:
@@ -267,3 +272,19 @@ def test_in_graph_preprocessing_reloads_in_safe_mode(tmp_path: Path, mode_of: st
     np.testing.assert_allclose(
         loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-6
     )
+
+
+@pytest.mark.backends
+def test_rate_dropout_drops_its_rate_keeps_the_mean_and_is_identity_at_inference() -> None:
+    from models.layers import RateDropout
+
+    layer = RateDropout(0.4, seed=1)
+    x = np.ones((4000, 8), "float32")
+    trained = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert abs(float((trained == 0).mean()) - 0.4) < 0.02
+    assert abs(float(trained.mean()) - 1.0) < 0.03
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    layer.rate.assign(0.0)  # a variable: another trial's rate without another layer
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=True)), x)
+    again = RateDropout.from_config(layer.get_config())
+    assert again.initial_rate == 0.4 and again.seed == 1
