@@ -159,64 +159,20 @@ def run_bench(data: Path, workdir: Path, trials: int, image_size: int) -> dict[s
     )
     phase("run", "run", "--config", str(path), "--data", str(data), "--storage", storage)
     plain, final = workdir / "plain", workdir / "final"
+
+    def export_and_train(label: str, export_label: str, out: Path) -> None:
+        """`export`, then `train-best` on what it wrote (which reads the test split once)."""
+        best = str(workdir / f"{out.name}.json")
+        phase(export_label, "export", "--study", STUDY, "--storage", storage, "--out", best)
+        where = ("--data", str(data), "--out", str(out), "--storage", storage)
+        phase(label, "train-best", "--config", best, *where)
+
+    export_and_train("train-best (plain)", "export (plain)", plain)  # the README's path
+    folds = ("--top", "3", "--folds", "3")
     phase(
-        "export (plain)",
-        "export",
-        "--study",
-        STUDY,
-        "--storage",
-        storage,
-        "--out",
-        str(workdir / "plain.json"),
+        "finalize", "finalize", "--study", STUDY, "--storage", storage, "--data", str(data), *folds
     )
-    phase(
-        "train-best (plain)",
-        "train-best",
-        "--config",
-        str(workdir / "plain.json"),
-        "--data",
-        str(data),
-        "--out",
-        str(plain),
-        "--storage",
-        storage,
-    )
-    phase(
-        "finalize",
-        "finalize",
-        "--study",
-        STUDY,
-        "--storage",
-        storage,
-        "--data",
-        str(data),
-        "--top",
-        "3",
-        "--folds",
-        "3",
-    )
-    phase(
-        "export",
-        "export",
-        "--study",
-        STUDY,
-        "--storage",
-        storage,
-        "--out",
-        str(workdir / "final.json"),
-    )
-    phase(
-        "train-best (refit)",
-        "train-best",
-        "--config",
-        str(workdir / "final.json"),
-        "--data",
-        str(data),
-        "--out",
-        str(final),
-        "--storage",
-        storage,
-    )
+    export_and_train("train-best (refit)", "export", final)
     return {
         "data": str(data),
         "backbones": backbones,

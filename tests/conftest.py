@@ -152,15 +152,12 @@ def assert_bad_input(result: CliResult, *fragments: str) -> None:
 PG_ENV = "TUMOR_SEARCH_TEST_POSTGRES"
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The PostgreSQL test database from $TUMOR_SEARCH_TEST_POSTGRES (.ci/run sets it).
-
-    Unset: the test is skipped. Set but unreachable: the test fails.
-    """
-    url = os.environ.get(PG_ENV)
+def _database_url(env: str) -> str:
+    """The test database URL in `env`: unset, the test is skipped; set but unreachable, the
+    test fails."""
+    url = os.environ.get(env)
     if not url:
-        pytest.skip(f"{PG_ENV} is not set")
+        pytest.skip(f"{env} is not set")
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
@@ -168,10 +165,16 @@ def pg_url() -> str:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        pytest.fail(f"{PG_ENV} is set but the server cannot be reached: {exc}")
+        pytest.fail(f"{env} is set but the server cannot be reached: {exc}")
     finally:
         engine.dispose()
     return url
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The PostgreSQL test database from $TUMOR_SEARCH_TEST_POSTGRES (.ci/run sets it)."""
+    return _database_url(PG_ENV)
 
 
 MYSQL_ENV = "TUMOR_SEARCH_TEST_MYSQL"
@@ -179,24 +182,8 @@ MYSQL_ENV = "TUMOR_SEARCH_TEST_MYSQL"
 
 @pytest.fixture(scope="session")
 def mysql_url() -> str:
-    """The MariaDB (MySQL) test database from $TUMOR_SEARCH_TEST_MYSQL (.ci/run sets it).
-
-    Unset: the test is skipped. Set but unreachable: the test fails.
-    """
-    url = os.environ.get(MYSQL_ENV)
-    if not url:
-        pytest.skip(f"{MYSQL_ENV} is not set")
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        pytest.fail(f"{MYSQL_ENV} is set but the server cannot be reached: {exc}")
-    finally:
-        engine.dispose()
-    return url
+    """The MariaDB (MySQL) test database from $TUMOR_SEARCH_TEST_MYSQL (.ci/run sets it)."""
+    return _database_url(MYSQL_ENV)
 
 
 def start_cli(

@@ -164,14 +164,16 @@ def get_json(url: str) -> Any:
 
 
 @contextlib.contextmanager
-def serve_dashboard(storage: str) -> Iterator[str]:
-    """`tumor-search dashboard` on a free loopback port; yields its base URL once it answers."""
+def serve_dashboard(storage: str, *args: str) -> Iterator[str]:
+    """`tumor-search dashboard ARGS` on a free port; yields its loopback base URL once it
+    answers (a 401 of a dashboard that wants a login counts)."""
     import time
+    import urllib.error
 
     from tests.conftest import start_cli
 
     port = free_port()
-    proc = start_cli("dashboard", "--storage", storage, "--port", str(port))
+    proc = start_cli("dashboard", "--storage", storage, "--port", str(port), *args)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -179,10 +181,12 @@ def serve_dashboard(storage: str) -> Iterator[str]:
             try:
                 get_json(f"{base}/api/studies")
                 break
+            except urllib.error.HTTPError:
+                break
             except OSError:
                 assert proc.poll() is None, proc.communicate()[1]
                 assert time.monotonic() < deadline, "the dashboard did not answer in 60 s"
-                time.sleep(0.5)
+                time.sleep(0.3)
         yield base
     finally:
         proc.terminate()

@@ -11,8 +11,7 @@ import bcrypt
 import optuna
 
 from tests.conftest import run_cli
-from tests.search.helpers import write_config
-from tests.search.test_dashboard_guard import _dashboard
+from tests.search.helpers import serve_dashboard, write_config
 from tests.search.test_report import CHROMIUM_ARGS, chromium  # noqa: F401 - the fixture
 
 PASSWORD = "open sesame"
@@ -35,7 +34,7 @@ def test_a_trials_artifacts_panel_shows_its_learning_curves(
 
     storage = _study_with_artifacts(tmp_path, tiny_data)
     study_id = optuna.get_all_study_summaries(storage)[0]._study_id
-    with _dashboard(storage) as base, sync_playwright() as p:
+    with serve_dashboard(storage) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -64,7 +63,7 @@ def test_deleting_a_study_in_a_read_only_dashboard_fails_and_it_stays(
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     optuna.create_study(study_name="kept", storage=storage)
     refused: list[int] = []
-    with _dashboard(storage, "--read-only") as base, sync_playwright() as p:
+    with serve_dashboard(storage, "--read-only") as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
@@ -103,7 +102,7 @@ def test_with_auth_no_page_opens_without_the_login(tmp_path: Path, chromium: Pat
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     users.write_text(f"clinician:{hashed}\n")
     args = ("--host", "0.0.0.0", "--auth", str(users))
-    with _dashboard(storage, *args) as base, sync_playwright() as p:
+    with serve_dashboard(storage, *args) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             for credentials in (None, {"username": "clinician", "password": "guess"}):

@@ -4,19 +4,16 @@ explicit --no-auth, and read-only unless edits are allowed; tested on a real ser
 from __future__ import annotations
 
 import base64
-import contextlib
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
 import optuna
 import pytest
 
-from tests.conftest import assert_bad_input, run_cli, start_cli
-from tests.search.helpers import free_port
+from tests.conftest import assert_bad_input, run_cli
+from tests.search.helpers import serve_dashboard
 
 PASSWORD = "correct horse"
 
@@ -33,27 +30,6 @@ def _request(url: str, method: str = "GET", user: str | None = None, password: s
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-@contextlib.contextmanager
-def _dashboard(storage: str, *args: str) -> Iterator[str]:
-    port = free_port()
-    proc = start_cli("dashboard", "--storage", storage, "--port", str(port), *args)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _request(f"{base}/api/studies")
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < deadline, "the dashboard did not answer in 60 s"
-                time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
 
 
 @pytest.fixture
@@ -97,7 +73,7 @@ def test_no_page_or_api_answers_without_the_right_login(
     study: tuple[str, int], auth_file: Path
 ) -> None:
     storage, study_id = study
-    with _dashboard(storage, "--host", "0.0.0.0", "--auth", str(auth_file)) as base:
+    with serve_dashboard(storage, "--host", "0.0.0.0", "--auth", str(auth_file)) as base:
         for path in ("/", "/dashboard", "/api/studies", f"/api/studies/{study_id}"):
             assert _request(base + path) == 401
             assert _request(base + path, user="reader", password="wrong") == 401
@@ -114,11 +90,11 @@ def test_no_page_or_api_answers_without_the_right_login(
 
 def test_read_only_refuses_changes_and_allow_edits_lifts_it(study: tuple[str, int]) -> None:
     storage, study_id = study
-    with _dashboard(storage, "--read-only") as base:  # on loopback, asked for
+    with serve_dashboard(storage, "--read-only") as base:  # on loopback, asked for
         assert _request(f"{base}/api/studies") == 200
         assert _request(f"{base}/api/studies/{study_id}", "DELETE") == 403
         assert _request(f"{base}/api/studies", "POST") == 403
     assert len(optuna.get_all_study_summaries(storage)) == 1
-    with _dashboard(storage, "--host", "0.0.0.0", "--no-auth", "--allow-edits") as base:
+    with serve_dashboard(storage, "--host", "0.0.0.0", "--no-auth", "--allow-edits") as base:
         assert _request(f"{base}/api/studies/{study_id}", "DELETE") in (200, 204)
     assert optuna.get_all_study_summaries(storage) == []
