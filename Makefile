@@ -51,10 +51,12 @@ test-all: $(TEST_STAMP)
 # cannot be installed or that the code outgrew (numpy.bitwise_count needs numpy 2) fails here.
 MIN_VENV := .venv-min
 MIN_SMOKE := tests/data tests/models/test_registry.py tests/search/test_space.py \
-	tests/search/test_fold_features.py tests/search/test_feature_cache.py tests/search/test_end_to_end.py
+	tests/search/test_fold_features.py tests/search/test_feature_cache.py tests/search/test_end_to_end.py \
+	tests/search/test_dashboard_guard.py tests/search/test_artifacts.py
 test-min: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'uv>=0.5'
-	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(MIN_VENV)
+	rm -rf $(MIN_VENV)  # uv would keep newer versions already there: the floors, every time
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(MIN_VENV)
 	VIRTUAL_ENV=$(CURDIR)/$(MIN_VENV) $(BIN)/uv pip install --quiet --resolution lowest-direct -e '.[test]'
 	$(MIN_VENV)/bin/python -m pytest -p no:randomly -m "not slow" $(MIN_SMOKE)
 

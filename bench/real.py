@@ -202,7 +202,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", required=True, help="the dataset folder (class folders)")
+    parser.add_argument("--data", help="the dataset folder (class folders); needed unless --table")
     parser.add_argument("--trials", type=int, default=40, help="the study's trials (default 40)")
     parser.add_argument("--image-size", type=int, default=224, help="input side (default 224)")
     parser.add_argument("--workdir", help="keep the study, models and logs here")
@@ -213,6 +213,8 @@ def main() -> int:
     if args.table:
         print(render(json.loads(Path(args.table).read_text())))
         return 0
+    if not args.data:
+        parser.error("--data DIR is needed (or --table RESULT.json)")
     data = Path(args.data).expanduser().resolve()
     if not data.is_dir():
         print(f"bench-real: no dataset folder at {data}", file=sys.stderr)

@@ -28,6 +28,7 @@ from search.errors import InputError
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 ARGON2_PREFIXES = ("$argon2id$", "$argon2i$", "$argon2d$")
+BCRYPT_MAX_BYTES = 72
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -94,6 +95,8 @@ def verify_password(hashed: str, password: bytes) -> bool:
         if hashed.startswith(BCRYPT_PREFIXES):
             import bcrypt
 
+            if len(password) > BCRYPT_MAX_BYTES:  # bcrypt < 5 would compare the first 72
+                return False
             return bool(bcrypt.checkpw(password, hashed.encode("ascii")))
         from argon2 import PasswordHasher
         from argon2.exceptions import Argon2Error
@@ -159,7 +162,12 @@ class BasicAuth:
             return False
         user_bytes, sep, password = decoded.partition(b":")
         user = user_bytes.decode("utf-8", "replace")
-        if not sep or user not in self.users:
+        if not sep:
+            return False
+        if user not in self.users:
+            # As long as a known user's check (against one of their hashes, whose result is
+            # dropped): response times do not tell which users exist.
+            verify_password(next(iter(self.users.values())), password)
             return False
         token = hashlib.sha256(user_bytes + b"\0" + password).digest()
         with self._lock:

@@ -35,7 +35,7 @@ def default_dir(storage_url: str) -> Path:
     if parsed.sqlite_path is not None:
         db = Path(parsed.sqlite_path).resolve()
         return db.with_name(f"{db.stem}-artifacts")
-    return cache_root() / "artifacts"
+    return (cache_root() / "artifacts").expanduser().resolve()
 
 
 def recorded_dir(study: Any) -> Path | None:
@@ -86,16 +86,16 @@ def upload(store: Any, owner: Any, name: str, payload: bytes, mimetype: str) -> 
         return False
     import optuna
 
-    with tempfile.TemporaryDirectory(prefix="tumor-artifact-") as tmp:
-        path = os.path.join(tmp, name)
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="tumor-artifact-") as tmp:
+            path = os.path.join(tmp, name)
             Path(path).write_bytes(payload)
             optuna.artifacts.upload_artifact(
                 artifact_store=store, file_path=path, study_or_trial=owner, mimetype=mimetype
             )
-        except Exception as exc:  # noqa: BLE001 - an artifact is never worth a failed trial
-            log(f"artifacts: {name} not uploaded ({one_line(f'{type(exc).__name__}: {exc}')})")
-            return False
+    except Exception as exc:  # noqa: BLE001 - an artifact is never worth a failed trial
+        log(f"artifacts: {name} not uploaded ({one_line(f'{type(exc).__name__}: {exc}')})")
+        return False
     return True
 
 

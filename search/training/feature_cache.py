@@ -310,10 +310,14 @@ def _merged(
     return {"ids": ids, "features": features, "extractor_params": np.asarray(params, np.int64)}
 
 
-def _store(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write an entry; a full disk leaves none of its files and the trial goes on without."""
+def _store(
+    folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], new: bool = True
+) -> None:
+    """Write an entry; the trial goes on without it on a full disk. A new entry then leaves
+    none of its files; an entry that was only growing keeps its old file, whole (the
+    temporary file of the larger one is removed by `atomic_path`)."""
     path, meta_path = folder / FEATURES_FILE, folder / "meta.json"
-    with skip_when_full("feature cache", folder, remove=(path, meta_path)):
+    with skip_when_full("feature cache", folder, remove=(path, meta_path) if new else ()):
         atomic_save_arrays(path, **arrays)
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
 
@@ -340,7 +344,7 @@ def _add_missing(
     images, new_ids = _missing(cached, x, ids)
     computed = _compute(extractor, backbone, images, len(x[0]) + len(x[1]))
     arrays = _merged(cached, new_ids, computed, extractor.count_params())
-    _store(folder, arrays, meta)
+    _store(folder, arrays, meta, new=cached is None)
     result = _features(arrays, ids, start, len(new_ids))
     assert result is not None
     return result

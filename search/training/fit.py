@@ -57,6 +57,8 @@ class FitResult:
         from search.training.batching import predict
 
         if self.head is not None:
+            if len(x_val) != len(self.head_val):
+                raise ValueError("val_logits scores the fit's own validation images only")
             return predict(head_logits(self.head), self.head_val, batch_size)
         return predict(logits_model(self.model), x_val, batch_size)
 

@@ -14,6 +14,7 @@ from common.progress import log
 from models.backend import jax_cache_hits, runtime_info
 from search.config import StudyConfig
 from search.config_objective import MONITORS
+from search.errors import one_line
 from search.runtime.artifacts import store_of, upload_trial_figures
 from search.runtime.outage import StorageUnavailable
 from search.runtime.pauses import pause
@@ -101,13 +102,16 @@ class Objective:
         if store is None:
             return
         confusion = None
-        if len(self.data.y_val):
-            from sklearn.metrics import confusion_matrix
+        try:  # a figure is never worth a failed trial
+            if len(self.data.y_val):
+                from sklearn.metrics import confusion_matrix
 
-            predicted = result.val_logits(self.data.x_val, batch_size).argmax(axis=1)
-            labels = list(range(self.data.n_classes))
-            matrix = confusion_matrix(self.data.y_val, predicted, labels=labels).tolist()
-            confusion = (matrix, list(self.data.classes))
+                predicted = result.val_logits(self.data.x_val, batch_size).argmax(axis=1)
+                labels = list(range(self.data.n_classes))
+                matrix = confusion_matrix(self.data.y_val, predicted, labels=labels).tolist()
+                confusion = (matrix, list(self.data.classes))
+        except Exception as exc:  # noqa: BLE001
+            log(f"artifacts: no confusion matrix ({one_line(f'{type(exc).__name__}: {exc}')})")
         upload_trial_figures(store, trial, result.history, confusion)
 
 

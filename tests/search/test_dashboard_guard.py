@@ -16,6 +16,7 @@ from tests.conftest import assert_bad_input, run_cli
 from tests.search.helpers import serve_dashboard
 
 PASSWORD = "correct horse"
+LONG = "a" * 72  # bcrypt's longest password
 
 
 def _request(url: str, method: str = "GET", user: str | None = None, password: str = "") -> int:
@@ -43,7 +44,8 @@ def study(tmp_path: Path) -> tuple[str, int]:
 def auth_file(tmp_path: Path) -> Path:
     path = tmp_path / "users"
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    path.write_text(f"# dashboard users\nreader:{hashed}\n")
+    long = bcrypt.hashpw(LONG.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path.write_text(f"# dashboard users\nreader:{hashed}\nlong:{long}\n")
     return path
 
 
@@ -79,6 +81,9 @@ def test_no_page_or_api_answers_without_the_right_login(
             assert _request(base + path, user="reader", password="wrong") == 401
             assert _request(base + path, user="nobody", password=PASSWORD) == 401
         assert _request(f"{base}/api/studies", user="reader", password="x" * 100) == 401
+        # bcrypt reads 72 bytes: more is refused, not compared by its first 72
+        assert _request(f"{base}/api/studies", user="long", password=LONG + "more") == 401
+        assert _request(f"{base}/api/studies", user="long", password=LONG) == 200
         assert _request(f"{base}/api/studies", user="reader", password=PASSWORD) == 200
         # Beyond loopback it is read-only by default: the study stays.
         status = _request(
@@ -98,3 +103,16 @@ def test_read_only_refuses_changes_and_allow_edits_lifts_it(study: tuple[str, in
     with serve_dashboard(storage, "--host", "0.0.0.0", "--no-auth", "--allow-edits") as base:
         assert _request(f"{base}/api/studies/{study_id}", "DELETE") in (200, 204)
     assert optuna.get_all_study_summaries(storage) == []
+
+
+def test_passwords_are_checked_whole_whatever_bcrypt_version() -> None:
+    from search.cli.dashboard_guard import verify_password
+
+    hashed = bcrypt.hashpw(LONG.encode(), bcrypt.gensalt(rounds=4)).decode()
+    assert verify_password(hashed, LONG.encode())
+    assert not verify_password(hashed, (LONG + "b").encode())  # bcrypt 4 would say yes
+    assert not verify_password(hashed, b"")
+    from argon2 import PasswordHasher
+
+    argon = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
+    assert verify_password(argon, b"pw") and not verify_password(argon, b"pw2")

@@ -222,3 +222,26 @@ def test_a_trial_goes_on_when_the_cache_disk_is_full(
     assert any(line.startswith("decode cache: ") for line in _cache_lines(result.stderr))
     assert [t.state.name for t in trials_of(storage, "full")] == ["COMPLETE"]
     assert _left(filled_disk) == []
+
+
+def test_a_growing_feature_entry_keeps_its_old_file_when_the_disk_fills(
+    small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.weights import parse_weights
+    from search.training.feature_cache import _digest, entry_dir, get_features, key_parts
+
+    rng = np.random.default_rng(1)
+    first = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)  # 8 x 128 floats: 4 KiB
+    more = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)  # too many for 32 KiB
+    weights = parse_weights("none")
+    kept = get_features("small_cnn", weights, 32, first, first[:0], str(small_disk))
+    parts = key_parts("small_cnn", weights, 32)
+    assert parts is not None
+    entry = entry_dir(_digest(parts), str(small_disk)) / "features.npz"
+    before = entry.read_bytes()
+    grown = get_features("small_cnn", weights, 32, more, first, str(small_disk))
+    assert grown.computed == 96 and len(grown.train) == 96  # the trial goes on
+    assert entry.read_bytes() == before  # the old entry stands, whole
+    again = get_features("small_cnn", weights, 32, first, first[:0], str(small_disk))
+    assert again.hit and np.array_equal(again.train, kept.train)
+    assert "feature cache: no space left on device" in capsys.readouterr().err
