@@ -239,8 +239,10 @@ def study_part(ctx: Context, backend: str, label: str, workers: int, config: Pat
         text += f"; storage: {counts['error']}"
     failed = failed or (ctx.dry and counts["finished"] == 0)
     shared = counts.get("sharing") or {}
-    if ctx.dry and backend == "jax" and label == "c":  # trials of one shape share steps
-        unshared = shared.get("ratio") is None or shared["ratio"] > 0.25 or not shared["hits"]
+    # Trials of one shape share steps. On a busy machine the box may end after one trial:
+    # then nothing is measured here (tests/test_bench_gpu.py measures it without a box).
+    if ctx.dry and backend == "jax" and label == "c" and shared.get("ratio") is not None:
+        unshared = shared["ratio"] > 0.25 or not shared["hits"]
         if unshared:
             text += "; FAILED: later same-shape trials did not reuse the first's compiled steps"
         failed = failed or unshared
