@@ -8,7 +8,7 @@
 `tumor-search` process per phase, each phase in its own time box, each phase's line
 appended to ``RESULTS.md`` under ``--out`` as soon as it ends:
 
-- (w) the packed weights unpacked into a Keras weights file and `weights import`-ed;
+- (w) the packed images extracted, the packed weights unpacked into a Keras weights file and `weights import`-ed;
 - (f) a **frozen search**: `run --workers W` of 100 trials, heads on cached features of
   the feature layers below the packed cut (the pooled split with near copies kept
   together, drawn here from the packed pixels), GPU utilisation sampled each second;
@@ -38,7 +38,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.gpu.proc import Boxed, GpuSampler, run_boxed  # noqa: E402
-from bench.gpu.real_pack import WEIGHTS_FILE, pack_images, pack_weights, unpack_weights  # noqa: E402
+from bench.gpu.real_pack import (  # noqa: E402
+    WEIGHTS_FILE,
+    pack_images,
+    pack_weights,
+    unpack_images,
+    unpack_weights,
+)
 from bench.gpu.report import Report, device_name  # noqa: E402
 from bench.gpu.study import compile_text, epoch_seconds, sharing_text, trial_counts  # noqa: E402
 
@@ -93,6 +99,11 @@ class Run:
     dry: bool
     started: float = field(default_factory=time.time)
     figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        """The dataset folder, extracted from the pack's images.zip."""
+        return self.workdir / "data"
 
     def left(self) -> float:
         return self.started + self.plan.deadline - time.time()
@@ -166,8 +177,12 @@ def extraction(url: str, name: str) -> dict[str, float]:
 
 
 def weights_phase(run: Run) -> bool:
-    """(w): the packed weights as a Keras weights file, imported into the weights folder."""
+    """(w): the packed images extracted; the packed weights as a Keras weights file,
+    imported into the weights folder."""
     start = time.perf_counter()
+    unpack_images(run.pack, run.data)
+    images = sum(1 for p in run.data.rglob("*.webp"))
+    extracted = time.perf_counter() - start
     packed = sorted(run.pack.glob(WEIGHTS_FILE.format(backbone=run.plan.backbone, layer="*")))
     if not packed:
         run.report.line("w", "jax", f"no packed weights in {run.pack}", failed=True)
@@ -187,6 +202,7 @@ def weights_phase(run: Run) -> bool:
     run.report.line(
         "w",
         "jax",
+        f"{images} images extracted in {extracted:.1f} s; "
         f"{meta['variables']} variables of {meta['backbone']} below {meta['feature_layer']} "
         f"(int8 kernels) unpacked and imported in {time.perf_counter() - start:.1f} s"
         + ("" if ok else f"; import failed: {boxed.tail()}"),
@@ -206,7 +222,7 @@ def study_phase(
         "--config",
         str(path),
         "--data",
-        str(run.pack / "data"),
+        str(run.data),
         "--storage",
         url,
         "--workers",
@@ -246,7 +262,7 @@ def study_phase(
 def frozen_phase(run: Run) -> dict[str, Any]:
     """(f): the frozen search, features extracted once per layer by the first trial."""
     plan = run.plan
-    config = base_config(run.pack / "data", plan, "gpu-real-frozen", plan.frozen_trials)
+    config = base_config(run.data, plan, "gpu-real-frozen", plan.frozen_trials)
     later = plan.frozen_grace + plan.tune_box + plan.tune_grace + plan.best_reserve
     box = run.box(plan.frozen_box, later)
     counts = study_phase(
@@ -271,7 +287,7 @@ def tune_phase(run: Run) -> dict[str, Any]:
     """(t): the fine-tuning search."""
     plan = run.plan
     box = run.box(plan.tune_box, plan.tune_grace + plan.best_reserve)
-    config = tune_config(run.pack / "data", plan)
+    config = tune_config(run.data, plan)
     counts = study_phase(run, "gpu-real-tune", config, plan.tune_workers, box, plan.tune_grace)
     text = counts["text"]
     epochs = epoch_seconds(run.workdir / "gpu-real-tune.log")
@@ -307,7 +323,7 @@ def best_phase(run: Run, tune: dict[str, Any]) -> None:
         "--config",
         str(best),
         "--data",
-        str(run.pack / "data"),
+        str(run.data),
         "--out",
         str(out),
         "--no-refit",
@@ -396,7 +412,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    images = pack_images(args.data.resolve(), args.out / "data", args.quality, args.side)
+    images = pack_images(args.data.resolve(), args.out, args.quality, args.side)
     print(f"images: {images}", flush=True)
     weights = pack_weights(args.backbone, args.cut, args.out)
     print(f"weights: {weights}", flush=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 WEIGHTS_FILE = "{backbone}-{layer}.int8.npz"
+IMAGES_FILE = "images.zip"  # one file, stored: the device tool counts each carried file's overhead
 META_KEY = "__meta__"
 
 
@@ -62,7 +65,26 @@ def _encode(job: tuple[Path, Path, int, int]) -> int:
 
 
 def pack_images(data: Path, out: Path, quality: int = 80, side: int = 224) -> dict[str, Any]:
-    """Re-encode every image of `data` under `out` (same relative folders, ``.webp``)."""
+    """Re-encode every image of `data` (same relative folders, ``.webp``) into one
+    zip file of stored (not deflated) members, `out`/``images.zip``."""
+    with tempfile.TemporaryDirectory(prefix="gpu-real-pack-") as tmp:
+        stats = _encode_all(data, Path(tmp), quality, side)
+        out.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(atomic := out / f".{IMAGES_FILE}.part", "w") as archive:
+            for path in sorted(Path(tmp).rglob("*.webp")):
+                archive.write(path, arcname=str(path.relative_to(tmp)))
+        atomic.replace(out / IMAGES_FILE)
+    return stats
+
+
+def unpack_images(pack: Path, target: Path) -> Path:
+    """The packed images as a dataset folder: `target`, extracted from ``images.zip``."""
+    with zipfile.ZipFile(pack / IMAGES_FILE) as archive:
+        archive.extractall(target)
+    return target
+
+
+def _encode_all(data: Path, out: Path, quality: int, side: int) -> dict[str, Any]:
     sources = _images(data)
     targets = [out / p.relative_to(data).with_suffix(".webp") for p in sources]
     if len(set(targets)) != len(targets):
