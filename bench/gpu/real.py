@@ -70,6 +70,18 @@ class Plan:
     deadline: float = 570.0
 
 
+# Plan fields that `run` takes as options (--tune-trials 3, ...).
+OPTIONS = {
+    "deadline": float,
+    "frozen_box": float,
+    "frozen_workers": int,
+    "tune_trials": int,
+    "tune_workers": int,
+    "tune_box": float,
+    "tune_epochs": int,
+    "best_reserve": float,
+}
+
 DRY = Plan(
     image_size=71,
     frozen_trials=6,
@@ -370,8 +382,8 @@ def make_run(args: argparse.Namespace) -> Run:
     from bench.gpu.check import _env
 
     plan = DRY if args.dry_run else Plan()
-    if args.deadline:
-        plan = Plan(**{**plan.__dict__, "deadline": args.deadline})
+    chosen = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    plan = Plan(**{**plan.__dict__, **chosen})
     workdir = Path(tempfile.mkdtemp(prefix="gpu-real-")) if args.dry_run else Path("/tmp/gpu-real")
     workdir.mkdir(parents=True, exist_ok=True)
     env = _env(workdir, args.dry_run)
@@ -380,6 +392,9 @@ def make_run(args: argparse.Namespace) -> Run:
         TUMOR_SEARCH_WEIGHTS=str(workdir / "weights"),
         JAX_COMPILATION_CACHE_DIR=str(workdir / "jax-cache"),
     )
+    # This process builds the backbone to unpack its weights: the children's backend.
+    for name in ("KERAS_BACKEND", "XLA_PYTHON_CLIENT_PREALLOCATE", "TUMOR_SEARCH_WEIGHTS"):
+        os.environ[name] = env[name]
     out = (args.out or workdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = float(os.environ.get("BENCH_GPU_STARTED") or time.time())
@@ -401,9 +416,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         if weights_phase(run):
-            frozen_phase(run)
-            tune = tune_phase(run)
-            if tune.get("complete"):
+            if "f" in args.phases:
+                frozen_phase(run)
+            tune = tune_phase(run) if "t" in args.phases else {}
+            if tune.get("complete") and "b" in args.phases:
                 best_phase(run, tune)
     finally:
         save_logs(run)
@@ -433,7 +449,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--pack", type=Path, default=ROOT / ".gpu-real", help="what pack wrote")
     run.add_argument("--out", type=Path, help="RESULTS.md and logs.tar.gz (default: work folder)")
     run.add_argument("--dry-run", action="store_true", help="tiny sizes, on CPU")
-    run.add_argument("--deadline", type=float, help="seconds from the command's start")
+    run.add_argument("--phases", default="ftb", help="f frozen, t fine-tune, b train-best")
+    for name, kind in OPTIONS.items():
+        run.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"Plan.{name}")
     return parser.parse_args(argv)
 
 

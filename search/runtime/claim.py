@@ -85,7 +85,11 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and budget_used(trials) >= budget(study):
             return None
-        study.sampler = make_sampler(config, trial_number=len(trials))
+        # The number of the trial ask() returns: the oldest queued one's (whose params left
+        # out are sampled), else the next. len(trials) counts a queued trial before it
+        # starts, so the first new trial after it drew the same "random" values.
+        queued = [t.number for t in trials if t.state == TrialState.WAITING]
+        study.sampler = make_sampler(config, trial_number=min(queued, default=len(trials)))
         try:
             trial = compat.ask(study)
         except KeyError as exc:
