@@ -79,6 +79,7 @@ OPTIONS = {
     "tune_workers": int,
     "tune_box": float,
     "tune_epochs": int,
+    "tune_grace": float,
     "best_reserve": float,
 }
 
