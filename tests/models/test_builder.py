@@ -288,3 +288,17 @@ def test_rate_dropout_drops_its_rate_keeps_the_mean_and_is_identity_at_inference
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=True)), x)
     again = RateDropout.from_config(layer.get_config())
     assert again.initial_rate == 0.4 and again.seed == 1
+
+
+@pytest.mark.backends
+def test_a_model_with_every_augmentation_keeps_xla_where_the_backend_compiles() -> None:
+    """Keras marks its rotation, zoom and translation layers unfit for jit; on JAX one of
+    them made the whole train step eager (Xception fine-tuning: 137 s an epoch on an H200
+    against 1.2 s compiled). Every augmentation must leave a JAX model compiled."""
+    config = TrialConfig(backbone="small_cnn", head_depth=0, fine_tune=1.0)
+    augmentation = Augmentation(flip=True, rotation=0.05, zoom=0.1, translation=0.1, contrast=0.1)
+    model = create_model(config, 4, 32, WeightsPolicy("none"), augmentation=augmentation)
+    x = np.random.default_rng(0).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    model.fit(x, encode_targets(np.arange(8) % 4, 4, config), batch_size=4, epochs=1, verbose=0)
+    if keras.backend.backend() == "jax":
+        assert model.jit_compile is True
