@@ -71,7 +71,14 @@ class Plan:
 
 
 # Plan fields that `run` takes as options (--tune-trials 3, ...).
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 OPTIONS = {
+    "backbone": str,
+    "layers": _names,
+    "image_size": int,
     "deadline": float,
     "frozen_box": float,
     "frozen_workers": int,

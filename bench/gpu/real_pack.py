@@ -21,17 +21,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 WEIGHTS_FILE = "{backbone}-{layer}.int8.npz"
 IMAGES_FILE = "images.zip"  # one file, stored: the device tool counts each carried file's overhead
 META_KEY = "__meta__"
+
+
+def refuse(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit 2."""
+    print(f"bench/gpu/real: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _images(data: Path) -> list[Path]:
@@ -85,10 +92,12 @@ def unpack_images(pack: Path, target: Path) -> Path:
 
 
 def _encode_all(data: Path, out: Path, quality: int, side: int) -> dict[str, Any]:
-    sources = _images(data)
+    sources = _images(data) if data.is_dir() else []
+    if not sources:
+        refuse(f"{data}: no images (a dataset folder holds class folders of images)")
     targets = [out / p.relative_to(data).with_suffix(".webp") for p in sources]
     if len(set(targets)) != len(targets):
-        raise SystemExit(f"{data}: two images differ only in their extension")
+        refuse(f"{data}: two images differ only in their extension")
     jobs = [(s, t, quality, side) for s, t in zip(sources, targets, strict=True)]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         sizes = list(pool.map(_encode, jobs, chunksize=64))
@@ -135,9 +144,7 @@ def pack_weights(backbone_name: str, feature_layer: str, out: Path) -> dict[str,
     record = get_backbone(backbone_name)
     stored = stored_weights(backbone_name)
     if stored is None:
-        raise SystemExit(
-            f"no imported weights for {backbone_name}: run `tumor-search weights import`"
-        )
+        refuse(f"no imported weights for {backbone_name}: run `tumor-search weights import`")
     model = record.factory(record.default_size, None)
     WeightsPolicy("file", stored).load_into(model)
     arrays: dict[str, np.ndarray] = {}
@@ -192,7 +199,7 @@ def unpack_weights(path: Path, target: Path) -> dict[str, Any]:
                 variable.assign(value)
                 assigned += 1
     if assigned != len(variables):
-        raise SystemExit(f"{path}: {len(variables) - assigned} packed variables match no layer")
+        refuse(f"{path}: {len(variables) - assigned} packed variables match no layer")
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(target))
     return {**meta, "variables": assigned}
