@@ -1,7 +1,9 @@
 """What a trained model costs to deploy: latency per image, parameter count, saved size.
 
 Measured on the worker's own device after a trial finishes (the trial records them as user
-attributes and `objective.constraints` may limit them). Latency is timed through the
+attributes and `objective.constraints` may limit them). A trial that trained a head on
+cached features never builds its whole model: its footprint is the feature extractor's,
+measured once per worker process, `combine`-d with its head's. Latency is timed through the
 compiled inference step (`predict_on_batch`: a traced `tf.function`, a jitted call on JAX),
 never through `Model.predict`, whose per-call set-up (a data adapter, callbacks, a progress
 bar) would dwarf a small network's arithmetic.
@@ -54,10 +56,16 @@ def describe(values: Mapping[str, Any]) -> str | None:
     )
 
 
-def time_batch_one(model: Any, image_size: int, calls: int = TIMED_CALLS) -> list[float]:
-    """Seconds per call of `model.predict_on_batch` on one raw-pixel image, after warm-up."""
+def time_batch_one(model: Any, image_size: int | None, calls: int = TIMED_CALLS) -> list[float]:
+    """Seconds per call of `model.predict_on_batch` on one raw-pixel image (or, with no
+    `image_size`, one random input of the model's own shape: a head's features), after
+    warm-up."""
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(1, image_size, image_size, 3)).astype(np.float32)
+    if image_size is None:
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        image = rng.normal(size=(1, *shape)).astype(np.float32)
+    else:
+        image = rng.integers(0, 256, size=(1, image_size, image_size, 3)).astype(np.float32)
     for _ in range(WARMUP_CALLS):  # the first call traces or compiles the step
         np.asarray(model.predict_on_batch(image))
     seconds = []
@@ -77,8 +85,9 @@ def saved_size_mb(model: Any) -> float:
     return buffer.getbuffer().nbytes / 1e6
 
 
-def measure(model: Any, image_size: int, calls: int = TIMED_CALLS) -> Footprint:
-    """Latency at batch 1 (median of `calls`), parameters and saved size of `model`."""
+def measure(model: Any, image_size: int | None, calls: int = TIMED_CALLS) -> Footprint:
+    """Latency at batch 1 (median of `calls`), parameters and saved size of `model` (a whole
+    model on `image_size` pixels, or with None a part on inputs of its own shape)."""
     if calls < 1:
         raise ValueError(f"calls must be at least 1, got {calls}")
     seconds = time_batch_one(model, image_size, calls)
@@ -87,4 +96,16 @@ def measure(model: Any, image_size: int, calls: int = TIMED_CALLS) -> Footprint:
         params_m=round(int(model.count_params()) / 1e6, 6),
         size_mb=round(saved_size_mb(model), 6),
         calls=calls,
+    )
+
+
+def combine(first: Footprint, then: Footprint) -> Footprint:
+    """The footprint of a model made of two parts called one after the other (a frozen
+    feature extractor, then the head trained on its features): latencies, parameters and
+    saved sizes add (the size to within the bytes of one ``.npz`` directory)."""
+    return Footprint(
+        latency_ms=round(first.latency_ms + then.latency_ms, 4),
+        params_m=round(first.params_m + then.params_m, 6),
+        size_mb=round(first.size_mb + then.size_mb, 6),
+        calls=min(first.calls, then.calls),
     )

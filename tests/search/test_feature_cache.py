@@ -72,8 +72,17 @@ def test_head_trained_on_cached_features_predicts_like_the_whole_model(
     from_cache = first.head.predict(features.val, verbose=0)
     np.testing.assert_allclose(end_to_end, from_cache, atol=1e-5)
     assert first.params["total"] == first.model.count_params()
-    second = fit(trial_config, config, data, EpochRecorder("[t]", 3))
-    assert second.feature_cache["hit"] is True
+    second = fit(trial_config, config, data, EpochRecorder("[t]", 3), need_model=False)
+    assert second.feature_cache["hit"] is True and second.model is None
+    # A trial's footprint without its whole model: the extractor's plus the head's.
+    from models.footprint import measure
+    from search.training.objective import trial_footprint
+
+    whole = measure(first.model, 32, calls=3)
+    parts = trial_footprint(second, trial_config, config, 32)
+    assert parts.params_m == pytest.approx(whole.params_m, abs=1e-6)
+    assert parts.size_mb == pytest.approx(whole.size_mb, abs=1e-4)
+    assert parts.latency_ms > 0
 
 
 def test_cache_is_skipped_when_switched_off_or_fine_tuning(
@@ -93,19 +102,40 @@ def test_trials_record_cache_hits(
 
     from search.runtime.study import create_study
     from search.runtime.worker import run_worker
+    from search.training import feature_cache
+    from search.training import fit as fit_module
 
     monkeypatch.setenv("TUMOR_SEARCH_CACHE", str(tmp_path / "cache"))  # the first trial computes
+    built = {"extractor": 0, "whole model": 0}
+
+    def counted(name: str, real):  # noqa: ANN001, ANN202 - a spy: the real function runs
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            built[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    from search.training import objective
+
+    monkeypatch.setattr(objective, "_EXTRACTORS", {})  # as a new worker process starts
+    extractor = counted("extractor", feature_cache.build_extractor)
+    monkeypatch.setattr(feature_cache, "build_extractor", extractor)
+    monkeypatch.setattr(fit_module, "create_model", counted("whole model", fit_module.create_model))
     config = _frozen_config(tmp_path, tiny_data, weights_file).with_overrides(trials=2)
     storage = f"sqlite:///{tmp_path / 'fc.db'}"
     create_study("cached", storage, config, prepare(config))
     report = run_worker("cached", storage)
     assert report.completed == 2
-    records = [
-        t.user_attrs["feature_cache"]
-        for t in optuna.load_study(study_name="cached", storage=storage).trials
-    ]
+    trials = optuna.load_study(study_name="cached", storage=storage).trials
+    records = [t.user_attrs["feature_cache"] for t in trials]
     assert [r["hit"] for r in records] == [False, True]
     assert records[1]["seconds"] < records[0]["seconds"]  # loading beats computing
+    # Heads on cached features: the whole model is never built, the extractor once for the
+    # features and once for the footprint, which both trials record.
+    assert built == {"extractor": 2, "whole model": 0}
+    for trial in trials:
+        assert trial.user_attrs["params_m"] == pytest.approx(trial.user_attrs["params"] / 1e6)
+        assert trial.user_attrs["latency_ms"] > 0
 
 
 SCRIPT = """
