@@ -151,16 +151,12 @@ def _optimizer(config: TrialConfig) -> Any:
 
 
 def compile_model(model: Any, config: TrialConfig, jit_compile: bool | str = "auto") -> Any:
-    """Compile with the config's optimizer and (sparse) cross-entropy.
-
-    With label smoothing the loss is categorical cross-entropy on one-hot targets
-    (`encode_targets` makes them); without, sparse cross-entropy on integer labels.
-    """
+    """Compile with the config's optimizer and categorical cross-entropy on the targets
+    `encode_targets` makes: one-hot rows with the label smoothing already in them, so that
+    trials with other smoothing compile the same step (Keras's `label_smoothing` argument
+    is a constant of the traced loss)."""
     keras = keras_module()
-    if config.label_smoothing > 0:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
+    loss = keras.losses.CategoricalCrossentropy()
     model.compile(
         optimizer=_optimizer(config), loss=loss, metrics=["accuracy"], jit_compile=jit_compile
     )
@@ -168,10 +164,11 @@ def compile_model(model: Any, config: TrialConfig, jit_compile: bool | str = "au
 
 
 def encode_targets(y: np.ndarray, n_classes: int, config: TrialConfig) -> np.ndarray:
-    """Integer labels as the compiled loss expects them."""
-    if config.label_smoothing > 0:
-        return np.eye(n_classes, dtype=np.float32)[y]
-    return y
+    """Integer labels as the compiled loss expects them: one-hot rows, smoothed as Keras's
+    ``label_smoothing`` would (``(1 - s) * one_hot + s / n_classes``)."""
+    s = float(config.label_smoothing)
+    one_hot = np.eye(n_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
+    return one_hot * np.float32(1.0 - s) + np.float32(s / n_classes) if s > 0 else one_hot
 
 
 def create_model(

@@ -207,8 +207,16 @@ def test_optimizer_and_label_smoothing() -> None:
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     y = np.array([0, 3])
-    assert encode_targets(y, 4, config).shape == (2, 4)
-    assert encode_targets(y, 4, TrialConfig("small_cnn")).shape == (2,)
+    smoothed = encode_targets(y, 4, config)
+    np.testing.assert_allclose(
+        smoothed, [[0.925, 0.025, 0.025, 0.025], [0.025, 0.025, 0.025, 0.925]]
+    )
+    np.testing.assert_array_equal(encode_targets(y, 4, TrialConfig("small_cnn")), np.eye(4)[y])
+    # The same loss as Keras's label smoothing, which would bake the value into the step.
+    probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.4]], "float32")
+    baked = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(4)[y], probs)
+    ours = model.loss(smoothed, probs)
+    assert float(ours) == pytest.approx(float(baked), rel=1e-5)
 
 
 def test_augmentation_is_in_the_graph_and_inactive_at_inference() -> None:

@@ -18,8 +18,9 @@ from tests.conftest import ROOT
 def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_steps(
     tmp_path: Path, tiny_data: Path
 ) -> None:
-    """Under JAX, trials of one shape but other learning and dropout rates load the first
-    trial's compiled steps from the persistent cache: compile <= 25 % of the first's."""
+    """Under JAX, trials of one shape but other learning and dropout rates and label
+    smoothing load the first trial's compiled steps from the persistent cache: compile
+    <= 25 % of the first's."""
     import optuna
 
     from tests.search.helpers import write_config
@@ -36,6 +37,7 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
             "learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
             "fine_tune": [1.0],
             "batch_size": [16],
+            "label_smoothing": [0.0, 0.05, 0.1],
         },
     )
     storage = f"sqlite:///{tmp_path / 'j.db'}"
@@ -59,3 +61,5 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
     assert shared["hits"] > 0
     assert len({t.params["dropout"] for t in trials}) == 3  # other rates, one shape
     assert len({t.params["learning_rate"] for t in trials}) == 3
+    smoothing = [t.params["label_smoothing"] for t in trials]
+    assert len(set(smoothing)) >= 2, f"the seeded sampler drew one smoothing only: {smoothing}"
