@@ -142,12 +142,12 @@ def apply_fine_tuning(
 
 
 def _optimizer(config: TrialConfig) -> Any:
-    keras = keras_module()
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(
-            learning_rate=config.learning_rate, weight_decay=config.weight_decay
-        )
-    return keras.optimizers.Adam(learning_rate=config.learning_rate)
+    """Adam, with AdamW's decoupled weight decay for ``adamw``: one optimizer whose decay is
+    a variable (`models.layers.DecayAdam`), so that the choice does not change the step."""
+    from models.layers import DecayAdam
+
+    decay = config.weight_decay if config.optimizer == "adamw" else 0.0
+    return DecayAdam(learning_rate=config.learning_rate, decay=decay)
 
 
 def compile_model(model: Any, config: TrialConfig, jit_compile: bool | str = "auto") -> Any:

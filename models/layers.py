@@ -77,3 +77,38 @@ class RateDropout(keras.layers.Layer):
         config = super().get_config()
         config.update(rate=self.initial_rate, seed=self.seed)
         return config
+
+
+@keras.saving.register_keras_serializable(package="tumor_search")
+class DecayAdam(keras.optimizers.Adam):
+    """Adam with AdamW's decoupled weight decay, whose coefficient is an optimizer variable.
+
+    Keras's optimizers keep `weight_decay` as a Python float, a constant of the traced
+    step, and Adam and AdamW are two steps: every trial with another optimizer or decay
+    compiled anew. Here both are this one optimizer (``adam`` is a decay of 0, which is
+    Adam exactly), so trials of the same shapes share their compiled steps.
+    """
+
+    def __init__(self, decay: float = 0.0, **kwargs: Any) -> None:
+        kwargs.pop("weight_decay", None)
+        super().__init__(**kwargs)
+        if decay < 0:
+            raise ValueError(f"weight decay must be 0 or more, got {decay}")
+        self.initial_decay = float(decay)
+
+    def build(self, variables: Any) -> None:
+        if self.built:
+            return
+        super().build(variables)
+        self.decay = self.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_decay),
+            dtype="float32",
+            name="decay",
+        )
+        self.weight_decay = self.decay  # what Keras's decoupled decay reads, now a variable
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(weight_decay=None, decay=self.initial_decay)
+        return config

@@ -203,7 +203,9 @@ def test_optimizer_and_label_smoothing() -> None:
         "small_cnn", fine_tune=1.0, optimizer="adamw", label_smoothing=0.1, learning_rate=3e-4
     )
     model = create_model(config, 4, 32, "none")
-    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    from models.layers import DecayAdam
+
+    assert isinstance(model.optimizer, DecayAdam)
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     y = np.array([0, 3])
@@ -310,3 +312,28 @@ def test_a_model_with_every_augmentation_keeps_xla_where_the_backend_compiles() 
     model.fit(x, encode_targets(np.arange(8) % 4, 4, config), batch_size=4, epochs=1, verbose=0)
     if keras.backend.backend() == "jax":
         assert model.jit_compile is True
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("decay", [0.0, 0.05])
+def test_decay_adam_steps_as_keras_adamw_and_adam(decay: float) -> None:
+    """One optimizer for adam and adamw, its decay a variable: the same updates as Keras's
+    AdamW (or Adam at 0), and it survives a config round trip."""
+    from models.layers import DecayAdam
+
+    def trained(optimizer) -> np.ndarray:  # noqa: ANN001
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=False)
+        x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+        model.fit(x, x[:, :3] * 2.0, batch_size=8, epochs=2, verbose=0)
+        return model.get_weights()[0]
+
+    ours = trained(DecayAdam(learning_rate=0.05, decay=decay))
+    if decay:
+        theirs = trained(keras.optimizers.AdamW(learning_rate=0.05, weight_decay=decay))
+    else:
+        theirs = trained(keras.optimizers.Adam(learning_rate=0.05))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    again = DecayAdam.from_config(DecayAdam(learning_rate=0.05, decay=decay).get_config())
+    assert again.initial_decay == decay

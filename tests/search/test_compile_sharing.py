@@ -12,18 +12,43 @@ import pytest
 
 from tests.conftest import ROOT
 
+# The three trials: one shape, every other value of the step changed.
+CHOSEN = [
+    {
+        "dropout": 0.1,
+        "learning_rate": 2e-3,
+        "label_smoothing": 0.0,
+        "optimizer": "adam",
+        "weight_decay": 1e-4,
+    },
+    {
+        "dropout": 0.3,
+        "learning_rate": 5e-3,
+        "label_smoothing": 0.1,
+        "optimizer": "adamw",
+        "weight_decay": 1e-3,
+    },
+    {
+        "dropout": 0.45,
+        "learning_rate": 8e-3,
+        "label_smoothing": 0.05,
+        "optimizer": "adamw",
+        "weight_decay": 1e-5,
+    },
+]
+
 
 @pytest.mark.slow  # a JAX process of its own, three short trials
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_steps(
     tmp_path: Path, tiny_data: Path
 ) -> None:
-    """Under JAX, trials of one shape but other learning and dropout rates and label
-    smoothing load the first trial's compiled steps from the persistent cache: compile
-    <= 25 % of the first's."""
+    """Under JAX, trials of one shape but other learning and dropout rates, label smoothing,
+    optimizer (Adam or AdamW) and weight decay load the first trial's compiled steps from
+    the persistent cache: compile <= 25 % of the first's."""
     import optuna
 
-    from tests.search.helpers import write_config
+    from tests.search.helpers import create_cli, write_config
 
     config = write_config(
         tmp_path / "c.yaml",
@@ -38,6 +63,8 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
             "fine_tune": [1.0],
             "batch_size": [16],
             "label_smoothing": [0.0, 0.05, 0.1],
+            "optimizer": ["adam", "adamw"],
+            "weight_decay": {"low": 1.0e-5, "high": 1.0e-3, "log": True},
         },
     )
     storage = f"sqlite:///{tmp_path / 'j.db'}"
@@ -47,6 +74,11 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),  # empty: the first compiles
         "TUMOR_SEARCH_CACHE": str(tmp_path / "cache"),
     }
+    created = create_cli("tiny", config, tiny_data, storage)
+    assert created.returncode == 0, created.stderr
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    for params in CHOSEN:  # each value the step must not depend on, changed at least once
+        study.enqueue_trial(params)
     run = [sys.executable, "-m", "search", "run", "--config", str(config)]
     run += ["--data", str(tiny_data), "--storage", storage]
     proc = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
@@ -59,7 +91,4 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
     assert shared is not None and shared["ratio"] is not None, shared
     assert shared["ratio"] <= 0.25, shared
     assert shared["hits"] > 0
-    assert len({t.params["dropout"] for t in trials}) == 3  # other rates, one shape
-    assert len({t.params["learning_rate"] for t in trials}) == 3
-    smoothing = [t.params["label_smoothing"] for t in trials]
-    assert len(set(smoothing)) >= 2, f"the seeded sampler drew one smoothing only: {smoothing}"
+    assert [{k: t.params[k] for k in CHOSEN[0]} for t in trials] == CHOSEN
