@@ -1,4 +1,4 @@
-"""Custom layers, registered so that saved models load with Keras ``safe_mode``."""
+"""Custom layers and the optimizer, registered so that saved models load with Keras ``safe_mode``."""
 
 from __future__ import annotations
 
