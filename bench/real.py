@@ -129,11 +129,11 @@ class Phases:
         return sum(int(m.group(1)) for m in COMPUTED.finditer(self.logs.get(name, "")))
 
 
-def extraction_rate(storage: str) -> dict[str, float]:
+def extraction_rate(storage: str, study_name: str = STUDY) -> dict[str, float]:
     """Images/s of the trials that computed features (`feature_cache` user attribute)."""
     import optuna
 
-    study = optuna.load_study(study_name=STUDY, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     images = seconds = 0.0
     for trial in study.get_trials(deepcopy=False):
         record = trial.user_attrs.get("feature_cache") or {}

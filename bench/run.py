@@ -13,12 +13,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import deploy, feature_cache, near_dup, pruning, service_overhead  # noqa: E402
+from bench import (  # noqa: E402
+    deploy,
+    feature_cache,
+    near_dup,
+    pruning,
+    service_overhead,
+    trial_overhead,
+)
 from bench.harness import note  # noqa: E402
 
 BENCHES = {
     "feature_cache": feature_cache.run,
     "service_overhead": service_overhead.run,
+    "trial_overhead": trial_overhead.run,
     "pruning": pruning.run,
     "near_dup": near_dup.run,
     "deploy": deploy.run,

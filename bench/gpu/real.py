@@ -46,7 +46,13 @@ from bench.gpu.real_pack import (  # noqa: E402
     unpack_weights,
 )
 from bench.gpu.report import Report, device_name  # noqa: E402
-from bench.gpu.study import compile_text, epoch_seconds, sharing_text, trial_counts  # noqa: E402
+from bench.gpu.study import (  # noqa: E402
+    compile_attrs_text,
+    compile_text,
+    epoch_seconds,
+    finished_text,
+    trial_counts,
+)
 
 
 @dataclass(frozen=True)
@@ -182,20 +188,6 @@ def write_config(path: Path, payload: dict[str, Any]) -> Path:
     return write_yaml(path, payload)
 
 
-def extraction(url: str, name: str) -> dict[str, float]:
-    """Images/s of the trials that computed features (`feature_cache` user attribute)."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=url)
-    images = seconds = 0.0
-    for trial in study.get_trials(deepcopy=False):
-        record = trial.user_attrs.get("feature_cache") or {}
-        if record.get("computed"):
-            images += record["computed"]
-            seconds += record["seconds"]
-    return {"images": images, "seconds": seconds}
-
-
 def weights_phase(run: Run) -> bool:
     """(w): the packed images extracted; the packed weights as a Keras weights file,
     imported into the weights folder."""
@@ -263,14 +255,9 @@ def study_phase(
     counts["util"] = [u for _, u, _ in sampler.samples]
     text = (
         f"{workers} worker(s), box {box:.0f} s: ran {boxed.seconds:.0f} s (exit "
-        f"{boxed.returncode}), {counts['finished']} trials finished "
-        f"({counts.get('complete', 0)} completed, {counts.get('pruned', 0)} pruned, "
-        f"{counts.get('running', 0)} cut, {counts.get('fail', 0)} failed); {sampler.text()}; "
+        f"{boxed.returncode}), {finished_text(counts)}; {sampler.text()}; "
         f"{compile_text(epoch_seconds(boxed.log))}"
-    )
-    if counts.get("compile") is not None:
-        text += f"; trials' compile_seconds mean {counts['compile']:.1f} s"
-    text += sharing_text(counts.get("sharing"))
+    ) + compile_attrs_text(counts)
     if counts.get("best") is not None:
         text += f"; best val_accuracy {counts['best']:.4f}"
     if counts.get("error") or boxed.returncode not in (0, None):
@@ -290,7 +277,9 @@ def frozen_phase(run: Run) -> dict[str, Any]:
     )
     rate = {}
     if counts["finished"]:
-        rate = extraction(counts["url"], counts["name"])
+        from bench.real import extraction_rate
+
+        rate = extraction_rate(counts["url"], counts["name"])
     text = counts["text"]
     if rate.get("seconds"):
         text += (

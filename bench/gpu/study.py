@@ -151,6 +151,23 @@ def sharing_text(shared: dict[str, Any] | None) -> str:
     )
 
 
+def finished_text(counts: dict[str, Any]) -> str:
+    """``12 trials finished (8 completed, 4 pruned, 1 cut, 0 failed)``."""
+    return (
+        f"{counts['finished']} trials finished ({counts.get('complete', 0)} completed, "
+        f"{counts.get('pruned', 0)} pruned, {counts.get('running', 0)} cut, "
+        f"{counts.get('fail', 0)} failed)"
+    )
+
+
+def compile_attrs_text(counts: dict[str, Any]) -> str:
+    """The trials' own compile_seconds and the same-shape sharing, as `trial_counts` read."""
+    text = ""
+    if counts.get("compile") is not None:
+        text += f"; trials' own compile_seconds mean {counts['compile']:.1f} s"
+    return text + sharing_text(counts.get("sharing"))
+
+
 def _interrupted(trial: Any) -> bool:
     return str(trial.user_attrs.get("fail_reason", "")).startswith("interrupted by")
 
@@ -190,14 +207,10 @@ def run_box(
     counts["per_hour"] = per_hour
     text = (
         f"{box.workers} worker(s), box {box.seconds:.0f} s (+{box.grace:.0f} s grace), "
-        f"ran {boxed.seconds:.0f} s: {counts['finished']} trials finished "
-        f"({counts.get('complete', 0)} completed, {counts.get('pruned', 0)} pruned, "
-        f"{counts.get('running', 0)} cut, {counts.get('fail', 0)} failed) = "
+        f"ran {boxed.seconds:.0f} s: {finished_text(counts)} = "
         f"{per_hour:.0f} trials/hour; {sampler.text()}; {compile_text(epoch_seconds(log))}"
     )
-    if counts.get("compile") is not None:
-        text += f"; trials' own compile_seconds mean {counts['compile']:.1f} s"
-    text += sharing_text(counts.get("sharing"))
+    text += compile_attrs_text(counts)
     if counts.get("runtime"):
         text += f"; trials ran on {counts['runtime']}"
     if counts.get("wall") is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -49,6 +50,7 @@ class Objective:
         self.interruptible = interruptible
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        entered = time.perf_counter()
         trial_config = suggest(trial, self.config.space)
         trial.set_user_attr(TRIAL_CONFIG_ATTR, trial_config.to_dict())
         trial.set_user_attr(RUNTIME_ATTR, runtime_info())
@@ -63,6 +65,7 @@ class Objective:
         # Optuna prunes single-objective studies only (trial.report raises for several).
         pruning = [] if goal.is_multi else [KerasPruningCallback(trial, goal.monitor)]
         start = time.perf_counter()
+        phases = Phases(before=start - entered)
         hits = jax_cache_hits()
         try:
             with self.interruptible():
@@ -76,7 +79,12 @@ class Objective:
                 )
         except optuna.TrialPruned:
             _record_partial(trial, recorder, time.perf_counter() - start)
-            upload_trial_figures(store_of(getattr(trial, "study", None)), trial, recorder.history)
+            phases.fitted(time.perf_counter() - start, recorder)
+            with phases.timing("figures"):
+                upload_trial_figures(
+                    store_of(getattr(trial, "study", None)), trial, recorder.history
+                )
+            phases.record(trial)
             log(f"{prefix} pruned after epoch {recorder.epochs_run}")
             raise
         except BaseException:
@@ -84,15 +92,19 @@ class Objective:
             raise
         pause("after-training")
         record_result(trial, result, time.perf_counter() - start)
+        phases.fitted(time.perf_counter() - start, recorder)
         if recorder.compile_seconds is not None:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
         if runtime_info()["backend"] == "jax":  # steps this trial found compiled already
             trial.set_user_attr("jax_cache_hits", jax_cache_hits() - hits)
-        footprint = record_footprint(
-            trial, trial_footprint(result, trial_config, self.config, self.data.image_size)
-        )
-        self._upload_figures(trial, result, trial_config.batch_size)
+        with phases.timing("footprint"):
+            footprint = record_footprint(
+                trial, trial_footprint(result, trial_config, self.config, self.data.image_size)
+            )
+        with phases.timing("figures"):
+            self._upload_figures(trial, result, trial_config.batch_size)
         result.model = None  # the footprint and figures were the last use of the whole model
+        phases.record(trial)
         measured = {**result.metrics_at_best(), **footprint}
         feasible = apply_constraints(trial, goal.constraints, measured)
         if feasible is False:
@@ -118,6 +130,41 @@ class Objective:
         except Exception as exc:  # noqa: BLE001
             log(f"artifacts: no confusion matrix ({one_line(f'{type(exc).__name__}: {exc}')})")
         upload_trial_figures(store, trial, result.history, confusion)
+
+
+PHASES_ATTR = "phase_seconds"
+
+
+@dataclass
+class Phases:
+    """Where a trial's time went inside the objective, recorded as ``phase_seconds``:
+    ``before`` (sampling, attributes), ``setup`` (data to the device, building the model or
+    loading cached features, restoring the best epoch: the fit's time outside its epochs),
+    ``epochs`` (of which ``compile``: the first epoch's excess over the median later one),
+    ``footprint`` and ``figures``. What the trial's storage times add beyond their sum is the
+    worker's own (claiming, storage and pruner calls, telling)."""
+
+    before: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def fitted(self, fit_wall: float, recorder: EpochRecorder) -> None:
+        epochs = float(sum(recorder.epoch_seconds))
+        self.seconds.update(setup=max(fit_wall - epochs, 0.0), epochs=epochs)
+        if recorder.compile_seconds is not None:
+            self.seconds["compile"] = recorder.compile_seconds
+
+    @contextlib.contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - start
+
+    def record(self, trial: Any) -> None:
+        values = {"before": self.before, **self.seconds}
+        with contextlib.suppress(Exception, StorageUnavailable):  # never fails a trial
+            trial.set_user_attr(PHASES_ATTR, {k: round(v, 3) for k, v in values.items()})
 
 
 # The footprints of feature extractors this process measured: one per backbone, feature

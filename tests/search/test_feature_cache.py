@@ -136,6 +136,11 @@ def test_trials_record_cache_hits(
     for trial in trials:
         assert trial.user_attrs["params_m"] == pytest.approx(trial.user_attrs["params"] / 1e6)
         assert trial.user_attrs["latency_ms"] > 0
+        # Where its time went (bench/trial_overhead.py reads it): within its stored wall.
+        phases = trial.user_attrs["phase_seconds"]
+        assert {"before", "setup", "epochs", "footprint", "figures"} <= set(phases)
+        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        assert 0 < sum(v for k, v in phases.items() if k != "compile") <= wall
 
 
 SCRIPT = """

@@ -1,0 +1,105 @@
+"""trial_overhead: how much of a trial's wall time is not training, on the demo config.
+
+One `tumor-search run` of the demo study (`search/configs/demo.yaml`: 12 trials, small_cnn
+and MobileNetV3Small from scratch at 64 px, 200 phantoms a class) with one worker, as the
+README's quick start runs it. Each trial's wall time is the storage's (from its start to
+its tell); the time inside `fit` is its epochs (`phase_seconds` of the trial, written by
+the objective), the rest is overhead. Printed:
+
+    trial_overhead: <median fraction of trial wall> p90 <fraction> gap_s <median seconds between trials>
+
+then the overhead's parts, each the median seconds per trial: setup (data to the device,
+model build or cached features, best-epoch restore), the first epoch's compile excess
+(inside the epochs, shown apart), footprint, figures, sampling before the fit, and the
+worker's own share (claim, storage and pruner calls, tell), with the process restarts
+seen. Targets (issue 34): overhead <= 10 % of a trial's wall, gaps under 1 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.harness import ROOT, cli, note, phantoms, report, write_yaml
+
+STUDY = "bench-overhead-demo"
+PARTS = ("setup", "compile", "footprint", "figures", "before")
+
+
+def _config(workdir: Path, data: Path) -> Path:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "search" / "configs" / "demo.yaml").read_text())
+    config["name"] = STUDY
+    config["data"]["path"] = str(data)
+    return write_yaml(workdir / "overhead-demo.yaml", config)
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def measure(storage: str) -> dict[str, Any]:
+    """Overhead fractions, parts and gaps of the study's finished trials."""
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    state = optuna.trial.TrialState
+    done = [
+        t
+        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        if t.state in (state.COMPLETE, state.PRUNED) and "phase_seconds" in t.user_attrs
+    ]
+    fractions, parts, gaps = [], {name: [] for name in (*PARTS, "worker")}, []
+    for trial in done:
+        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        phases = trial.user_attrs["phase_seconds"]
+        fractions.append((wall - phases.get("epochs", 0.0)) / wall)
+        for name in PARTS:
+            parts[name].append(phases.get(name, 0.0))
+        spent = sum(v for k, v in phases.items() if k != "compile")
+        parts["worker"].append(max(wall - spent, 0.0))
+    for before, after in zip(done, done[1:], strict=False):
+        gaps.append((after.datetime_start - before.datetime_complete).total_seconds())
+    pids = {(t.user_attrs.get("worker") or {}).get("pid") for t in done}
+    return {
+        "trials": len(done),
+        "median": statistics.median(fractions),
+        "p90": _p90(fractions),
+        "gap": statistics.median(gaps) if gaps else 0.0,
+        "parts": {name: statistics.median(values) for name, values in parts.items()},
+        "restarts": max(len(pids - {None}) - 1, 0),
+        "wall": statistics.median(
+            (t.datetime_complete - t.datetime_start).total_seconds() for t in done
+        ),
+    }
+
+
+def run(workdir: Path) -> float:
+    data = phantoms(workdir, per_class=200, size=64)
+    config = _config(workdir, data)
+    db = workdir / "overhead-demo.db"
+    db.unlink(missing_ok=True)
+    storage = f"sqlite:///{db}"
+    seconds, _ = cli("run", "--config", str(config), "--data", str(data), "--storage", storage)
+    note(f"trial overhead: the demo study ran in {seconds:.0f}s")
+    m = measure(storage)
+    print(f"trial_overhead: {m['median']:.3f} p90 {m['p90']:.3f} gap_s {m['gap']:.2f}", flush=True)
+    p = m["parts"]
+    report(
+        "trial_overhead.parts",
+        "median seconds per trial",
+        setup=f"{p['setup']:.2f}",
+        compile_in_epochs=f"{p['compile']:.2f}",
+        footprint=f"{p['footprint']:.2f}",
+        figures=f"{p['figures']:.2f}",
+        before_fit=f"{p['before']:.2f}",
+        worker_storage_pruner_tell=f"{p['worker']:.2f}",
+        process_restarts=m["restarts"],
+        trials=m["trials"],
+        median_trial_wall_s=f"{m['wall']:.1f}",
+        target="overhead <= 0.10, gap_s < 1",
+    )
+    return m["median"]
