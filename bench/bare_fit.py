@@ -16,7 +16,7 @@ def main() -> None:
 
     import optuna
 
-    from models.builder import build_training_state, create_model
+    from models.builder import build_training_state, create_model, encode_targets
     from search.config import load_config
     from search.runtime.study_data import load_train_val, prepare
     from search.space import suggest
@@ -37,11 +37,13 @@ def main() -> None:
         class_names=list(data.classes),
         jit_compile=False,
     )
-    build_training_state(model, data.x_train, data.y_train)
+    y_train = encode_targets(data.y_train, data.n_classes, trial_config)
+    y_val = encode_targets(data.y_val, data.n_classes, trial_config)
+    build_training_state(model, data.x_train, y_train)
     model.fit(
         data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
+        y_train,
+        validation_data=(data.x_val, y_val),
         epochs=config.training.epochs,
         batch_size=trial_config.batch_size,
         shuffle=True,

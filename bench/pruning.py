@@ -26,7 +26,7 @@ def _pretrained_backbone(workdir: Path) -> Path:
     if path.exists():
         return path
     from models.backend import keras_module
-    from models.builder import build_training_state, create_model
+    from models.builder import build_training_state, create_model, encode_targets
     from models.trial_config import TrialConfig
     from search.config import StudyConfig
     from search.runtime.study_data import load_train_val, prepare
@@ -42,19 +42,16 @@ def _pretrained_backbone(workdir: Path) -> Path:
     )
     data = load_train_val(prepare(config), SIZE)
     keras.utils.set_random_seed(1)
-    model = create_model(
-        TrialConfig(
-            "small_cnn", head_depth=1, head_width=64, dropout=0.2, fine_tune=1.0, learning_rate=2e-3
-        ),
-        4,
-        SIZE,
-        "none",
+    trial_config = TrialConfig(
+        "small_cnn", head_depth=1, head_width=64, dropout=0.2, fine_tune=1.0, learning_rate=2e-3
     )
-    build_training_state(model, data.x_train, data.y_train)
+    model = create_model(trial_config, 4, SIZE, "none")
+    y_train = encode_targets(data.y_train, 4, trial_config)
+    build_training_state(model, data.x_train, y_train)
     history = model.fit(
         data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
+        y_train,
+        validation_data=(data.x_val, encode_targets(data.y_val, 4, trial_config)),
         epochs=15,
         batch_size=32,
         verbose=0,

@@ -62,13 +62,14 @@ def _images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.integers(0, N_CLASSES, size=n).astype("int32")
 
 
-def _fit_kwargs(x: np.ndarray, y: np.ndarray, batch: int) -> dict[str, Any]:
-    """The training arguments of `Model.fit` as a trial passes them on this backend."""
+def _fit_kwargs(x: np.ndarray, y: np.ndarray, labels: np.ndarray, batch: int) -> dict[str, Any]:
+    """The training arguments of `Model.fit` as a trial passes them on this backend (`y`
+    the encoded targets, `labels` the integer classes)."""
     try:
         from search.training.batching import fit_inputs
     except ImportError:  # before the service fed batches per backend: plain arrays
         return {"x": x, "y": y, "batch_size": batch, "shuffle": True}
-    return fit_inputs(x, y, y, batch, None, 0)
+    return fit_inputs(x, y, labels, batch, None, 0)
 
 
 def _device_batches(keras: Any, kwargs: dict[str, Any]) -> Any:
@@ -133,13 +134,14 @@ def train(args: argparse.Namespace) -> None:
     """Compile time, steady step rate, data time and fit rate of MobileNetV2."""
     t0 = time.perf_counter()
     keras, jit = _setup(args.mixed)
-    from models.builder import count_params, create_model
+    from models.builder import count_params, create_model, encode_targets
     from models.trial_config import TrialConfig
 
     config = TrialConfig(args.backbone, fine_tune=1.0, batch_size=args.batch, learning_rate=1e-3)
     model = create_model(config, N_CLASSES, args.size, "none", jit_compile=jit)
     emit(event="built", build_s=time.perf_counter() - t0, params=count_params(model)["total"])
-    x, y = _images(args.batch * args.fit_batches, args.size)
+    x, labels = _images(args.batch * args.fit_batches, args.size)
+    y = encode_targets(labels, N_CLASSES, config)  # as a trial's fit feeds the loss
     xb, yb = x[: args.batch], y[: args.batch]
     t = time.perf_counter()
     model.train_on_batch(xb, yb)
@@ -154,7 +156,7 @@ def train(args: argparse.Namespace) -> None:
     left = args.seconds - (time.perf_counter() - t0)
     batches = int(max(2, min(args.fit_batches, 0.35 * left / step_s)))
     n = batches * args.batch
-    kwargs = _fit_kwargs(x[:n], y[:n], args.batch)
+    kwargs = _fit_kwargs(x[:n], y[:n], labels[:n], args.batch)
     _data_time(keras, kwargs, budget=0.1 * left)
     recorder = _EpochTimes(keras)
     model.fit(**kwargs, epochs=2, verbose=0, callbacks=[recorder])

@@ -78,13 +78,7 @@ class Objective:
                     need_model=False,  # a head on cached features needs no whole model
                 )
         except optuna.TrialPruned:
-            _record_partial(trial, recorder, time.perf_counter() - start)
-            phases.fitted(time.perf_counter() - start, recorder)
-            with phases.timing("figures"):
-                upload_trial_figures(
-                    store_of(getattr(trial, "study", None)), trial, recorder.history
-                )
-            phases.record(trial)
+            _record_pruned(trial, recorder, phases, time.perf_counter() - start)
             log(f"{prefix} pruned after epoch {recorder.epochs_run}")
             raise
         except BaseException:
@@ -209,6 +203,15 @@ def record_footprint(trial: Any, footprint: Footprint) -> dict[str, float]:
         trial.set_user_attr(key, values[key])
     log(f"[trial {trial.number}] {describe(values)}")
     return {key: float(values[key]) for key in FOOTPRINT_KEYS}
+
+
+def _record_pruned(trial: Any, recorder: EpochRecorder, phases: Phases, wall: float) -> None:
+    """A pruned trial's history, timings and learning curves, before it is told."""
+    _record_partial(trial, recorder, wall)
+    phases.fitted(wall, recorder)
+    with phases.timing("figures"):
+        upload_trial_figures(store_of(getattr(trial, "study", None)), trial, recorder.history)
+    phases.record(trial)
 
 
 def _record_partial(trial: optuna.Trial, recorder: EpochRecorder, wall: float) -> None:

@@ -9,7 +9,7 @@ import pytest
 from data.synth import KAGGLE_FOLDERS, phantom_with_lesion
 from models import list_backbones
 from models.backend import keras_module
-from models.builder import create_model
+from models.builder import create_model, encode_targets
 from models.calibration import with_temperature
 from models.errors import ModelError
 from models.gradcam import gradcam, gradcam_chain, target_layer
@@ -106,7 +106,8 @@ def test_heatmaps_of_a_trained_small_cnn_find_the_lesion() -> None:
     keras.utils.set_random_seed(0)
     config = TrialConfig("small_cnn", head_depth=0, fine_tune=1.0, learning_rate=1e-3)
     model = create_model(config, 4, size, "none")
-    history = model.fit(x.astype("float32"), y, epochs=12, batch_size=16, verbose=0)
+    targets = encode_targets(y, 4, config)
+    history = model.fit(x.astype("float32"), targets, epochs=12, batch_size=16, verbose=0)
     assert history.history["accuracy"][-1] > 0.8
     x_test, y_test, masks = _phantoms(12, size, seed=1)
     tumour = y_test != KAGGLE_FOLDERS.index("no_tumor")

@@ -37,7 +37,7 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pa
     from data.decode import decode_image
     from data.synth import KAGGLE_FOLDERS
     from models.backend import keras_module
-    from models.builder import create_model
+    from models.builder import create_model, encode_targets
     from models.trial_config import TrialConfig
 
     paths = [p for f in KAGGLE_FOLDERS for p in sorted((tiny_data / "Training" / f).iterdir())]
@@ -46,7 +46,7 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pa
     keras_module().utils.set_random_seed(0)
     config = TrialConfig("small_cnn", head_depth=0, fine_tune=1.0, learning_rate=3e-3)
     model = create_model(config, 4, SIZE, "none", class_names=CLASSES)
-    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    model.fit(x, encode_targets(y, 4, config), epochs=2, batch_size=16, verbose=0)
     path = tmp_path_factory.mktemp("explain-model") / "model.keras"
     model.save(path)
     return path

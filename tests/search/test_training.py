@@ -90,7 +90,10 @@ def test_the_returned_model_is_the_best_epochs_model(
     recorder = EpochRecorder("[t]", epochs)
     result = fit(trial_config, config, data, recorder, callbacks=[RuinLastEpoch()])
     assert result.epochs_run == epochs and result.best_epoch < epochs
-    loss, accuracy = result.model.evaluate(data.x_val, data.y_val, verbose=0)[:2]
+    from models.builder import encode_targets
+
+    y_val = encode_targets(data.y_val, data.n_classes, trial_config)
+    loss, accuracy = result.model.evaluate(data.x_val, y_val, verbose=0)[:2]
     at_best = result.metrics_at_best()
     assert accuracy == pytest.approx(at_best["val_accuracy"], abs=1e-6)
     assert loss == pytest.approx(at_best["val_loss"], rel=1e-4)
