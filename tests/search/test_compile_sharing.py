@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,23 @@ import pytest
 
 from tests.conftest import ROOT
 
-# The three trials: one shape, every other value of the step changed.
+# The trials: one shape, every other value of the step changed. Four trials after the first,
+# so that one slowed by a busy machine (CI runs other tests beside this one) does not decide.
 CHOSEN = [
+    {
+        "dropout": 0.2,
+        "learning_rate": 3e-3,
+        "label_smoothing": 0.05,
+        "optimizer": "adamw",
+        "weight_decay": 3e-4,
+    },
+    {
+        "dropout": 0.05,
+        "learning_rate": 1e-3,
+        "label_smoothing": 0.0,
+        "optimizer": "adam",
+        "weight_decay": 1e-5,
+    },
     {
         "dropout": 0.1,
         "learning_rate": 2e-3,
@@ -52,7 +68,7 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
 
     config = write_config(
         tmp_path / "c.yaml",
-        trials=3,
+        trials=len(CHOSEN),
         pruner={"name": "none"},
         space={
             "backbone": ["small_cnn"],
@@ -89,6 +105,8 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
 
     shared = sharing(trials)
     assert shared is not None and shared["ratio"] is not None, shared
-    assert shared["ratio"] <= 0.25, shared
     assert shared["hits"] > 0
+    compiles = [t.user_attrs["compile_seconds"] for t in sorted(trials, key=lambda t: t.number)]
+    later = statistics.median(compiles[1:])
+    assert later <= 0.25 * compiles[0], (compiles, shared)
     assert [{k: t.params[k] for k in CHOSEN[0]} for t in trials] == CHOSEN
