@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from common.progress import log
-from models.backend import jax_cache_hits, keras_module, runtime_info
+from models.backend import jax_cache_hits, runtime_info
 from models.footprint import FOOTPRINT_KEYS, Footprint, combine, describe, measure
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
@@ -163,7 +163,7 @@ class Phases:
 
 # The footprints of feature extractors this process measured: one per backbone, feature
 # layer, input size, weights and dtype policy, however many heads a study trains on them.
-_EXTRACTORS: dict[tuple[Any, ...], Footprint] = {}
+_EXTRACTORS: dict[Any, Footprint] = {}
 
 
 def trial_footprint(
@@ -175,19 +175,12 @@ def trial_footprint(
     Xception trial on an H200 several seconds of its 20."""
     if result.model is not None or result.head is None:
         return measure(result.model, image_size)
-    from search.training.feature_cache import build_extractor, weights_identity
+    from search.training.feature_cache import build_extractor, cache_key
 
     weights = config.weights_policy()
     backbone, layer = trial_config.backbone, trial_config.feature_layer
-    keras = keras_module()
-    key = (
-        backbone,
-        layer,
-        image_size,
-        weights_identity(backbone, weights, image_size),
-        keras.mixed_precision.dtype_policy().name,
-        keras.backend.backend(),
-    )
+    # The feature cache's own key: the extractor's weights, size, layer, dtype and backend.
+    key = cache_key(backbone, weights, image_size, layer) or (backbone, layer, image_size)
     if key not in _EXTRACTORS:
         _EXTRACTORS[key] = measure(
             build_extractor(backbone, image_size, weights, layer), image_size
