@@ -157,7 +157,10 @@ def run_bench(data: Path, workdir: Path, trials: int, image_size: int) -> dict[s
     check = json.loads(
         phase("data check", "data", "check", str(data), "--config", str(path), "--json")
     )
-    phase("run", "run", "--config", str(path), "--data", str(data), "--storage", storage)
+    # The search alone, then both ways to choose from it: the best validation trial
+    # (`run --no-finalize`) and the README's default (finalize, then a refit).
+    where = ("--data", str(data), "--storage", storage)
+    phase("run", "run", "--config", str(path), *where, "--no-finalize")
     plain, final = workdir / "plain", workdir / "final"
 
     def export_and_train(label: str, export_label: str, out: Path) -> None:
@@ -167,7 +170,7 @@ def run_bench(data: Path, workdir: Path, trials: int, image_size: int) -> dict[s
         where = ("--data", str(data), "--out", str(out), "--storage", storage)
         phase(label, "train-best", "--config", best, *where)
 
-    export_and_train("train-best (plain)", "export (plain)", plain)  # the README's path
+    export_and_train("train-best (plain)", "export (plain)", plain)  # run --no-finalize
     folds = ("--top", "3", "--folds", "3")
     phase(
         "finalize", "finalize", "--study", STUDY, "--storage", storage, "--data", str(data), *folds

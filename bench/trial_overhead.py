@@ -85,7 +85,9 @@ def run(workdir: Path) -> float:
     db = workdir / "overhead-demo.db"
     db.unlink(missing_ok=True)
     storage = f"sqlite:///{db}"
-    seconds, result = cli("run", "--config", str(config), "--data", str(data), "--storage", storage)
+    seconds, result = cli(
+        "run", "--config", str(config), "--data", str(data), "--storage", storage, "--no-finalize"
+    )  # fmt: skip
     note(f"trial overhead: the demo study ran in {seconds:.0f}s")
     m = measure(storage)
     # A worker whose memory grew replaces its process (same pid, exec): the log says so.

@@ -43,6 +43,18 @@ class CliResult:
 _READ_AT_IMPORT = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")
 
 
+def searching_only(args: tuple[str, ...]) -> tuple[str, ...]:
+    """`run` without its closing finalize unless a test asks for it with `--finalize` (a
+    flag only the tests know: it is dropped here). Finalize's cross-validation would add
+    several fits to every test that runs a study; tests/search/test_run_finalize.py covers it.
+    """
+    if not args or args[0] != "run":
+        return args
+    if "--finalize" in args:
+        return tuple(a for a in args if a != "--finalize")
+    return args if "--no-finalize" in args else (*args, "--no-finalize")
+
+
 def run_cli(
     *args: str,
     cwd: Path | None = None,
@@ -57,6 +69,7 @@ def run_cli(
     import) runs `python -m search ARGS` in a fresh process instead: for what only a process
     shows (signals, a real exit, what the environment sets at import).
     """
+    args = searching_only(args)
     if process or any(name in (env or {}) for name in _READ_AT_IMPORT):
         return _run_process(args, cwd, env, timeout)
     return _run_in_process(args, cwd, env)
@@ -190,6 +203,7 @@ def start_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     """Start `python -m search ARGS` in the background (stdout and stderr captured)."""
+    args = searching_only(args)
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.Popen(

@@ -241,6 +241,7 @@ def study_phase(
         str(workers),
         "--timeout",
         f"{box:.0f}",
+        "--no-finalize",  # each phase is timed alone; (b) exports the best validation trial
     )
     sampler = GpuSampler().start()
     try:

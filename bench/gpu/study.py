@@ -182,7 +182,9 @@ def _runtime(value: Any) -> str | None:
 def _command(python: str, box: Box, config: Path, data: Path, url: str) -> list[str]:
     command = [python, "-m", "search", "run", "--config", str(config), "--data", str(data)]
     command += ["--study", f"gpu-proof-{box.label}", "--storage", url]
-    return command + ["--timeout", f"{box.seconds:g}", "--workers", str(box.workers)]
+    # The box times the search alone: no closing finalize.
+    command += ["--timeout", f"{box.seconds:g}", "--workers", str(box.workers), "--no-finalize"]
+    return command
 
 
 def run_box(

@@ -122,7 +122,7 @@ def small_validation_warning(n_val: int) -> str | None:
     return (
         f"warning: {n_val} validation image{'s' if n_val != 1 else ''}: accuracy moves in "
         f"steps of {1 / n_val:.3g}, too coarse to rank trials (use more data or a larger "
-        "data.val_fraction, and `tumor-search finalize` to rank the best by cross-validation)"
+        "data.val_fraction; finalize, which `run` ends with, ranks the best by cross-validation)"
     )
 
 

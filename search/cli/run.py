@@ -18,6 +18,7 @@ from search.cli.args import (
     warn_dropped,
     warn_small_validation,
 )
+from search.errors import InputError
 
 
 def _stored_config(url: str, name: str) -> Any:
@@ -44,9 +45,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     parsed = parse_url(url)
     config, data, name = _create_or_resume(args, url)
-    code = _run_workers(args, name, url, data, gpus, restarted)
+    timeout = args.timeout if args.timeout is not None else config.timeout
+    finalizing = args.finalize and not config.objective.is_multi
+    code = _run_workers(args, name, url, data, gpus, restarted, timeout, finalizing)
+    if code == 0 and finalizing:
+        _finalize(args, name, url, config, data, timeout)
     _print_summary(name, url, parsed.masked, config)
     return code
+
+
+def _finalize(
+    args: argparse.Namespace, name: str, url: str, config: Any, data: Any, timeout: float | None
+) -> None:
+    """Re-score the best trials by cross-validation (`finalize`), sized to what is left of
+    `timeout`; one line saying why not when it is skipped."""
+    import time
+
+    from search.results.finalize import finalize, finalized_best, table
+    from search.runtime.study import open_study
+    from search.runtime.time_plan import DEFAULT_FOLDS, DEFAULT_TOP, finalize_plan, plan_for
+    from search.runtime.worker import completed_durations
+
+    study, _ = open_study(name, url)
+    if finalized_best(study):
+        log("finalize: the study's best trial is already among its finalists; not run again")
+        return
+    ranked = completed_durations(study)
+    if len(ranked) < 2:
+        log(f"finalize skipped: {len(ranked)} completed trial, nothing to choose between")
+        return
+    val_fraction = config.data.val_fraction
+    if timeout is None:
+        plan = plan_for(DEFAULT_TOP, DEFAULT_FOLDS, ranked, val_fraction)
+    else:
+        left = timeout - (time.time() - args.started_at)
+        plan = finalize_plan(left, ranked, val_fraction)
+        if plan is None:
+            log(
+                f"finalize skipped: {max(left, 0):.0f}s left of --timeout {timeout:g}s, too "
+                f"little to cross-validate 2 trials; later: tumor-search finalize --study {name}"
+            )
+            return
+    log(
+        f"finalize: re-scoring the top {plan.top} trials by {plan.folds}-fold cross-validation "
+        f"(about {plan.seconds:.0f}s; --no-finalize skips it)"
+    )
+    try:
+        summary = finalize(name, url, args.data, top=plan.top, folds=plan.folds, prepared=data)
+    except InputError as exc:
+        log(f"finalize skipped: {exc}")
+        return
+    print(f"\nFinalists of study {name!r} ({summary['folds']}-fold CV, * the winner):")
+    print(table(summary))
 
 
 def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str]:
@@ -83,24 +133,30 @@ def _run_workers(
     data: Any,
     gpus: list[str] | None,
     restarted: Any,
+    timeout: float | None,
+    finalizing: bool,
 ) -> int:
-    """One worker in this process, or one worker process per GPU (or per --workers)."""
+    """One worker in this process, or one worker process per GPU (or per --workers); with a
+    timeout and `finalizing`, they stop searching early enough for finalize to fit."""
     from search.runtime.launcher import launch, worker_specs
     from search.runtime.worker import run_here
 
     specs = worker_specs(args.workers, gpus)
     if len(specs) == 1 and gpus is None:
         report = run_here(
-            name, url, args.data, None, args.timeout, restarted, args.started_at, prepared=data
-        )
+            name, url, args.data, None, timeout, restarted, args.started_at, prepared=data,
+            leave_for_finalize=finalizing,
+        )  # fmt: skip
         return report.exit_code
     log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")
-    return launch(specs, name, url, args.data, args.timeout, quiet=is_quiet())
+    return launch(
+        specs, name, url, args.data, timeout, quiet=is_quiet(), leave_for_finalize=finalizing
+    )
 
 
 def _print_summary(name: str, url: str, masked: str, config: Any) -> None:
     """The top trials, the best configuration and how to browse and export the study."""
-    from search.results.export import feasible_ranked, trial_config_of
+    from search.results.export import select_trial, trial_config_of
     from search.results.status import dashboard_commands, top_trials_table
     from search.runtime.study import open_study
 
@@ -112,10 +168,15 @@ def _print_summary(name: str, url: str, masked: str, config: Any) -> None:
     else:
         print(f"\nTop trials of study {name!r} ({goal.metric}, validation split):")
         print(top_trials_table(study, goal.metric))
-        ranked = feasible_ranked(study)  # a trial that breaks a constraint is never best
-        if ranked:
-            best = ranked[0]
-            print(f"\nBest configuration (trial {best.number}, {goal.metric} {best.value:.4f}):")
+        try:  # a trial that breaks a constraint is never best
+            best, rule = select_trial(study, goal.metric)
+        except InputError:
+            best = None
+        if best is not None:
+            print(
+                f"\nBest configuration (trial {best.number}, {goal.metric} {best.value:.4f} on the "
+                f"validation split; chosen by {rule}):"
+            )
             print(json.dumps(trial_config_of(best, config).to_dict(), indent=2))
     print("\nBrowse the study:")
     for command in dashboard_commands(url):
@@ -133,7 +194,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="create (or resume) a study and run its trials",
         description="Create the study (or resume it), run workers until the trial budget is "
-        "met, then print the top trials, the best configuration and how to open the dashboard.",
+        "met (or --timeout), re-score the best trials by cross-validation (finalize; "
+        "single-objective studies, unless --no-finalize), then print the top trials, the chosen "
+        "configuration and how to open the dashboard.",
     )
     p.add_argument(
         "--config",
@@ -165,6 +228,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     group.add_argument(
         "--gpus", metavar="0,1,...", help="one worker per GPU, each with CUDA_VISIBLE_DEVICES set"
+    )
+    p.add_argument(
+        "--no-finalize",
+        dest="finalize",
+        action="store_false",
+        help="end without finalize (by default a single-objective run ends by re-scoring its "
+        "best trials with cross-validation, within --timeout when one is set, so that export "
+        "picks by the mean fold score and train-best refits on train+val)",
     )
     add_download_weights(p)
     add_artifacts(p)

@@ -32,6 +32,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         args.timeout,
         restarted,
         args.started_at,
+        leave_for_finalize=args.leave_for_finalize,
     )
     log(
         f"worker done: {report.completed} completed, {report.pruned} pruned, {report.failed} failed"
@@ -65,5 +66,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--data", metavar="DIR", help="this machine's copy of the dataset (default: the config's)"
     )
     p.add_argument("--gpu", metavar="ID", help="use only this GPU (sets CUDA_VISIBLE_DEVICES)")
+    # Set by `run`'s launcher: stop the search early enough for run's finalize to fit.
+    p.add_argument("--leave-for-finalize", action="store_true", help=argparse.SUPPRESS)
     add_storage_retry(p)
     p.set_defaults(handler=cmd_worker)

@@ -99,14 +99,27 @@ def finalists_of(study: optuna.Study, top: int) -> list[FrozenTrial]:
     return ranked[:top]
 
 
+def finalized_best(study: optuna.Study) -> bool:
+    """Whether the study's finalize record is current: its finalists include today's best
+    completed feasible trial (a search that went on after finalize may have found a better
+    one, which only a new finalize weighs)."""
+    final = study.user_attrs.get(FINALIZE_ATTR)
+    ranked = feasible_ranked(study)
+    if not isinstance(final, dict) or not ranked:
+        return False
+    return ranked[0].number in {f.get("trial") for f in final.get("finalists", [])}
+
+
 def finalize(
     study_name: str,
     storage_url: str | None,
     data_dir: str | None = None,
     top: int = 5,
     folds: int = 5,
+    prepared: Any = None,
 ) -> dict[str, Any]:
     """Cross-validate the top trials, record the result on the study; the summary.
+    `prepared`: the study's data already scanned by the caller (`run`).
 
     Raises:
         InputError, ConfigError, DataError: before any training starts.
@@ -118,7 +131,7 @@ def finalize(
     refuse_multi(study, "finalize ranks trials by one score")
     trials = finalists_of(study, top)
     configs = [trial_config_of(t, config) for t in trials]
-    data = prepare(config, data_dir)
+    data = prepared if prepared is not None else prepare(config, data_dir)
     expected = study.user_attrs.get(FINGERPRINT_ATTR)
     check_matches(data, study_name, expected, study.user_attrs.get(COUNTS_ATTR))
     labels = pool_labels(data.manifest)

@@ -53,13 +53,20 @@ def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> N
 
 
 def _worker_command(
-    study: str, storage_url: str, data_dir: str | None, timeout: float | None, quiet: bool
+    study: str,
+    storage_url: str,
+    data_dir: str | None,
+    timeout: float | None,
+    quiet: bool,
+    leave_for_finalize: bool = False,
 ) -> list[str]:
     base = [sys.executable, "-m", "search", "worker", "--study", study, "--storage", storage_url]
     if data_dir:
         base += ["--data", str(data_dir)]
     if timeout is not None:
         base += ["--timeout", str(timeout)]
+        if leave_for_finalize:
+            base.append("--leave-for-finalize")
     if quiet:
         base.append("--quiet")
     return base
@@ -146,14 +153,16 @@ def launch(
     data_dir: str | None,
     timeout: float | None,
     quiet: bool = False,
+    leave_for_finalize: bool = False,
 ) -> int:
-    """Run one `tumor-search worker` process per spec and wait for all of them.
+    """Run one `tumor-search worker` process per spec and wait for all of them
+    (`leave_for_finalize`: see `run_worker`).
 
     Returns:
         0 when every worker exited 0; else the first non-zero exit code (130/143 when
         interrupted).
     """
-    command = _worker_command(study, storage_url, data_dir, timeout, quiet)
+    command = _worker_command(study, storage_url, data_dir, timeout, quiet, leave_for_finalize)
     procs: list[tuple[WorkerSpec, subprocess.Popen[str]]] = []
     lock = threading.Lock()
     pumps: list[threading.Thread] = []

@@ -57,11 +57,15 @@ def run_here(
     restarted: RestartState | None,
     started_at: float,
     prepared: StudyData | None = None,
+    leave_for_finalize: bool = False,
 ) -> WorkerReport:
     """`run_worker` in this process; when its memory grew too much, this process is replaced
     by a fresh one that goes on (`restart_process`), counting its limits from `started_at`
     (this worker's first start)."""
-    report = run_worker(study_name, storage_url, data_dir, max_trials, timeout, prepared, restarted)
+    report = run_worker(
+        study_name, storage_url, data_dir, max_trials, timeout, prepared, restarted,
+        leave_for_finalize,
+    )  # fmt: skip
     if report.restart:
         first = restarted.started_at if restarted else started_at
         restart_process(
@@ -97,6 +101,7 @@ def run_worker(
     timeout: float | None = None,
     prepared: StudyData | None = None,
     restarted: RestartState | None = None,
+    leave_for_finalize: bool = False,
 ) -> WorkerReport:
     """Run trials of an existing study; see the module docstring.
 
@@ -108,6 +113,8 @@ def run_worker(
         timeout: Start no trial after this many seconds (default: the config's timeout).
         prepared: The data already scanned by the caller (`run`), to skip a second scan.
         restarted: Carried over from this worker's earlier process (see `restart_process`).
+        leave_for_finalize: Stop starting trials once the rest of `timeout` is what `run`'s
+            finalize needs (`search.runtime.time_plan`).
 
     Raises:
         InputError, StorageError, DataError: before any trial starts (bad input).
@@ -124,7 +131,8 @@ def run_worker(
         worker = _start(study_name, storage_url, data_dir, prepared, signals)
         if timeout is None:
             timeout = worker.config.timeout
-        return _loop(worker, report, max_trials, timeout, start)
+        limits = _Limits(max_trials, timeout, start, leave_for_finalize)
+        return _loop(worker, report, limits)
     except WorkerInterrupted as exc:
         log(f"worker interrupted by {signal.Signals(exc.signum).name}")
         report.exit_code = exc.exit_code
@@ -177,19 +185,50 @@ def _start(
     return _Worker(study, config, objective, lock, signals, keras, memory, budget(study))
 
 
-def _loop(
-    worker: _Worker,
-    report: WorkerReport,
-    max_trials: int | None,
-    timeout: float | None,
-    start: float,
-) -> WorkerReport:
-    """Claim, train, tell, until the budget, `max_trials` or `timeout`."""
+@dataclass(frozen=True)
+class _Limits:
+    """When a worker stops starting trials (besides the study's budget)."""
+
+    max_trials: int | None
+    timeout: float | None
+    start: float  # time.monotonic() of the worker's first start
+    leave_for_finalize: bool
+
+    def reached(self, study: optuna.Study, config: StudyConfig, trials_run: int) -> bool:
+        if self.max_trials is not None and trials_run >= self.max_trials:
+            return True
+        if self.timeout is None:
+            return False
+        elapsed = time.monotonic() - self.start
+        if elapsed >= self.timeout:
+            log(f"worker timeout of {self.timeout:g}s reached")
+            return True
+        if self.leave_for_finalize and len(study.directions) == 1:
+            from search.runtime.time_plan import stop_search
+
+            ranked = completed_durations(study)
+            if stop_search(elapsed, self.timeout, ranked, config.data.val_fraction):
+                log(
+                    f"search stopped after {elapsed:.0f}s of {self.timeout:g}s: the rest is "
+                    f"for finalize ({len(ranked)} completed trials to choose from)"
+                )
+                return True
+        return False
+
+
+def completed_durations(study: optuna.Study) -> list[float]:
+    """The completed trials' durations in seconds, best value first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [t for t in done if t.value is not None and t.duration is not None]
+    return [t.duration.total_seconds() for t in sorted(done, key=lambda t: sign * t.value)]
+
+
+def _loop(worker: _Worker, report: WorkerReport, limits: _Limits) -> WorkerReport:
+    """Claim, train, tell, until the budget or the worker's limits."""
+    max_trials = limits.max_trials
     while True:
-        if max_trials is not None and report.trials_run >= max_trials:
-            break
-        if timeout is not None and time.monotonic() - start >= timeout:
-            log(f"worker timeout of {timeout:g}s reached")
+        if limits.reached(worker.study, worker.config, report.trials_run):
             break
         # From its claim to its tell a trial is shielded from signals, training excepted:
         # a finished result is always told before the worker exits.

@@ -96,7 +96,7 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
     for params in CHOSEN:  # each value the step must not depend on, changed at least once
         study.enqueue_trial(params)
     run = [sys.executable, "-m", "search", "run", "--config", str(config)]
-    run += ["--data", str(tiny_data), "--storage", storage]
+    run += ["--data", str(tiny_data), "--storage", storage, "--no-finalize"]
     proc = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = optuna.load_study(study_name="tiny", storage=storage).trials

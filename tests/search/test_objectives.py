@@ -192,8 +192,8 @@ def test_small_validation_warning() -> None:
 
     assert small_validation_warning(2) == (
         "warning: 2 validation images: accuracy moves in steps of 0.5, too coarse to rank "
-        "trials (use more data or a larger data.val_fraction, and `tumor-search finalize` to "
-        "rank the best by cross-validation)"
+        "trials (use more data or a larger data.val_fraction; finalize, which `run` ends with, "
+        "ranks the best by cross-validation)"
     )
     assert "steps of 0.0101" in (small_validation_warning(99) or "")
     assert small_validation_warning(100) is None and small_validation_warning(0) is None

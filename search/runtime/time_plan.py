@@ -1,0 +1,69 @@
+"""How `run` shares its --timeout between the search and the finalize that ends it.
+
+`run` finishes a single-objective study with `finalize` (cross-validated selection among
+the best trials), so that `export` and `train-best` use the robust choice without the user
+asking. With a --timeout, the search stops starting trials early enough for finalize to fit:
+finalize's cost is known from the completed trials' durations (one fold's fit trains on
+(K-1)/K of train+val, where a trial trained on the train split alone). Without a
+--timeout, finalize re-scores the top `DEFAULT_TOP` trials with `DEFAULT_FOLDS` folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_TOP = 5  # finalists when the time allows (more finalists before more folds)
+FOLD_CHOICES = (3, 2)
+DEFAULT_TOP, DEFAULT_FOLDS = 3, 3  # without a --timeout
+FINALIZE_SETUP_SECONDS = 5.0  # finalize in run's process: data from the cache, folds made
+SEARCH_SHARE = 0.6  # past this share of --timeout the search stops once finalize fits
+
+
+@dataclass(frozen=True)
+class FinalizePlan:
+    """Finalize's size and its expected seconds."""
+
+    top: int
+    folds: int
+    seconds: float
+
+
+def fold_seconds(trial_seconds: float, folds: int, val_fraction: float) -> float:
+    """One fold's fit: (K-1)/K of train+val, where a trial fitted the train split alone."""
+    return trial_seconds * (folds - 1) / folds / (1.0 - val_fraction)
+
+
+def plan_for(top: int, folds: int, ranked: list[float], val_fraction: float) -> FinalizePlan:
+    """The plan for the `top` best trials (`ranked`: completed durations, best first)."""
+    fits = sum(folds * fold_seconds(d, folds, val_fraction) for d in ranked[:top])
+    return FinalizePlan(min(top, len(ranked)), folds, FINALIZE_SETUP_SECONDS + fits)
+
+
+def finalize_plan(seconds: float, ranked: list[float], val_fraction: float) -> FinalizePlan | None:
+    """The most finalists (then folds) whose fits end within `seconds`; None when not even
+    the best trial with 2 folds fits, or when fewer than 2 trials completed (nothing to
+    choose between)."""
+    if len(ranked) < 2:
+        return None
+    for top in range(min(MAX_TOP, len(ranked)), 1, -1):
+        for folds in FOLD_CHOICES:
+            plan = plan_for(top, folds, ranked, val_fraction)
+            if plan.seconds <= seconds:
+                return plan
+    return None
+
+
+def stop_search(elapsed: float, timeout: float, ranked: list[float], val_fraction: float) -> bool:
+    """Whether the search should start no more trials, `elapsed` seconds into a run whose
+    --timeout is `timeout`, so that finalize fits in what is left: stop when finalize fits
+    now and either the search has had `SEARCH_SHARE` of the time or one more trial (of the
+    mean duration) would leave finalize no room."""
+    if len(ranked) < 2:
+        return False
+    left = timeout - elapsed
+    next_trial = sum(ranked) / len(ranked)
+    fits_now = finalize_plan(left, ranked, val_fraction) is not None
+    if not fits_now:
+        return False
+    past_share = elapsed >= SEARCH_SHARE * timeout
+    return past_share or finalize_plan(left - next_trial, ranked, val_fraction) is None

@@ -1,0 +1,135 @@
+"""`run` ends with finalize: the README's path (run, export, train-best) picks by
+cross-validation and refits without the user knowing the word `finalize`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.runtime.storage import open_storage
+from search.runtime.time_plan import (
+    DEFAULT_FOLDS,
+    FINALIZE_SETUP_SECONDS,
+    MAX_TOP,
+    SEARCH_SHARE,
+    finalize_plan,
+    fold_seconds,
+    plan_for,
+    stop_search,
+)
+from tests.conftest import run_cli
+from tests.search.helpers import write_config
+
+ONE_EPOCH = {"training": {"epochs": 2, "early_stopping_patience": 0}, "pruner": {"name": "none"}}
+
+
+def _study(storage: str, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def test_finalize_plan_takes_more_finalists_before_more_folds() -> None:
+    ranked = [20.0] * 8
+    plan = finalize_plan(1000.0, ranked, 0.15)
+    assert plan is not None and (plan.top, plan.folds) == (MAX_TOP, 3)
+    fits = MAX_TOP * 3 * fold_seconds(20.0, 3, 0.15)
+    assert plan.seconds == pytest.approx(FINALIZE_SETUP_SECONDS + fits)
+    small = finalize_plan(80.0, ranked, 0.15)
+    assert small is not None and small.top >= 2 and small.folds == 2
+    assert small.seconds <= 80.0
+    assert finalize_plan(20.0, ranked, 0.15) is None  # not even 2 trials x 2 folds
+    assert finalize_plan(1000.0, [20.0], 0.15) is None  # one trial: nothing to choose
+    assert plan_for(3, DEFAULT_FOLDS, [10.0, 30.0], 0.2).top == 2
+
+
+def test_the_search_stops_when_finalize_would_no_longer_fit() -> None:
+    ranked = [20.0] * 3
+    assert not stop_search(30.0, 300.0, ranked, 0.15)  # early: search on
+    assert not stop_search(30.0, 300.0, [20.0], 0.15)  # one trial: nothing to finalize yet
+    assert stop_search(SEARCH_SHARE * 300.0, 300.0, ranked, 0.15)  # its share is spent
+    # Before its share: stop at the first moment one more trial would crowd finalize out.
+    late = next(t for t in range(30, 300) if stop_search(float(t), 300.0, ranked, 0.15))
+    assert late < SEARCH_SHARE * 300.0 or finalize_plan(300.0 - late - 20.0, ranked, 0.15)
+    # Past the point where even the smallest finalize fits: search on to the timeout.
+    assert not stop_search(295.0, 300.0, ranked, 0.15)
+
+
+def test_run_finalizes_and_export_and_train_best_follow_it(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    config = write_config(tmp_path / "c.yaml", trials=3, **ONE_EPOCH)
+    where = ("--data", str(tiny_data), "--storage", storage)
+    result = run_cli("run", "--config", str(config), *where, "--finalize")
+    assert result.returncode == 0, result.stderr
+    assert "finalize: re-scoring the top 3 trials by 3-fold cross-validation" in result.stderr
+    assert "Finalists of study 'tiny'" in result.stdout
+    final = _study(storage).user_attrs["finalize"]
+    assert (final["top"], final["folds"]) == (3, 3)
+    assert f"(trial {final['winner']}," in result.stdout  # the chosen configuration
+    assert "chosen by best mean val_accuracy over 3-fold CV" in result.stdout
+
+    best = tmp_path / "best.json"
+    exported = run_cli("export", "--study", "tiny", "--storage", storage, "--out", str(best))
+    assert exported.returncode == 0, exported.stderr
+    payload = json.loads(best.read_text())
+    assert payload["trial"] == final["winner"]
+    assert payload["selected_by"].startswith("best mean val_accuracy over 3-fold CV")
+    out = tmp_path / "best"
+    trained = run_cli("train-best", "--config", str(best), *where, "--out", str(out))
+    assert trained.returncode == 0, trained.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["refit"] is True
+    assert metrics["trained_on"]["epochs"] == final["epochs"]
+
+    # Run again: the best trial is already a finalist, so finalize is not repeated.
+    again = run_cli("run", "--config", str(config), *where, "--finalize")
+    assert again.returncode == 0, again.stderr
+    assert "already among its finalists" in again.stderr
+
+
+def test_run_with_a_timeout_stops_searching_to_leave_finalize_its_time(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    config = write_config(tmp_path / "c.yaml", trials=200, **ONE_EPOCH)
+    where = ("--data", str(tiny_data), "--storage", storage)
+    result = run_cli("run", "--config", str(config), *where, "--timeout", "40", "--finalize")
+    assert result.returncode == 0, result.stderr
+    assert "search stopped after" in result.stderr, result.stderr[-3000:]
+    assert "the rest is for finalize" in result.stderr
+    study = _study(storage)
+    final = study.user_attrs["finalize"]
+    assert final["top"] >= 2
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 2 <= len(done) < 200
+    last_start = max(t.datetime_start for t in study.trials)
+    first_start = min(t.datetime_start for t in study.trials)
+    assert (last_start - first_start).total_seconds() < 40.0
+
+
+def test_no_finalize_and_multi_objective_studies_end_without_it(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    config = write_config(tmp_path / "c.yaml", trials=2, **ONE_EPOCH)
+    where = ("--data", str(tiny_data), "--storage", storage)
+    result = run_cli("run", "--config", str(config), *where, "--no-finalize")
+    assert result.returncode == 0, result.stderr
+    assert "finalize" not in _study(storage).user_attrs
+    assert "chosen by best val_accuracy on the validation split" in result.stdout
+
+    multi = write_config(
+        tmp_path / "m.yaml",
+        trials=2,
+        objective={"metrics": ["val_accuracy", "latency_ms"]},
+        **ONE_EPOCH,
+    )
+    storage = f"sqlite:///{tmp_path / 'm.db'}"
+    where = ("--data", str(tiny_data), "--storage", storage)
+    result = run_cli("run", "--config", str(multi), *where, "--finalize")
+    assert result.returncode == 0, result.stderr
+    assert "finalize:" not in result.stderr and "Finalists" not in result.stdout
+    assert "finalize" not in _study(storage).user_attrs
