@@ -56,9 +56,7 @@ def test_the_search_stops_when_finalize_would_no_longer_fit() -> None:
     assert not stop_search(295.0, 300.0, ranked, 0.15)
 
 
-def test_run_finalizes_and_export_and_train_best_follow_it(
-    tmp_path: Path, tiny_data: Path
-) -> None:
+def test_run_finalizes_and_export_and_train_best_follow_it(tmp_path: Path, tiny_data: Path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     config = write_config(tmp_path / "c.yaml", trials=3, **ONE_EPOCH)
     where = ("--data", str(tiny_data), "--storage", storage)
