@@ -1,5 +1,5 @@
 """`tumor-search storage-proxy`: one process that holds the database connections of many
-workers (Optuna's gRPC storage proxy; see `search.runtime.proxy`)."""
+workers (Optuna's gRPC storage proxy; see `search.runtime.proxy_server`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from search.cli.args import add_storage, port
 
 
 def cmd_storage_proxy(args: argparse.Namespace) -> int:
-    from search.runtime.proxy import serve
+    from search.runtime.proxy_server import serve
     from search.runtime.storage import resolve_url
 
     serve(resolve_url(args.storage), args.host, args.port)

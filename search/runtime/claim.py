@@ -78,7 +78,7 @@ def claim_trial(study: optuna.Study, lock: StudyLock, config: StudyConfig) -> op
         if is_proxy(compat.rdb(storage)):  # the proxy does it, under the lock (proxy.py)
             outage = compat.outage_of(study)
             stale = outage is None or outage.quiet_for() > config.heartbeat.grace_period
-            storage.maintain(study._study_id, stale)
+            storage.maintain(compat.study_id(study), stale)
         else:
             fail_orphans(study, trials, config.heartbeat.grace_period, config.heartbeat.max_retry)
         trials = study.get_trials(deepcopy=False)

@@ -125,14 +125,14 @@ class StudyLock:
         from search.runtime.proxy import is_proxy
 
         self._outage = outage_of_storage(storage)
-        self._storage = rdb(storage)
-        self._proxy = is_proxy(self._storage)
+        self._rdb = rdb(storage)
+        self._proxy = is_proxy(self._rdb)
         if self._proxy:  # the proxy takes the lock where it counts (search.runtime.proxy)
             return
         self._key = _lock_key(f"study:{study_name}")
-        url = self._storage.engine.url
-        self._backend = url.get_backend_name()
-        self._path = _lock_path(Path(url.database)) if self._backend == "sqlite" else None
+        url = self._rdb.engine.url
+        self._dialect = url.get_backend_name()
+        self._path = _lock_path(Path(url.database)) if self._dialect == "sqlite" else None
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -150,8 +150,8 @@ class StudyLock:
     def _take(self) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
         try:
-            conn = stack.enter_context(self._storage.engine.connect())
-            stack.enter_context(_advisory_lock(conn, self._backend, self._key))
+            conn = stack.enter_context(self._rdb.engine.connect())
+            stack.enter_context(_advisory_lock(conn, self._dialect, self._key))
         except BaseException:
             stack.close()
             raise

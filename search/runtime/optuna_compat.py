@@ -39,6 +39,44 @@ def storage_of(study: optuna.Study) -> Any:
     return study._storage
 
 
+def study_id(study: optuna.Study) -> int:
+    """A study's id in its storage."""
+    return study._study_id
+
+
+def wrap_storage(study: optuna.Study, wrap: Any) -> None:
+    """Put `wrap(storage)` where the study's calls go: under Optuna's caching wrapper (its
+    `_backend`, the RDBStorage) when there is one, else round the study's storage."""
+    cached = storage_of(study)
+    if hasattr(cached, "_backend"):
+        cached._backend = wrap(rdb(cached))
+    else:
+        study._storage = wrap(cached)
+
+
+def backend_of(storage: Any) -> Any:
+    """The storage under Optuna's caching wrapper; None for any other storage."""
+    return getattr(storage, "_backend", None)
+
+
+def cached_storage(storage: Any) -> Any:
+    """Optuna's caching wrapper round an RDBStorage (what `optuna.load_study` builds)."""
+    return optuna.storages._CachedStorage(storage)
+
+
+def grpc_servicer() -> tuple[Any, Any]:
+    """(add_StorageServiceServicer_to_server, OptunaStorageProxyService): what
+    `optuna.storages.run_grpc_proxy_server` serves with, for a server of our own."""
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    return api_pb2_grpc.add_StorageServiceServicer_to_server, OptunaStorageProxyService
+
+
+# RDBStorage's creation of a trial, which a retried claim must not repeat (`RetryingStorage`).
+CREATE_TRIAL_METHOD = "_create_new_trial"
+
+
 def rdb(storage: Any) -> Any:
     """The RDBStorage under Optuna's caching wrapper (`study._storage`) and under
     `RetryingStorage`: the heartbeat thread, locks and settings use it directly."""

@@ -31,7 +31,9 @@ class RetryingStorage:
             return attr
         if name == "set_trial_state_values":
             return self._set_trial_state_values
-        if name == "_create_new_trial" or (name == "create_new_trial" and self._proxied()):
+        from search.runtime.optuna_compat import CREATE_TRIAL_METHOD
+
+        if name == CREATE_TRIAL_METHOD or (name == "create_new_trial" and self._proxied()):
             return functools.partial(self._create_retried, name)
         return functools.partial(self.outage.call, attr)
 
@@ -45,9 +47,9 @@ class RetryingStorage:
     ) -> Any:
         """A retried creation of a queued trial (`retry_trial`) finds the one whose first
         commit landed by its token instead of queueing the parameters twice. `method` is
-        RDBStorage's `_create_new_trial` (a trial back) or, through the storage proxy,
+        RDBStorage's trial creation (`CREATE_TRIAL_METHOD`, a trial back) or, through the storage proxy,
         `create_new_trial` (its id back)."""
-        from search.runtime.optuna_compat import TOKEN_ATTR
+        from search.runtime.optuna_compat import CREATE_TRIAL_METHOD, TOKEN_ATTR, trial_id
 
         token = template_trial.system_attrs.get(TOKEN_ATTR) if template_trial else None
         attempts = 0
@@ -59,7 +61,8 @@ class RetryingStorage:
                 waiting = self.inner.get_all_trials(study_id, states=(TrialState.WAITING,))
                 landed = [t for t in waiting if t.system_attrs.get(TOKEN_ATTR) == token]
                 if landed:
-                    return landed[0] if method == "_create_new_trial" else landed[0]._trial_id
+                    found = landed[0]
+                    return found if method == CREATE_TRIAL_METHOD else trial_id(found)
             return getattr(self.inner, method)(study_id, template_trial)
 
         return self.outage.call(attempt)
@@ -83,23 +86,21 @@ class RetryingStorage:
 
 def retry_storage(study: optuna.Study, outage: Outage) -> None:
     """Put `RetryingStorage` under the study's caching wrapper (or round a proxy client)."""
-    from search.runtime.optuna_compat import rdb, storage_of
+    from search.runtime.optuna_compat import wrap_storage
 
-    cached = storage_of(study)
-    if hasattr(cached, "_backend"):
-        cached._backend = RetryingStorage(rdb(cached), outage)
-    else:
-        study._storage = RetryingStorage(cached, outage)
+    wrap_storage(study, lambda storage: RetryingStorage(storage, outage))
 
 
 def outage_of(study: optuna.Study) -> Outage | None:
     """The retry policy of a study opened by a worker (None otherwise)."""
-    return outage_of_storage(study._storage)
+    from search.runtime.optuna_compat import storage_of
+
+    return outage_of_storage(storage_of(study))
 
 
 def outage_of_storage(storage: Any) -> Outage | None:
     """`outage_of` for a study's storage (Optuna's caching wrapper, or a proxy client's)."""
-    found = [
-        s for s in (storage, getattr(storage, "_backend", None)) if isinstance(s, RetryingStorage)
-    ]
+    from search.runtime.optuna_compat import backend_of
+
+    found = [s for s in (storage, backend_of(storage)) if isinstance(s, RetryingStorage)]
     return found[0].outage if found else None

@@ -311,3 +311,26 @@ def test_concurrent_claims_through_the_proxy_meet_the_budget_exactly(
         proc.communicate(timeout=30)
     states = [t.state for t in optuna.load_study(study_name="race", storage=url).trials]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING], states
+
+
+def test_a_proxy_on_a_fresh_database_creates_its_tables(pg_url: str) -> None:
+    """The proxy may be the first to reach a new database: it serves it, tables created
+    (it once refused with 'relation "version_info" does not exist')."""
+    import sqlalchemy
+
+    name = f"fresh_{os.getpid()}_{time.time_ns()}"
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = pg_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        port = free_port()
+        proc = start_proxy(url, port)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert optuna.get_all_study_names(url) == []
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
