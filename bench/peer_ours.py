@@ -22,8 +22,8 @@ from typing import Any
 from bench.harness import ROOT, note
 
 # export + train-best with its refit on train+val, its evaluation, calibration and files:
-# measured on 2 busy CPU cores on the peer config (phantoms at 64 px), 30-50 s.
-TRAIN_BEST_RESERVE_S = 50.0
+# measured on 2 CPU cores on the peer config (phantoms at 64 px): 1 s + 23 s.
+TRAIN_BEST_RESERVE_S = 35.0
 
 
 @dataclass

@@ -91,7 +91,10 @@ def _finalize(
         f"(about {plan.seconds:.0f}s; --no-finalize skips it)"
     )
     try:
-        summary = finalize(name, url, args.data, top=plan.top, folds=plan.folds, prepared=data)
+        deadline = None if timeout is None else args.started_at + timeout
+        summary = finalize(
+            name, url, args.data, plan.top, plan.folds, prepared=data, deadline=deadline
+        )
     except InputError as exc:
         log(f"finalize skipped: {exc}")
         return

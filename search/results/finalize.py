@@ -117,9 +117,11 @@ def finalize(
     top: int = 5,
     folds: int = 5,
     prepared: Any = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Cross-validate the top trials, record the result on the study; the summary.
-    `prepared`: the study's data already scanned by the caller (`run`).
+    `prepared`: the study's data already scanned by the caller (`run`). `deadline` (a
+    time.time()): start no finalist, past the first two, that would not end by then.
 
     Raises:
         InputError, ConfigError, DataError: before any training starts.
@@ -148,10 +150,17 @@ def finalize(
         f"finalize: {len(trials)} trial{'s' if len(trials) != 1 else ''} x {folds} folds over "
         f"{len(y)} train+val images ({config.objective.metric}, {config.objective.direction})"
     )
-    finalists = [Finalist(t) for t in trials]
-    for finalist, trial_config in zip(finalists, configs, strict=True):
+    finalists: list[Finalist] = []
+    began = time.time()
+    for trial, trial_config in zip(trials, configs, strict=True):
+        each = (time.time() - began) / max(len(finalists), 1)
+        if deadline is not None and len(finalists) >= 2 and time.time() + each > deadline:
+            log(f"finalize: time is up after {len(finalists)} finalists; the rest are left out")
+            break
+        finalists.append(Finalist(trial))
         for fold in fold_list:
-            _score_fold(finalist, trial_config, config, train_val, x, y, fold, folds)
+            _score_fold(finalists[-1], trial_config, config, train_val, x, y, fold, folds)
+    top = min(top, len(finalists))
     summary, oof = _summarise(finalists, config, folds, top, len(y), y)
     study.set_user_attr(OOF_ATTR, oof)  # first: a summary never names logits not yet written
     study.set_user_attr(FINALIZE_ATTR, summary)

@@ -24,11 +24,10 @@ from search.config import StudyConfig
 from search.runtime import optuna_compat as compat
 from search.runtime.proxy import budget_refused, is_proxy
 from search.runtime.storage import StudyLock
-from search.runtime.study import budget, budget_used, make_sampler
+from search.runtime.study import ORPHAN_REASON, budget, budget_used, make_sampler
 
 MAX_CONSECUTIVE_FAILURES = 5
 WORKER_ATTR = "worker"  # trial user attribute: the host and process that ran it
-ORPHAN_REASON = "never ran: started by a claim that did not finish (no heartbeat)"
 
 
 @dataclass
@@ -114,11 +113,16 @@ def worker_identity() -> dict[str, Any]:
 def fail_orphans(
     study: optuna.Study, trials: list[FrozenTrial], grace_period: int, max_retry: int | None
 ) -> None:
-    """Fail and queue again the RUNNING trials that never recorded a heartbeat although they
-    started more than a grace period ago. Every claim records its trial's first heartbeat
-    before it lets go of the study lock, so such a trial is a retried claim's double (or its
-    worker died within its claim): no worker runs it, and Optuna's stale check, which looks
-    at heartbeats alone, would leave it RUNNING for ever."""
+    """Fail the RUNNING trials that never recorded a heartbeat although they started more
+    than a grace period ago. Every claim records its trial's first heartbeat before it lets
+    go of the study lock, so such a trial is a retried claim's double (or its worker died
+    within its claim): no worker runs it, and Optuna's stale check, which looks at
+    heartbeats alone, would leave it RUNNING for ever.
+
+    An orphan of a queued trial (a seed configuration, a retry) is queued again, since its
+    parameters were chosen; an orphan of a new trial is not (the sampler draws again), and
+    it does not count against the budget (`budget_used`): the budget stays exact when a
+    claim was retried after its first commit landed."""
     cutoff = dt.datetime.now() - dt.timedelta(seconds=grace_period)
     old = {
         compat.trial_id(t): t
@@ -129,6 +133,10 @@ def fail_orphans(
         return
     for orphan_id in compat.without_heartbeat(study, list(old)):
         orphan = old[orphan_id]
-        if compat.fail_frozen(study, orphan, ORPHAN_REASON):
-            compat.retry_trial(study, orphan, max_retry)
+        queued = "fixed_params" in orphan.system_attrs or compat.TOKEN_ATTR in orphan.system_attrs
+        if not compat.fail_frozen(study, orphan, ORPHAN_REASON):
+            continue
+        if queued and compat.retry_trial(study, orphan, max_retry):
             log(f"[trial {orphan.number}] failed: {ORPHAN_REASON}; queued again")
+        else:
+            log(f"[trial {orphan.number}] failed: {ORPHAN_REASON}; not counted in the budget")

@@ -291,10 +291,24 @@ def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
     return out
 
 
+# A RUNNING trial that never recorded a heartbeat (search.runtime.claim.fail_orphans).
+ORPHAN_REASON = "never ran: started by a claim that did not finish (no heartbeat)"
+
+
+def never_ran(trial: FrozenTrial) -> bool:
+    """A failed orphan: a claim's double, or a claim whose worker died within it."""
+    from search.runtime.optuna_compat import FAIL_REASON_ATTR
+
+    return (
+        trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON_ATTR) == ORPHAN_REASON
+    )
+
+
 def budget_used(trials: list[FrozenTrial]) -> int:
-    """Trials that count against the budget: all but the failed ones a retry replaced."""
+    """Trials that count against the budget: all but the failed ones a retry replaced and
+    the orphans that never ran."""
     replaced = superseded(trials)
-    return sum(1 for t in trials if t.number not in replaced)
+    return sum(1 for t in trials if t.number not in replaced and not never_ran(t))
 
 
 def describe_storage(storage_url: str | None) -> str:

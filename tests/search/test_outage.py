@@ -185,7 +185,7 @@ def _injected(study: Any) -> _AnswerLost:
     return injector
 
 
-def test_a_retried_claim_leaves_a_double_that_a_later_claim_fails_and_requeues(
+def test_a_retried_claim_leaves_a_double_that_a_later_claim_fails_outside_the_budget(
     tmp_path: Path, tiny_data: Path, refused: Exception
 ) -> None:
     study, config = _study_losing(tmp_path, tiny_data, "_create_new_trial", refused)
@@ -200,17 +200,39 @@ def test_a_retried_claim_leaves_a_double_that_a_later_claim_fails_and_requeues(
     claim_trial(study, lock, config)  # younger than the grace period: left alone
     assert study.get_trials(deepcopy=False)[0].state == TrialState.RUNNING
     time.sleep(config.heartbeat.grace_period + 0.5)
-    second = claim_trial(study, lock, config)
+    claim_trial(study, lock, config)
     trials = study.get_trials(deepcopy=False)
     assert trials[0].state == TrialState.FAIL
     assert trials[0].user_attrs["fail_reason"] == ORPHAN_REASON
     assert trials[1].state == TrialState.RUNNING  # it has a heartbeat: not an orphan
-    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 0)
-    assert retry.number == second.number and retry.state == TrialState.RUNNING
-    # The double does not count against the budget: its retry replaces it.
+    # A new trial's double is not queued again (its parameters were only a draw) and does
+    # not count against the budget.
+    assert not any(t.user_attrs.get("retry_of") == 0 for t in trials)
     from search.runtime.study import budget_used
 
     assert budget_used(trials) == len(trials) - 1
+
+
+def test_a_retried_last_claim_keeps_the_budget_exact(
+    tmp_path: Path, tiny_data: Path, refused: Exception
+) -> None:
+    """The claim of the budget's last trial loses its answer: the retry creates a second
+    trial, and the double, once failed, must not run as one trial past the budget."""
+    study, config = _study_losing(tmp_path, tiny_data, "_create_new_trial", refused)
+    lock = StudyLock(compat.storage_of(study), "lost")
+    retrying = compat.storage_of(study)._backend
+    injector, retrying.inner = retrying.inner, retrying.inner._storage
+    for _ in range(3):  # trials 0-2 of the budget of 4, claimed untouched
+        assert claim_trial(study, lock, config) is not None
+    retrying.inner = injector
+    last = claim_trial(study, lock, config)
+    assert injector.fired == 1 and last.number == 4  # trial 3 is the double
+    time.sleep(config.heartbeat.grace_period + 0.5)
+    assert claim_trial(study, lock, config) is None  # fails the double; the budget is met
+    trials = study.get_trials(deepcopy=False)
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert trials[3].state == TrialState.FAIL
+    assert trials[3].user_attrs["fail_reason"] == ORPHAN_REASON
 
 
 def test_a_retried_tell_whose_commit_landed_is_done(
