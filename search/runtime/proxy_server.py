@@ -186,16 +186,17 @@ def serve(storage_url: str, host: str, port: int) -> None:
         why = "address in use or not available"
     if not bound:
         raise InputError(f"cannot serve on {host}:{port}: {why}")
-    server.start()
-    log(
-        f"storage proxy for {masked} on grpc://{host}:{port} (no authentication: keep it on "
-        "loopback or a private network); workers: --storage grpc://HOST:PORT; Ctrl-C stops it"
-    )
+    # The handlers first: a SIGTERM right after the line below is a normal stop (exit 0).
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set())
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
+    server.start()
+    log(
+        f"storage proxy for {masked} on grpc://{host}:{port} (no authentication: keep it on "
+        "loopback or a private network); workers: --storage grpc://HOST:PORT; Ctrl-C stops it"
+    )
     try:
         while not stop.wait(1.0):
             pass

@@ -88,6 +88,7 @@ def test_run_finalizes_and_export_and_train_best_follow_it(tmp_path: Path, tiny_
     assert "already among its finalists" in again.stderr
 
 
+@pytest.mark.slow
 def test_run_with_a_timeout_stops_searching_to_leave_finalize_its_time(
     tmp_path: Path, tiny_data: Path
 ) -> None:
