@@ -41,6 +41,7 @@ test: $(TEST_STAMP)
 	$(PYTEST) -m "not slow"
 
 test-all: $(TEST_STAMP)
+	$(MAKE) lint
 	$(MAKE) test-min
 	$(PYTEST)
 	KERAS_BACKEND=jax JAX_COMPILATION_CACHE_DIR=$(JAX_TEST_CACHE) $(PYTEST) -m backends -p no:cacheprovider
@@ -83,8 +84,10 @@ bench-peer: $(PEER_STAMP)
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m bench.gpu.wheels download
 
-lint: $(STAMP)
+# ruff, then the import contracts of .importlinter (layers, no cycles).
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check search models data common tests bench predictor
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(DEMO_DATA) studies.db .pytest_cache

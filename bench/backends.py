@@ -29,7 +29,7 @@ from data.synth import synthesize
 from models.backend import backend_name
 from models.trial_config import TrialConfig
 from search.config import load_config
-from search.runtime.study_data import load_train_val, prepare
+from search.study_data import load_train_val, prepare
 from search.training.callbacks import EpochRecorder
 from search.training.fit import fit
 

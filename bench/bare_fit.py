@@ -18,8 +18,8 @@ def main() -> None:
 
     from models.builder import build_training_state, create_model, encode_targets
     from search.config import load_config
-    from search.runtime.study_data import load_train_val, prepare
     from search.space import suggest
+    from search.study_data import load_train_val, prepare
 
     config = load_config(args.config).with_overrides(data_path=args.data)
     trial_config = suggest(optuna.trial.FixedTrial({}), config.space)  # the space is all fixed

@@ -20,7 +20,7 @@ def run(workdir: Path) -> float:
     from models.trial_config import TrialConfig
     from models.weights import WeightsPolicy
     from search.config import load_config
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
     from search.training.callbacks import EpochRecorder
     from search.training.fit import fit
 

@@ -86,7 +86,7 @@ def _warm_cache(config_path: Path, data_dir: Path) -> int:
     """Decode every split once before either clock starts (both sides read the cache);
     the number of test images."""
     from search.config import load_config
-    from search.runtime.study_data import load_test, load_train_val, prepare
+    from search.study_data import load_test, load_train_val, prepare
 
     config = load_config(str(config_path))
     data = prepare(config, data_dir)

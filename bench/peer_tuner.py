@@ -169,7 +169,7 @@ def search_and_test(
     config: StudyConfig, data_dir: str, deadline: float, seed: int, directory: Path
 ) -> dict[str, Any]:
     """Search until `deadline`, then test the best model once; the result as a dict."""
-    from search.runtime.study_data import load_test, load_train_val, prepare
+    from search.study_data import load_test, load_train_val, prepare
 
     start = time.time()
     data = prepare(config, data_dir)

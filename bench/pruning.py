@@ -29,7 +29,7 @@ def _pretrained_backbone(workdir: Path) -> Path:
     from models.builder import build_training_state, create_model, encode_targets
     from models.trial_config import TrialConfig
     from search.config import StudyConfig
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
 
     keras = keras_module()
     source = phantoms(workdir, per_class=150, size=SIZE, seed=1)

@@ -204,3 +204,11 @@ def runtime_info() -> dict[str, str]:
     """The Keras version, backend and device, for JSON output and trial attributes."""
     keras = keras_module()
     return {"keras": keras.__version__, "backend": backend_name(), "device": device_text()}
+
+
+def call_inference(layer: Any, x: Any) -> Any:
+    """`layer(x)` in inference mode (a layer whose call takes no `training` gets none)."""
+    try:
+        return layer(x, training=False)
+    except TypeError:
+        return layer(x)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.backend import keras_module
+from models.backend import call_inference, keras_module
 from models.builder import BACKBONE_NAME
 from models.errors import ModelError
 from models.head import HEAD_NAME
@@ -180,13 +180,6 @@ def _tail(conv: Any) -> Any:
         return None
 
 
-def _call(layer: Any, x: Any) -> Any:
-    try:
-        return layer(x, training=False)
-    except TypeError:  # a layer whose call takes no `training`
-        return layer(x)
-
-
 def _batch_maps(
     chain: GradCamChain, pixels: np.ndarray, classes: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,13 +196,13 @@ def _batch_maps(
         tape.watch(x)
         y = x
         for layer in chain.before:
-            y = _call(layer, y)
+            y = call_inference(layer, y)
         conv, features = chain.backbone(y, training=False)
         for layer in chain.between:
-            features = _call(layer, features)
+            features = call_inference(layer, features)
         score, probs = chain.head(features, training=False)
         for layer in chain.after:
-            probs = _call(layer, probs)
+            probs = call_inference(layer, probs)
         chosen = tf.argmax(probs, axis=-1) if classes is None else tf.constant(classes)
         target = tf.gather(tf.cast(score, tf.float32), chosen, axis=1, batch_dims=1)
     grads = tf.cast(tape.gradient(target, conv), tf.float32)

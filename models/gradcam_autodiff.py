@@ -12,16 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from models.backend import keras_module
+from models.backend import call_inference, keras_module
 from models.errors import ModelError
-from models.gradcam import _call
 
 
 def _feature_map(chain: Any, pixels: np.ndarray) -> Any:
     """The target layer's output for raw pixels, as a backend tensor."""
     y = keras_module().ops.convert_to_tensor(np.asarray(pixels, np.float32))
     for layer in chain.before:
-        y = _call(layer, y)
+        y = call_inference(layer, y)
     conv, _ = chain.backbone(y, training=False)
     return conv
 
@@ -30,10 +29,10 @@ def _scores(chain: Any, conv: Any) -> tuple[Any, Any]:
     """(score, probabilities) from the target layer's output."""
     features = chain.tail(conv, training=False)
     for layer in chain.between:
-        features = _call(layer, features)
+        features = call_inference(layer, features)
     score, probs = chain.head(features, training=False)
     for layer in chain.after:
-        probs = _call(layer, probs)
+        probs = call_inference(layer, probs)
     return score, probs
 
 

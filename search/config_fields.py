@@ -19,7 +19,13 @@ from typing import Any, get_type_hints
 from data.near_dup import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from data.split import DEDUP_POLICIES, POLICIES
 from models.trial_config import Augmentation
-from search.config_objective import METRICS, MONITORS, ObjectiveConfig  # noqa: F401 - re-exported
+from search.config_objective import (  # noqa: F401 - re-exported
+    METRICS,
+    MONITORS,
+    ObjectiveConfig,
+    bad,
+    check_choice,
+)
 from search.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "gp", "nsga2")
@@ -31,21 +37,6 @@ PRECISION = ("auto", "on", "off")
 # Keys whose values are words such as on/off: YAML reads a bare on, off, yes or no as a
 # boolean, which means the same word here.
 SWITCHES = frozenset({"mixed_precision", "xla"})
-
-
-def bad(source: str, key: str, message: str) -> ConfigError:
-    """The error for a bad value: ``<source>: <key>: <message>``."""
-    return ConfigError(f"{source}: {key}: {message}")
-
-
-def check_choice(value: Any, allowed: Collection[str], source: str, key: str, what: str) -> None:
-    """Refuse a value outside `allowed`, listing the allowed values.
-
-    Raises:
-        ConfigError: ``unknown <what> <value>; allowed: ...``.
-    """
-    if value not in allowed:
-        raise bad(source, key, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)

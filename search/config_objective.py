@@ -11,9 +11,27 @@ objective:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from search.errors import ConfigError
+
+
+def bad(source: str, key: str, message: str) -> ConfigError:
+    """The error for a bad value: ``<source>: <key>: <message>``."""
+    return ConfigError(f"{source}: {key}: {message}")
+
+
+def check_choice(value: Any, allowed: Collection[str], source: str, key: str, what: str) -> None:
+    """Refuse a value outside `allowed`, listing the allowed values.
+
+    Raises:
+        ConfigError: ``unknown <what> <value>; allowed: ...``.
+    """
+    if value not in allowed:
+        raise bad(source, key, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+
 
 # The metrics on the validation split, and the direction that is better.
 METRICS = {
@@ -48,7 +66,7 @@ class ObjectiveConfig:
         metrics: Two or more of `ALL_METRICS` for a multi-objective study (None: one metric).
         constraints: Limits a trial must meet to be feasible (infeasible trials are never
             best), e.g. ``{"min_recall": {"glioma": 0.85}, "max_latency_ms": 20}``; see
-            `search.training.constraints`.
+            `search.constraints`.
     """
 
     metric: str = DEFAULT_METRIC
@@ -89,8 +107,7 @@ class ObjectiveConfig:
     def validate(self, source: str) -> None:
         """Raises ConfigError for an unknown metric, a malformed ``metrics`` list or bad
         constraints."""
-        from search.config_fields import check_choice
-        from search.training.constraints import validate_constraints
+        from search.constraints import validate_constraints
 
         check_choice(self.metric, METRICS, source, "objective.metric", "metric")
         if self.metrics is not None:

@@ -35,7 +35,7 @@ from tests.conftest import ROOT
 # (or keyword) that the release before it lacks.
 FIRST_RELEASE: dict[str, str] = {
     # Trial.set_constraint, with which a finished trial records the objective's constraints
-    # before it is told (search.training.constraints), is new in 5.0.0: 4.9.0's Trial has no
+    # before it is told (search.constraints), is new in 5.0.0: 4.9.0's Trial has no
     # such method (constraints there come only from a sampler's constraints_func; the method
     # came with optuna/optuna#6754, "official support for constrained optimization" in v5.0).
     # (RDBStorage.heartbeat_stale_trial_callback, read by fail_stale_trials, is new in 4.9.0.)

@@ -79,3 +79,11 @@ def test_optuna_private_names_only_in_optuna_compat(tmp_path: Path) -> None:
     ]
     module.write_text("\n".join(samples) + "\n")
     assert len(optuna_private_uses(tmp_path)) == len(samples)
+
+
+def test_import_contracts_hold() -> None:
+    """.importlinter's layers and no cycles among sibling modules (`make lint` runs it too)."""
+    linter = shutil.which("lint-imports") or str(ROOT / ".venv" / "bin" / "lint-imports")
+    result = subprocess.run([linter], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 kept, 0 broken" in result.stdout

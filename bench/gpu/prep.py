@@ -39,7 +39,7 @@ def synth(out: Path, per_class: int, size: int) -> float:
 def warm(out: Path, config_path: Path) -> dict[str, float]:
     """Decode the train and validation splits into the cache, as a worker's first load."""
     from search.config import load_config
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
 
     start = time.perf_counter()
     config = load_config(str(config_path)).with_overrides(data_path=str(out))

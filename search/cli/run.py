@@ -49,13 +49,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     finalizing = args.finalize and not config.objective.is_multi
     code = _run_workers(args, name, url, data, gpus, restarted, timeout, finalizing)
     if code == 0 and finalizing:
-        _finalize(args, name, url, config, data, timeout)
+        # --timeout counts from the first process's start (a worker restarted for memory
+        # replaced this process and carried its start over).
+        started = restarted.started_at if restarted else args.started_at
+        _finalize(args, name, url, config, data, timeout, started)
     _print_summary(name, url, parsed.masked, config)
     return code
 
 
 def _finalize(
-    args: argparse.Namespace, name: str, url: str, config: Any, data: Any, timeout: float | None
+    args: argparse.Namespace,
+    name: str,
+    url: str,
+    config: Any,
+    data: Any,
+    timeout: float | None,
+    started: float,
 ) -> None:
     """Re-score the best trials by cross-validation (`finalize`), sized to what is left of
     `timeout`; one line saying why not when it is skipped."""
@@ -78,7 +87,7 @@ def _finalize(
     if timeout is None:
         plan = plan_for(DEFAULT_TOP, DEFAULT_FOLDS, ranked, val_fraction)
     else:
-        left = timeout - (time.time() - args.started_at)
+        left = timeout - (time.time() - started)
         plan = finalize_plan(left, ranked, val_fraction)
         if plan is None:
             log(
@@ -91,7 +100,7 @@ def _finalize(
         f"(about {plan.seconds:.0f}s; --no-finalize skips it)"
     )
     try:
-        deadline = None if timeout is None else args.started_at + timeout
+        deadline = None if timeout is None else started + timeout
         summary = finalize(
             name, url, args.data, plan.top, plan.folds, prepared=data, deadline=deadline
         )
@@ -106,7 +115,7 @@ def _create_or_resume(args: argparse.Namespace, url: str) -> tuple[Any, Any, str
     """The study's config, its data on this machine, and its name; the study exists after."""
     from search.config import load_config
     from search.runtime.study import BUDGET_ATTR, create_study, log_created
-    from search.runtime.study_data import prepare
+    from search.study_data import prepare
     from search.training.weights import ensure_weights
 
     # Without --config an existing study resumes with its own config (a second machine
@@ -141,6 +150,7 @@ def _run_workers(
 ) -> int:
     """One worker in this process, or one worker process per GPU (or per --workers); with a
     timeout and `finalizing`, they stop searching early enough for finalize to fit."""
+    from search.results.status import progress_line
     from search.runtime.launcher import launch, worker_specs
     from search.runtime.worker import run_here
 
@@ -148,7 +158,7 @@ def _run_workers(
     if len(specs) == 1 and gpus is None:
         report = run_here(
             name, url, args.data, None, timeout, restarted, args.started_at, prepared=data,
-            leave_for_finalize=finalizing,
+            leave_for_finalize=finalizing, progress=progress_line,
         )  # fmt: skip
         return report.exit_code
     log(f"starting {len(specs)} workers: {', '.join(s.label for s in specs)}")

@@ -18,7 +18,7 @@ from search.cli.args import (
 def cmd_study_create(args: argparse.Namespace) -> int:
     from search.runtime.storage import parse_url, resolve_url
     from search.runtime.study import create_study, log_created
-    from search.runtime.study_data import prepare
+    from search.study_data import prepare
     from search.training.weights import ensure_weights
 
     config = load_config_with_overrides(args)

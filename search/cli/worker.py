@@ -19,6 +19,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     apply_storage_retry(args)
+    from search.results.status import progress_line
     from search.runtime.restart import RestartState
     from search.runtime.storage import resolve_url
     from search.runtime.worker import run_here
@@ -33,6 +34,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         restarted,
         args.started_at,
         leave_for_finalize=args.leave_for_finalize,
+        progress=progress_line,
     )
     log(
         f"worker done: {report.completed} completed, {report.pruned} pruned, {report.failed} failed"

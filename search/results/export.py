@@ -49,14 +49,14 @@ def trial_config_of(trial: FrozenTrial, study_config: Any) -> TrialConfig:
 
 def feasible_ranked(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that meet every constraint, best first."""
-    from search.training.constraints import is_feasible
+    from search.constraints import is_feasible
 
     return [t for t in completed_trials(study) if is_feasible(t)]
 
 
 def infeasible_warning(trial: FrozenTrial) -> str | None:
     """One line when `trial` breaks a constraint of its study; None when it meets them all."""
-    from search.training.constraints import is_feasible, violations
+    from search.constraints import is_feasible, violations
 
     if is_feasible(trial):
         return None
@@ -89,7 +89,7 @@ def select_trial(study: optuna.Study, metric: str) -> tuple[FrozenTrial, str]:
     Raises:
         InputError: no completed feasible trial.
     """
-    from search.results.finalize import FINALIZE_ATTR
+    from search.runtime.study import FINALIZE_ATTR
 
     ranked = feasible_ranked(study)
     if not ranked:
@@ -113,7 +113,7 @@ def select_trial(study: optuna.Study, metric: str) -> tuple[FrozenTrial, str]:
 def finalize_payload(study: optuna.Study, number: int) -> dict[str, Any] | None:
     """finalize's summary with the winner's out-of-fold logits and labels, when trial
     `number` is finalize's winner; None otherwise."""
-    from search.results.finalize import FINALIZE_ATTR, OOF_ATTR
+    from search.runtime.study import FINALIZE_ATTR, OOF_ATTR
 
     final = study.user_attrs.get(FINALIZE_ATTR)
     if not isinstance(final, dict) or final.get("winner") != number:

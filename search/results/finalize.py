@@ -34,11 +34,9 @@ from search.results.folds import (
     pool_paths,
 )
 from search.results.study_note import save_section
-from search.runtime.study import COUNTS_ATTR, FINGERPRINT_ATTR, open_study
-from search.runtime.study_data import check_matches, load_train_val, prepare
+from search.runtime.study import COUNTS_ATTR, FINALIZE_ATTR, FINGERPRINT_ATTR, OOF_ATTR, open_study
+from search.study_data import check_matches, load_train_val, prepare
 
-FINALIZE_ATTR = "finalize"
-OOF_ATTR = "finalize_oof"
 NOTE_HEADING = "## Finalize"
 EPOCHS_RULE = "median of the winner's folds' best epochs, rounded up"
 LOGIT_DECIMALS = 5

@@ -8,8 +8,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from search.constraints import is_feasible
 from search.results.report_data import ReportData, Unavailable, backbone_of
-from search.training.constraints import is_feasible
 
 
 def front(points: list[tuple[float, float, Any]], maximize: bool) -> list[tuple[float, float, Any]]:

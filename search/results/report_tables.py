@@ -116,7 +116,7 @@ def front_html(data: ReportData) -> str:
 
 def infeasible_html(data: ReportData) -> str:
     """The completed trials that break a constraint (never best), with what they break."""
-    from search.training.constraints import violations
+    from search.constraints import violations
 
     rows = [(t.number, f"{data.score(t):.4f}", ", ".join(violations(t))) for t in data.completed]
     rows = [r for r in rows if r[2]]

@@ -10,10 +10,10 @@ import optuna
 from optuna.trial import TrialState
 
 from models.footprint import FOOTPRINT_KEYS, describe
+from search.constraints import is_feasible, violations
 from search.results.pareto import front_rows, front_summary, front_table, is_multi
 from search.runtime.optuna_compat import FAIL_REASON_ATTR, HEARTBEAT_MISSED_ATTR
 from search.runtime.study import RUNTIME_ATTR, budget, budget_used, describe_storage, open_study
-from search.training.constraints import is_feasible, violations
 
 
 def study_status(study_name: str, storage_url: str | None) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from search.results.outputs import (
 )
 from search.results.retrain import refit_seeds, training_record, wants_refit
 from search.results.study_note import save_section
-from search.runtime.study_data import check_matches, load_test, load_train_val, prepare
+from search.study_data import check_matches, load_test, load_train_val, prepare
 from search.training.batching import predict
 
 TEST_NOTE_HEADING = "## Held-out test result"

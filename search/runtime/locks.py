@@ -82,13 +82,17 @@ def _lock_key(name: str) -> int:
 
 
 @contextlib.contextmanager
-def creation_lock(parsed: StorageURL, required: bool = True) -> Iterator[None]:
+def creation_lock(
+    parsed: StorageURL, required: bool = True, engine_options: dict[str, Any] | None = None
+) -> Iterator[None]:
     """Held while Optuna creates or initialises the tables of `parsed`'s database.
 
     Args:
         required: When False (a plain open) and no SQLite lock file can be made next to
             the database (a read-only folder), go on without it, so that a read-only
             copy of a study can still be read.
+        engine_options: SQLAlchemy's engine arguments for a database server (timeouts:
+            `search.runtime.storage.engine_kwargs`).
     """
     if parsed.sqlite_path is not None:
         with contextlib.ExitStack() as stack:
@@ -102,9 +106,7 @@ def creation_lock(parsed: StorageURL, required: bool = True) -> Iterator[None]:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    from search.runtime.storage import engine_kwargs
-
-    engine = sqlalchemy.create_engine(parsed.url, poolclass=NullPool, **engine_kwargs(parsed))
+    engine = sqlalchemy.create_engine(parsed.url, poolclass=NullPool, **(engine_options or {}))
     try:
         with engine.connect() as conn, _advisory_lock(conn, parsed.backend, _lock_key("tables")):
             yield

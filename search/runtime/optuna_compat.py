@@ -21,12 +21,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from common.progress import log
 from search.errors import one_line
-from search.runtime.retrying import (  # noqa: F401 - part of this module's interface
-    RetryingStorage,
-    outage_of,
-    outage_of_storage,
-    retry_storage,
-)
 
 RETRY_OF_ATTR = "retry_of"  # user attribute: the number of the failed attempt a retry replaces
 TOKEN_ATTR = "queued_token"  # system attribute: tells a retried queueing from a second one
@@ -37,6 +31,22 @@ HEARTBEAT_MISSED_ATTR = "heartbeats_missed"  # user attribute: beats the storage
 def storage_of(study: optuna.Study) -> Any:
     """The storage a study was loaded with (Optuna's caching wrapper, or a proxy client)."""
     return study._storage
+
+
+def outage_of(study: optuna.Study) -> Any:
+    """The retry policy (`search.runtime.outage.Outage`) of a study opened by a worker, whose
+    storage calls `search.runtime.retrying.RetryingStorage` retries; None otherwise."""
+    return outage_of_storage(storage_of(study))
+
+
+def outage_of_storage(storage: Any) -> Any:
+    """`outage_of` for a study's storage (Optuna's caching wrapper, or a proxy client's):
+    the `outage` of the retrying storage round it or under its caching wrapper."""
+    for candidate in (storage, backend_of(storage)):
+        outage = getattr(candidate, "outage", None)
+        if outage is not None:
+            return outage
+    return None
 
 
 def study_id(study: optuna.Study) -> int:

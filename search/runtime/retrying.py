@@ -89,18 +89,3 @@ def retry_storage(study: optuna.Study, outage: Outage) -> None:
     from search.runtime.optuna_compat import wrap_storage
 
     wrap_storage(study, lambda storage: RetryingStorage(storage, outage))
-
-
-def outage_of(study: optuna.Study) -> Outage | None:
-    """The retry policy of a study opened by a worker (None otherwise)."""
-    from search.runtime.optuna_compat import storage_of
-
-    return outage_of_storage(storage_of(study))
-
-
-def outage_of_storage(storage: Any) -> Outage | None:
-    """`outage_of` for a study's storage (Optuna's caching wrapper, or a proxy client's)."""
-    from search.runtime.optuna_compat import backend_of
-
-    found = [s for s in (storage, backend_of(storage)) if isinstance(s, RetryingStorage)]
-    return found[0].outage if found else None

@@ -163,7 +163,7 @@ def _connect(parsed: StorageURL, create: bool) -> Any:
         # version rows (its own and Alembic's) whenever it finds them missing, so a
         # plain open that meets tables another process is still creating races it
         # for those rows ("UNIQUE constraint failed: alembic_version.version_num").
-        with creation_lock(parsed, required=create):
+        with creation_lock(parsed, required=create, engine_options=engine_kwargs(parsed)):
             storage = optuna.storages.RDBStorage(parsed.url, **kwargs)
             if create and parsed.sqlite_path is not None:
                 _enable_wal(storage)

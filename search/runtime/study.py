@@ -15,17 +15,18 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from common.pauses import pause
 from common.progress import log
 from search.config import StudyConfig
 from search.errors import InputError
 from search.runtime.artifacts import ARTIFACTS_ATTR, default_dir
-from search.runtime.optuna_compat import enable_heartbeat, rdb, retry_storage
+from search.runtime.optuna_compat import enable_heartbeat, rdb
 from search.runtime.outage import DEFAULT_RETRY_SECONDS, Outage, retry_override
-from search.runtime.pauses import pause
 from search.runtime.proxy import is_proxy
+from search.runtime.retrying import retry_storage
 from search.runtime.storage import StudyLock, open_storage, parse_url, resolve_url
-from search.runtime.study_data import StudyData
 from search.space import seed_trials
+from search.study_data import StudyData
 from search.training.weights import weights_identities
 
 CONFIG_ATTR = "config"
@@ -116,7 +117,7 @@ def create_study(
         StorageError: the storage cannot be opened.
         InputError: a study of that name exists with another config or data.
     """
-    from search.training.constraints import check_classes
+    from search.constraints import check_classes
 
     check_classes(config.objective.constraints, data.classes)  # before anything is made
     weights = weights_identities(config)
@@ -291,6 +292,10 @@ def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
     return out
 
 
+# Study user attributes that `finalize` writes: its summary, and its winner's out-of-fold
+# logits (search.results.finalize; export and train-best read them).
+FINALIZE_ATTR = "finalize"
+OOF_ATTR = "finalize_oof"
 # A RUNNING trial that never recorded a heartbeat (search.runtime.claim.fail_orphans).
 ORPHAN_REASON = "never ran: started by a claim that did not finish (no heartbeat)"
 

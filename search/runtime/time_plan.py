@@ -15,7 +15,7 @@ MAX_TOP = 5  # finalists when the time allows (more finalists before more folds)
 FOLD_CHOICES = (3, 2)
 DEFAULT_TOP, DEFAULT_FOLDS = 3, 3  # without a --timeout
 FINALIZE_SETUP_SECONDS = 5.0  # finalize in run's process: data from the cache, folds made
-SEARCH_SHARE = 0.6  # past this share of --timeout the search stops once finalize fits
+SEARCH_SHARE = 0.5  # the search's share of --timeout at least, when the full finalize does not fit
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,21 @@ def finalize_plan(seconds: float, ranked: list[float], val_fraction: float) -> F
 
 def stop_search(elapsed: float, timeout: float, ranked: list[float], val_fraction: float) -> bool:
     """Whether the search should start no more trials, `elapsed` seconds into a run whose
-    --timeout is `timeout`, so that finalize fits in what is left: stop when finalize fits
-    now and either the search has had `SEARCH_SHARE` of the time or one more trial (of the
-    mean duration) would leave finalize no room."""
+    --timeout is `timeout`, so that finalize fits in what is left.
+
+    Stop when the full finalize (the top `MAX_TOP` trials, 3 folds) fits now but would not
+    after one more trial of the mean duration: a long run searches as long as it can. When
+    trials are too long for that, stop once the search has had `SEARCH_SHARE` of the time
+    and a smaller finalize fits in the rest; when none fits then, search on to the end (run
+    then skips finalize, and says so).
+    """
     if len(ranked) < 2:
         return False
     left = timeout - elapsed
     next_trial = sum(ranked) / len(ranked)
-    fits_now = finalize_plan(left, ranked, val_fraction) is not None
-    if not fits_now:
-        return False
-    past_share = elapsed >= SEARCH_SHARE * timeout
-    return past_share or finalize_plan(left - next_trial, ranked, val_fraction) is None
+    full = plan_for(MAX_TOP, FOLD_CHOICES[0], ranked, val_fraction)
+    if full.seconds <= left:
+        return full.seconds > left - next_trial
+    return (
+        elapsed >= SEARCH_SHARE * timeout and finalize_plan(left, ranked, val_fraction) is not None
+    )

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,6 @@ from optuna.trial import TrialState
 from common.progress import log
 from models.backend import runtime_text
 from search.config import StudyConfig
-from search.results.status import progress_line
 from search.runtime import optuna_compat as compat
 from search.runtime.claim import WORKER_ATTR, WorkerReport, claim_trial, worker_identity
 from search.runtime.restart import MemoryWatch, RestartState, current_rss_mb, restart_process
@@ -39,11 +39,20 @@ from search.runtime.study import (
     budget_used,
     open_study,
 )
-from search.runtime.study_data import StudyData, check_matches, load_train_val, prepare
+from search.study_data import StudyData, check_matches, load_train_val, prepare
 from search.training.weights import check_same_weights, ensure_weights
 
 # What a finished trial tells: one value, one per objective of a multi-objective study, or none.
 Value = float | list[float] | None
+# The line a worker logs after each trial (the command line hands in results.status's).
+Progress = Callable[[optuna.Study, int], str]
+
+
+def trials_done(study: optuna.Study, total: int) -> str:
+    """The plain progress line: trials finished of the budget."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return f"study {study.study_name}: {len(done)}/{total} trials done"
+
 
 LOST = "another worker failed it while the storage was unreachable, and queued it again"
 
@@ -58,13 +67,14 @@ def run_here(
     started_at: float,
     prepared: StudyData | None = None,
     leave_for_finalize: bool = False,
+    progress: Progress = trials_done,
 ) -> WorkerReport:
     """`run_worker` in this process; when its memory grew too much, this process is replaced
     by a fresh one that goes on (`restart_process`), counting its limits from `started_at`
     (this worker's first start)."""
     report = run_worker(
         study_name, storage_url, data_dir, max_trials, timeout, prepared, restarted,
-        leave_for_finalize,
+        leave_for_finalize, progress,
     )  # fmt: skip
     if report.restart:
         first = restarted.started_at if restarted else started_at
@@ -102,6 +112,7 @@ def run_worker(
     prepared: StudyData | None = None,
     restarted: RestartState | None = None,
     leave_for_finalize: bool = False,
+    progress: Progress = trials_done,
 ) -> WorkerReport:
     """Run trials of an existing study; see the module docstring.
 
@@ -115,6 +126,7 @@ def run_worker(
         restarted: Carried over from this worker's earlier process (see `restart_process`).
         leave_for_finalize: Stop starting trials once the rest of `timeout` is what `run`'s
             finalize needs (`search.runtime.time_plan`).
+        progress: The line logged after each trial.
 
     Raises:
         InputError, StorageError, DataError: before any trial starts (bad input).
@@ -132,7 +144,7 @@ def run_worker(
         if timeout is None:
             timeout = worker.config.timeout
         limits = _Limits(max_trials, timeout, start, leave_for_finalize)
-        return _loop(worker, report, limits)
+        return _loop(worker, report, limits, progress)
     except WorkerInterrupted as exc:
         log(f"worker interrupted by {signal.Signals(exc.signum).name}")
         report.exit_code = exc.exit_code
@@ -157,7 +169,7 @@ def _start(
     )
     ensure_weights(config)
     check_same_weights(config, study.user_attrs.get(WEIGHTS_ATTR), study_name)
-    from search.training.objective import Objective  # imports Keras: only once the input is good
+    from search.runtime.objective import Objective  # imports Keras: only once the input is good
 
     arrays = load_train_val(data, config.data.image_size)
     log(
@@ -224,7 +236,9 @@ def completed_durations(study: optuna.Study) -> list[float]:
     return [t.duration.total_seconds() for t in sorted(done, key=lambda t: sign * t.value)]
 
 
-def _loop(worker: _Worker, report: WorkerReport, limits: _Limits) -> WorkerReport:
+def _loop(
+    worker: _Worker, report: WorkerReport, limits: _Limits, progress: Progress
+) -> WorkerReport:
     """Claim, train, tell, until the budget or the worker's limits."""
     max_trials = limits.max_trials
     while True:
@@ -241,7 +255,7 @@ def _loop(worker: _Worker, report: WorkerReport, limits: _Limits) -> WorkerRepor
         worker.signals.check()
         if trial is None or report.count(state, reason):
             break
-        log(progress_line(worker.study, worker.total))
+        log(progress(worker.study, worker.total))
         more = (max_trials is None or report.trials_run < max_trials) and _work_left(worker.study)
         if more and worker.memory.over_limit():  # restart before the next trial passes it
             log(

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from common.pauses import pause
 from common.progress import log
 from models.backend import keras_module
-from search.runtime.pauses import pause
 
 keras = keras_module()
 

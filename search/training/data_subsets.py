@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 
-from search.runtime.study_data import TrainVal
+from search.study_data import TrainVal
 
 
 def pool_arrays(train_val: TrainVal) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from models.head import HEAD_NAME, build_head
 from models.registry import get_backbone
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
-from search.runtime.study_data import TrainVal
+from search.study_data import TrainVal
 from search.training.batching import PaddedValidation, fit_inputs, fixed_shapes
 from search.training.callbacks import BestWeights, EpochRecorder, schedule
 

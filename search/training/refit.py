@@ -19,7 +19,7 @@ import numpy as np
 
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
-from search.runtime.study_data import TrainVal
+from search.study_data import TrainVal
 from search.training.callbacks import EpochRecorder, schedule
 from search.training.data_subsets import pool_arrays, subset_train_val
 from search.training.fit import _trained_model, prepare_training

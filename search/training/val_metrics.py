@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.metrics import f1_score, recall_score
 
 from models.backend import keras_module
-from search.training.constraints import RECALL_PREFIX
+from search.constraints import RECALL_PREFIX
 
 keras = keras_module()
 

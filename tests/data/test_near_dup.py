@@ -231,7 +231,7 @@ def test_every_stored_duplicate_policy_still_splits(phantom_dir: Path, tmp_path:
 def test_study_data_warns_when_near_copies_are_over_5_percent_of_test(
     phantom_dir: Path, tmp_path: Path
 ) -> None:
-    from search.runtime.study_data import StudyData
+    from search.study_data import StudyData
 
     root, planted = _with_near_copies(phantom_dir, tmp_path)
     near = make_manifest(scan(root), SplitPolicy("official", 0.25, seed=1))

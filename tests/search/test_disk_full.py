@@ -116,7 +116,7 @@ def test_decode_and_phash_caches_on_a_full_disk_go_on_without_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from search.config import load_config
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
 
     config = load_config(str(write_config(tmp_path / "c.yaml"))).with_overrides(
         data_path=str(tiny_data)

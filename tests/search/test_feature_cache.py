@@ -17,7 +17,7 @@ from models.registry import get_backbone
 from models.trial_config import TrialConfig
 from models.weights import WeightsPolicy
 from search.config import load_config
-from search.runtime.study_data import load_train_val, prepare
+from search.study_data import load_train_val, prepare
 from search.training.callbacks import EpochRecorder
 from search.training.fit import fit, uses_feature_cache
 from tests.conftest import ROOT
@@ -76,7 +76,7 @@ def test_head_trained_on_cached_features_predicts_like_the_whole_model(
     assert second.feature_cache["hit"] is True and second.model is None
     # A trial's footprint without its whole model: the extractor's plus the head's.
     from models.footprint import measure
-    from search.training.objective import trial_footprint
+    from search.runtime.objective import trial_footprint
 
     whole = measure(first.model, 32, calls=3)
     parts = trial_footprint(second, trial_config, config, 32)
@@ -115,7 +115,7 @@ def test_trials_record_cache_hits(
 
         return call
 
-    from search.training import objective
+    from search.runtime import objective
 
     monkeypatch.setattr(objective, "_EXTRACTORS", {})  # as a new worker process starts
     extractor = counted("extractor", feature_cache.build_extractor)

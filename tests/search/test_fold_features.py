@@ -14,7 +14,7 @@ from models.registry import get_backbone
 from models.weights import WeightsPolicy, parse_weights
 from search.config import load_config
 from search.results.folds import group_ids, make_folds, pool_paths
-from search.runtime.study_data import load_train_val, prepare
+from search.study_data import load_train_val, prepare
 from search.training.data_subsets import pool_arrays, subset_train_val
 from search.training.feature_cache import build_extractor, get_features, image_ids
 from search.training.refit import refit_data

@@ -14,7 +14,7 @@ from search.config import load_config
 from search.results.status import print_status, study_status
 from search.runtime.optuna_compat import HEARTBEAT_MISSED_ATTR, Heartbeat
 from search.runtime.study import create_study
-from search.runtime.study_data import prepare
+from search.study_data import prepare
 from tests.search.helpers import write_config
 
 

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 
 from search.config import load_config
+from search.constraints import apply_constraints, is_feasible, violations
 from search.errors import ConfigError
-from search.training.constraints import apply_constraints, is_feasible, violations
 from search.training.val_metrics import class_metrics
 from tests.conftest import assert_bad_input, run_cli
 from tests.search.helpers import create_cli, trials_of, write_config
@@ -205,7 +205,7 @@ def test_fit_reports_the_configured_metric(tmp_path: Path, tiny_data: Path, metr
     scikit-learn's on the returned (best-epoch) model's own predictions; a val_loss study
     keeps Keras' metrics only (no extra prediction pass) and minimises."""
     from models.trial_config import TrialConfig
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
     from search.training.callbacks import EpochRecorder
     from search.training.fit import fit
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from search.config import load_config
 from search.runtime.study import create_study
-from search.runtime.study_data import prepare
+from search.study_data import prepare
 from tests.conftest import run_cli, start_cli
 from tests.search.helpers import (
     TINY_CONFIG,

@@ -44,16 +44,26 @@ def test_finalize_plan_takes_more_finalists_before_more_folds() -> None:
     assert plan_for(3, DEFAULT_FOLDS, [10.0, 30.0], 0.2).top == 2
 
 
-def test_the_search_stops_when_finalize_would_no_longer_fit() -> None:
-    ranked = [20.0] * 3
-    assert not stop_search(30.0, 300.0, ranked, 0.15)  # early: search on
-    assert not stop_search(30.0, 300.0, [20.0], 0.15)  # one trial: nothing to finalize yet
-    assert stop_search(SEARCH_SHARE * 300.0, 300.0, ranked, 0.15)  # its share is spent
-    # Before its share: stop at the first moment one more trial would crowd finalize out.
-    late = next(t for t in range(30, 300) if stop_search(float(t), 300.0, ranked, 0.15))
-    assert late < SEARCH_SHARE * 300.0 or finalize_plan(300.0 - late - 20.0, ranked, 0.15)
-    # Past the point where even the smallest finalize fits: search on to the timeout.
-    assert not stop_search(295.0, 300.0, ranked, 0.15)
+def test_a_long_run_searches_until_only_the_full_finalize_fits() -> None:
+    ranked = [20.0] * 6
+    full = plan_for(MAX_TOP, 3, ranked, 0.15).seconds  # 5 trials x 3 folds
+    timeout = 3600.0
+    assert not stop_search(600.0, timeout, ranked, 0.15)  # early: search on
+    assert not stop_search(SEARCH_SHARE * timeout, timeout, ranked, 0.15)  # its share: on
+    # The first moment one more trial would leave the full finalize no room: stop there.
+    stop = next(t for t in range(0, 3600) if stop_search(float(t), timeout, ranked, 0.15))
+    assert timeout - stop >= full > timeout - stop - 20.0
+    assert not stop_search(30.0, timeout, [20.0], 0.15)  # one trial: nothing to finalize
+
+
+def test_a_short_run_gives_the_search_its_share_then_a_smaller_finalize() -> None:
+    ranked = [30.0] * 3  # the full finalize (3 trials x 3 folds of 30 s) never fits in 265 s
+    assert not stop_search(100.0, 265.0, ranked, 0.15)  # before its share: search on
+    at_share = SEARCH_SHARE * 265.0
+    assert stop_search(at_share, 265.0, ranked, 0.15)  # 2 trials x 2 folds fit in the rest
+    assert finalize_plan(265.0 - at_share, ranked, 0.15).top == 2
+    # Trials too long for any finalize in the rest: search on to the end (run skips it).
+    assert not stop_search(at_share, 265.0, [70.0] * 3, 0.15)
 
 
 def test_run_finalizes_and_export_and_train_best_follow_it(tmp_path: Path, tiny_data: Path) -> None:

@@ -71,7 +71,7 @@ def test_a_stored_exact_policy_without_a_near_threshold_keeps_its_fingerprint(
     """Studies made with ``dedup: exact`` before near duplicates were found stored no
     near_threshold: their config still loads and the data still matches its fingerprint."""
     from search.runtime.study import study_config
-    from search.runtime.study_data import prepare
+    from search.study_data import prepare
 
     root = _leaky(tiny_data, tmp_path)
     storage = f"sqlite:///{tmp_path / 'exact.db'}"
@@ -94,7 +94,7 @@ def test_the_warning_says_when_near_copies_are_over_5_percent_of_the_test_split(
 
     from data.discovery import scan
     from data.split import SplitPolicy, make_manifest
-    from search.runtime.study_data import StudyData
+    from search.study_data import StudyData
 
     def warning(root: Path) -> str:
         data = StudyData(root, make_manifest(scan(root), SplitPolicy()))

@@ -49,7 +49,7 @@ def test_saved_model_gives_the_calibrated_probabilities(trained_best: TrainedBes
     from search.results.export import read_export
     from search.results.outputs import read_document
     from search.results.predict import load_model
-    from search.runtime.study_data import load_test, prepare
+    from search.study_data import load_test, prepare
 
     cal = trained_best.metrics["calibration"]
     model = load_model(trained_best.out / "model.keras")

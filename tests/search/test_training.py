@@ -28,11 +28,11 @@ def test_a_failing_trial_is_recorded_and_the_worker_goes_on(
 ) -> None:
     """A build or fit that fails (here: out of memory on the first trial) fails that trial
     with its reason; the worker runs the rest of the budget."""
-    import search.training.objective as objective
+    import search.runtime.objective as objective
     from search.config import load_config
     from search.runtime.study import create_study
-    from search.runtime.study_data import prepare
     from search.runtime.worker import run_worker
+    from search.study_data import prepare
     from tests.search.helpers import write_config
 
     real_fit = objective.fit
@@ -66,7 +66,7 @@ def test_the_returned_model_is_the_best_epochs_model(
     that kept its last weights would score at chance on the validation split."""
     from models.backend import keras_module
     from search.config import load_config
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
     from search.training.callbacks import EpochRecorder
     from search.training.fit import fit
     from tests.search.helpers import write_config
@@ -110,7 +110,7 @@ def test_the_learning_rate_follows_the_schedule_in_a_fit_and_a_refit(
     from models.backend import keras_module
     from models.trial_config import TrialConfig
     from search.config import load_config
-    from search.runtime.study_data import load_train_val, prepare
+    from search.study_data import load_train_val, prepare
     from search.training.callbacks import EpochRecorder
     from search.training.fit import fit
     from search.training.refit import refit

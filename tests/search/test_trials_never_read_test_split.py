@@ -7,11 +7,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-import search.runtime.study_data as study_data
+import search.study_data as study_data
 from search.config import load_config
 from search.runtime.study import create_study
-from search.runtime.study_data import prepare
 from search.runtime.worker import run_worker
+from search.study_data import prepare
 from tests.search.helpers import write_config
 
 

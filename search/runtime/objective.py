@@ -11,21 +11,21 @@ from typing import Any
 
 import optuna
 
+from common.pauses import pause
 from common.progress import log
 from models.backend import jax_cache_hits, runtime_info
 from models.footprint import FOOTPRINT_KEYS, Footprint, combine, describe, measure
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.config_objective import MONITORS
+from search.constraints import apply_constraints, violations
 from search.errors import one_line
 from search.runtime.artifacts import store_of, upload_trial_figures
 from search.runtime.outage import StorageUnavailable
-from search.runtime.pauses import pause
 from search.runtime.study import RUNTIME_ATTR, TRIAL_CONFIG_ATTR
-from search.runtime.study_data import TrainVal
 from search.space import suggest
+from search.study_data import TrainVal
 from search.training.callbacks import EpochRecorder
-from search.training.constraints import apply_constraints, violations
 from search.training.fit import FitResult, fit
 
 
