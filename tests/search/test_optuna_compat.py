@@ -129,13 +129,12 @@ def test_the_retrying_storage_sits_under_optunas_cache(tmp_path: Path) -> None:
     error there is retried); a finished trial refuses updates with UpdateFinishedTrialError;
     heartbeats live in their own table."""
     from search.runtime.optuna_compat import (
-        RetryingStorage,
         record_heartbeat,
-        retry_storage,
         storage_of,
         trial_id,
         without_heartbeat,
     )
+    from search.runtime.retrying import RetryingStorage, retry_storage
     from search.runtime.outage import Outage
     from tests.search.helpers import REFUSED_URL, database_error
 
