@@ -70,7 +70,10 @@ def stop_search(elapsed: float, timeout: float, ranked: list[float], val_fractio
         return False
     left = timeout - elapsed
     next_trial = sum(ranked) / len(ranked)
-    full = plan_for(MAX_TOP, FOLD_CHOICES[0], ranked, val_fraction)
+    # The full finalize, counting trials yet to complete at the mean duration: with only two
+    # trials done, it is not the small plan those two would need.
+    padded = ranked[:MAX_TOP] + [next_trial] * max(MAX_TOP - len(ranked), 0)
+    full = plan_for(MAX_TOP, FOLD_CHOICES[0], padded, val_fraction)
     if full.seconds <= left:
         return full.seconds > left - next_trial
     return (

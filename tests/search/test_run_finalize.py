@@ -62,6 +62,10 @@ def test_a_short_run_gives_the_search_its_share_then_a_smaller_finalize() -> Non
     at_share = SEARCH_SHARE * 265.0
     assert stop_search(at_share, 265.0, ranked, 0.15)  # 2 trials x 2 folds fit in the rest
     assert finalize_plan(265.0 - at_share, ranked, 0.15).top == 2
+    # Two trials done early in a long run: the full finalize is still that of 5 trials (a
+    # search once stopped after 61 s of 265 s to finalize its first two).
+    assert not stop_search(61.0, 265.0, [43.0, 14.0], 0.15)
+    assert not stop_search(61.0, 3600.0, [43.0, 14.0], 0.15)
     # Trials too long for any finalize in the rest: search on to the end (run skips it).
     assert not stop_search(at_share, 265.0, [70.0] * 3, 0.15)
 
