@@ -134,8 +134,8 @@ def test_the_retrying_storage_sits_under_optunas_cache(tmp_path: Path) -> None:
         trial_id,
         without_heartbeat,
     )
-    from search.runtime.retrying import RetryingStorage, retry_storage
     from search.runtime.outage import Outage
+    from search.runtime.retrying import RetryingStorage, retry_storage
     from tests.search.helpers import REFUSED_URL, database_error
 
     study = _study(tmp_path)
