@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -28,6 +29,17 @@ ONE_EPOCH = {"training": {"epochs": 2, "early_stopping_patience": 0}, "pruner": 
 
 def _study(storage: str, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def _run(folder: Path, data: Path, trials: int, *extra: str, **config: Any) -> tuple[Any, str]:
+    """`run` of a fresh tiny study of `trials` trials in `folder`; (result, storage URL)."""
+    storage = f"sqlite:///{folder / 's.db'}"
+    path = write_config(folder / "c.yaml", trials=trials, **{**ONE_EPOCH, **config})
+    result = run_cli(
+        "run", "--config", str(path), "--data", str(data), "--storage", storage, *extra
+    )
+    assert result.returncode == 0, result.stderr
+    return result, storage
 
 
 def test_finalize_plan_takes_more_finalists_before_more_folds() -> None:
@@ -106,11 +118,7 @@ def test_run_finalizes_and_export_and_train_best_follow_it(tmp_path: Path, tiny_
 def test_run_with_a_timeout_stops_searching_to_leave_finalize_its_time(
     tmp_path: Path, tiny_data: Path
 ) -> None:
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    config = write_config(tmp_path / "c.yaml", trials=200, **ONE_EPOCH)
-    where = ("--data", str(tiny_data), "--storage", storage)
-    result = run_cli("run", "--config", str(config), *where, "--timeout", "40", "--finalize")
-    assert result.returncode == 0, result.stderr
+    result, storage = _run(tmp_path, tiny_data, 200, "--timeout", "40", "--finalize")
     assert "search stopped after" in result.stderr, result.stderr[-3000:]
     assert "the rest is for finalize" in result.stderr
     study = _study(storage)
@@ -126,24 +134,14 @@ def test_run_with_a_timeout_stops_searching_to_leave_finalize_its_time(
 def test_no_finalize_and_multi_objective_studies_end_without_it(
     tmp_path: Path, tiny_data: Path
 ) -> None:
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    config = write_config(tmp_path / "c.yaml", trials=2, **ONE_EPOCH)
-    where = ("--data", str(tiny_data), "--storage", storage)
-    result = run_cli("run", "--config", str(config), *where, "--no-finalize")
-    assert result.returncode == 0, result.stderr
+    result, storage = _run(tmp_path, tiny_data, 2, "--no-finalize")
     assert "finalize" not in _study(storage).user_attrs
     assert "chosen by best val_accuracy on the validation split" in result.stdout
 
-    multi = write_config(
-        tmp_path / "m.yaml",
-        trials=2,
-        objective={"metrics": ["val_accuracy", "latency_ms"]},
-        **ONE_EPOCH,
-    )
-    storage = f"sqlite:///{tmp_path / 'm.db'}"
-    where = ("--data", str(tiny_data), "--storage", storage)
-    result = run_cli("run", "--config", str(multi), *where, "--finalize")
-    assert result.returncode == 0, result.stderr
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    metrics = {"metrics": ["val_accuracy", "latency_ms"]}
+    result, storage = _run(multi, tiny_data, 2, "--finalize", objective=metrics)
     assert "finalize:" not in result.stderr and "Finalists" not in result.stdout
     assert "finalize" not in _study(storage).user_attrs
 
