@@ -72,8 +72,13 @@ def _finalize(
 
     from search.results.finalize import finalize, finalized_best, table
     from search.runtime.study import open_study
-    from search.runtime.time_plan import DEFAULT_FOLDS, DEFAULT_TOP, finalize_plan, plan_for
-    from search.runtime.worker import completed_durations
+    from search.runtime.time_plan import (
+        DEFAULT_FOLDS,
+        DEFAULT_TOP,
+        completed_durations,
+        finalize_plan,
+        plan_for,
+    )
 
     study, _ = open_study(name, url)
     if finalized_best(study):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import optuna
+from optuna.trial import TrialState
+
 MAX_TOP = 5  # finalists when the time allows (more finalists before more folds)
 FOLD_CHOICES = (3, 2)
 DEFAULT_TOP, DEFAULT_FOLDS = 3, 3  # without a --timeout
@@ -79,3 +82,11 @@ def stop_search(elapsed: float, timeout: float, ranked: list[float], val_fractio
     return (
         elapsed >= SEARCH_SHARE * timeout and finalize_plan(left, ranked, val_fraction) is not None
     )
+
+
+def completed_durations(study: optuna.Study) -> list[float]:
+    """The completed trials' durations in seconds, best value first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [t for t in done if t.value is not None and t.duration is not None]
+    return [t.duration.total_seconds() for t in sorted(done, key=lambda t: sign * t.value)]

@@ -216,7 +216,7 @@ class _Limits:
             log(f"worker timeout of {self.timeout:g}s reached")
             return True
         if self.leave_for_finalize and len(study.directions) == 1:
-            from search.runtime.time_plan import stop_search
+            from search.runtime.time_plan import completed_durations, stop_search
 
             ranked = completed_durations(study)
             if stop_search(elapsed, self.timeout, ranked, config.data.val_fraction):
@@ -226,14 +226,6 @@ class _Limits:
                 )
                 return True
         return False
-
-
-def completed_durations(study: optuna.Study) -> list[float]:
-    """The completed trials' durations in seconds, best value first."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    done = [t for t in done if t.value is not None and t.duration is not None]
-    return [t.duration.total_seconds() for t in sorted(done, key=lambda t: sign * t.value)]
 
 
 def _loop(
