@@ -75,6 +75,7 @@ def _finalize(
     from search.runtime.time_plan import (
         DEFAULT_FOLDS,
         DEFAULT_TOP,
+        MAX_TOP,
         completed_durations,
         finalize_plan,
         plan_for,
@@ -100,15 +101,17 @@ def _finalize(
                 f"little to cross-validate 2 trials; later: tumor-search finalize --study {name}"
             )
             return
+    # With a --timeout, finalize goes on past the plan's finalists (up to MAX_TOP) while the
+    # next one's folds, paced by those already scored, still end in time.
+    top = plan.top if timeout is None else max(plan.top, min(MAX_TOP, len(ranked)))
+    more = f", up to {top} if time allows" if top > plan.top else ""
     log(
-        f"finalize: re-scoring the top {plan.top} trials by {plan.folds}-fold cross-validation "
-        f"(about {plan.seconds:.0f}s; --no-finalize skips it)"
+        f"finalize: re-scoring the top {plan.top} trials{more} by {plan.folds}-fold "
+        f"cross-validation (about {plan.seconds:.0f}s; --no-finalize skips it)"
     )
     try:
         deadline = None if timeout is None else started + timeout
-        summary = finalize(
-            name, url, args.data, plan.top, plan.folds, prepared=data, deadline=deadline
-        )
+        summary = finalize(name, url, args.data, top, plan.folds, prepared=data, deadline=deadline)
     except InputError as exc:
         log(f"finalize skipped: {exc}")
         return

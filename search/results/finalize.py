@@ -149,15 +149,21 @@ def finalize(
         f"{len(y)} train+val images ({config.objective.metric}, {config.objective.direction})"
     )
     finalists: list[Finalist] = []
-    began = time.time()
+    pace = FinalistPace()
     for trial, trial_config in zip(trials, configs, strict=True):
-        each = (time.time() - began) / max(len(finalists), 1)
-        if deadline is not None and len(finalists) >= 2 and time.time() + each > deadline:
-            log(f"finalize: time is up after {len(finalists)} finalists; the rest are left out")
-            break
+        if deadline is not None and len(finalists) >= 2:
+            expected = pace.expected(trial)
+            if time.time() + expected > deadline:
+                log(
+                    f"finalize: {len(finalists)} finalists; trial {trial.number} (about "
+                    f"{expected:.0f}s) would end past --timeout, so it and the rest are left out"
+                )
+                break
+        began = time.time()
         finalists.append(Finalist(trial))
         for fold in fold_list:
             _score_fold(finalists[-1], trial_config, config, train_val, x, y, fold, folds)
+        pace.record(trial, time.time() - began)
     top = min(top, len(finalists))
     summary, oof = _summarise(finalists, config, folds, top, len(y), y)
     study.set_user_attr(OOF_ATTR, oof)  # first: a summary never names logits not yet written
@@ -168,6 +174,30 @@ def finalize(
     payload = json.dumps(summary, indent=2).encode()
     upload(store_of(study), study, "finalize_summary.json", payload, "application/json")
     return summary
+
+
+class FinalistPace:
+    """How long a finalist's folds take, from those already scored: in proportion to the
+    trial's own search time (a MobileNet finalist costs more than a small CNN's)."""
+
+    def __init__(self) -> None:
+        self.scored: list[tuple[float | None, float]] = []  # (trial's duration, folds' seconds)
+
+    @staticmethod
+    def _duration(trial: optuna.trial.FrozenTrial) -> float | None:
+        return trial.duration.total_seconds() if trial.duration is not None else None
+
+    def record(self, trial: optuna.trial.FrozenTrial, seconds: float) -> None:
+        self.scored.append((self._duration(trial), seconds))
+
+    def expected(self, trial: optuna.trial.FrozenTrial) -> float:
+        """The seconds `trial`'s folds should take (0 before any finalist was scored)."""
+        spent = sum(seconds for _, seconds in self.scored)
+        durations = [d for d, _ in self.scored]
+        duration = self._duration(trial)
+        if duration and all(durations) and durations:
+            return duration * spent / sum(d for d in durations if d)
+        return spent / max(len(self.scored), 1)
 
 
 def _score_fold(

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-MAX_TOP = 5  # finalists when the time allows (more finalists before more folds)
+MAX_TOP = 5  # finalists when the time allows
 FOLD_CHOICES = (3, 2)
 DEFAULT_TOP, DEFAULT_FOLDS = 3, 3  # without a --timeout
 FINALIZE_SETUP_SECONDS = 5.0  # finalize in run's process: data from the cache, folds made
-SEARCH_SHARE = 0.5  # the search's share of --timeout at least, when the full finalize does not fit
+FINALIZE_SHARE = 0.5  # the most of --timeout the search leaves for finalize
 
 
 @dataclass(frozen=True)
@@ -46,42 +46,51 @@ def plan_for(top: int, folds: int, ranked: list[float], val_fraction: float) -> 
 
 
 def finalize_plan(seconds: float, ranked: list[float], val_fraction: float) -> FinalizePlan | None:
-    """The most finalists (then folds) whose fits end within `seconds`; None when not even
-    the best trial with 2 folds fits, or when fewer than 2 trials completed (nothing to
-    choose between)."""
+    """The plan whose fits end within `seconds`: 3 folds before 2, then the most finalists
+    (finalize adds more while they fit, not more folds); None when not even the best two
+    trials with 2 folds fit, or when fewer than 2 trials completed (nothing to choose
+    between)."""
     if len(ranked) < 2:
         return None
-    for top in range(min(MAX_TOP, len(ranked)), 1, -1):
-        for folds in FOLD_CHOICES:
+    for folds in FOLD_CHOICES:
+        for top in range(min(MAX_TOP, len(ranked)), 1, -1):
             plan = plan_for(top, folds, ranked, val_fraction)
             if plan.seconds <= seconds:
                 return plan
     return None
 
 
+def reserved_plan(timeout: float, ranked: list[float], val_fraction: float) -> FinalizePlan | None:
+    """The finalize a search of `timeout` seconds leaves room for: the `finalize_plan` whose
+    fits take at most `FINALIZE_SHARE` of it, counting trials not yet completed
+    at the mean duration (with two trials done, the plan is not the small one those two
+    need). None when not even 2 trials x 2 folds fit in that share."""
+    if not ranked:
+        return None
+    mean = sum(ranked) / len(ranked)
+    padded = ranked[:MAX_TOP] + [mean] * max(MAX_TOP - len(ranked), 0)
+    return finalize_plan(FINALIZE_SHARE * timeout, padded, val_fraction)
+
+
 def stop_search(elapsed: float, timeout: float, ranked: list[float], val_fraction: float) -> bool:
     """Whether the search should start no more trials, `elapsed` seconds into a run whose
     --timeout is `timeout`, so that finalize fits in what is left.
 
-    Stop when the full finalize (the top `MAX_TOP` trials, 3 folds) fits now but would not
-    after one more trial of the mean duration: a long run searches as long as it can. When
-    trials are too long for that, stop once the search has had `SEARCH_SHARE` of the time
-    and a smaller finalize fits in the rest; when none fits then, search on to the end (run
-    then skips finalize, and says so).
+    The search leaves room for `reserved_plan` (the full finalize, the top `MAX_TOP` trials
+    by 3 folds, where it fits in `FINALIZE_SHARE` of the time; a smaller one where trials
+    are longer) and stops when one more trial of the mean duration would leave it none: a
+    run searches as long as it can. When trials are too long for any finalize in that share,
+    it searches to the end (run then skips finalize, and says so). Finalize itself adds
+    finalists while they fit (`finalize(..., deadline=)`), so a cautious estimate here
+    leaves less of the time idle.
     """
     if len(ranked) < 2:
         return False
-    left = timeout - elapsed
+    plan = reserved_plan(timeout, ranked, val_fraction)
+    if plan is None:
+        return False
     next_trial = sum(ranked) / len(ranked)
-    # The full finalize, counting trials yet to complete at the mean duration: with only two
-    # trials done, it is not the small plan those two would need.
-    padded = ranked[:MAX_TOP] + [next_trial] * max(MAX_TOP - len(ranked), 0)
-    full = plan_for(MAX_TOP, FOLD_CHOICES[0], padded, val_fraction)
-    if full.seconds <= left:
-        return full.seconds > left - next_trial
-    return (
-        elapsed >= SEARCH_SHARE * timeout and finalize_plan(left, ranked, val_fraction) is not None
-    )
+    return plan.seconds > timeout - elapsed - next_trial
 
 
 def completed_durations(study: optuna.Study) -> list[float]:

@@ -14,11 +14,12 @@ from search.runtime.storage import open_storage
 from search.runtime.time_plan import (
     DEFAULT_FOLDS,
     FINALIZE_SETUP_SECONDS,
+    FINALIZE_SHARE,
     MAX_TOP,
-    SEARCH_SHARE,
     finalize_plan,
     fold_seconds,
     plan_for,
+    reserved_plan,
     stop_search,
 )
 from tests.conftest import run_cli
@@ -42,18 +43,24 @@ def _run(folder: Path, data: Path, trials: int, *extra: str, **config: Any) -> t
     return result, storage
 
 
-def test_finalize_plan_takes_more_finalists_before_more_folds() -> None:
+def test_finalize_plan_takes_three_folds_then_the_most_finalists() -> None:
     ranked = [20.0] * 8
     plan = finalize_plan(1000.0, ranked, 0.15)
     assert plan is not None and (plan.top, plan.folds) == (MAX_TOP, 3)
     fits = MAX_TOP * 3 * fold_seconds(20.0, 3, 0.15)
     assert plan.seconds == pytest.approx(FINALIZE_SETUP_SECONDS + fits)
+    three = finalize_plan(200.0, ranked, 0.15)  # 3 x 3 folds fit; 5 x 2 folds would too
+    assert three is not None and (three.top, three.folds) == (3, 3)
     small = finalize_plan(100.0, ranked, 0.15)
-    assert small is not None and small.top >= 2 and small.folds == 2
+    assert small is not None and (small.top, small.folds) == (2, 2)
     assert small.seconds <= 100.0
     assert finalize_plan(20.0, ranked, 0.15) is None  # not even 2 trials x 2 folds
     assert finalize_plan(1000.0, [20.0], 0.15) is None  # one trial: nothing to choose
     assert plan_for(3, DEFAULT_FOLDS, [10.0, 30.0], 0.2).top == 2
+
+
+def _first_stop(timeout: float, ranked: list[float]) -> int:
+    return next(t for t in range(0, int(timeout)) if stop_search(float(t), timeout, ranked, 0.15))
 
 
 def test_a_long_run_searches_until_only_the_full_finalize_fits() -> None:
@@ -61,25 +68,35 @@ def test_a_long_run_searches_until_only_the_full_finalize_fits() -> None:
     full = plan_for(MAX_TOP, 3, ranked, 0.15).seconds  # 5 trials x 3 folds
     timeout = 3600.0
     assert not stop_search(600.0, timeout, ranked, 0.15)  # early: search on
-    assert not stop_search(SEARCH_SHARE * timeout, timeout, ranked, 0.15)  # its share: on
+    assert not stop_search(0.5 * timeout, timeout, ranked, 0.15)
     # The first moment one more trial would leave the full finalize no room: stop there.
-    stop = next(t for t in range(0, 3600) if stop_search(float(t), timeout, ranked, 0.15))
+    stop = _first_stop(timeout, ranked)
     assert timeout - stop >= full > timeout - stop - 20.0
     assert not stop_search(30.0, timeout, [20.0], 0.15)  # one trial: nothing to finalize
 
 
-def test_a_short_run_gives_the_search_its_share_then_a_smaller_finalize() -> None:
-    ranked = [30.0] * 3  # the full finalize (3 trials x 3 folds of 30 s) never fits in 265 s
-    assert not stop_search(100.0, 265.0, ranked, 0.15)  # before its share: search on
-    at_share = SEARCH_SHARE * 265.0
-    assert stop_search(at_share, 265.0, ranked, 0.15)  # 2 trials x 2 folds fit in the rest
-    assert finalize_plan(265.0 - at_share, ranked, 0.15).top == 2
-    # Two trials done early in a long run: the full finalize is still that of 5 trials (a
-    # search once stopped after 61 s of 265 s to finalize its first two).
+def test_a_short_run_leaves_room_for_a_smaller_finalize_and_searches_up_to_it() -> None:
+    # The bench-peer case: two fast trials on top, slower ones below, 265 s. The full
+    # finalize never fits in FINALIZE_SHARE of it; 2 trials x 3 folds do, and the search
+    # goes on until one more trial would leave them no room (it once stopped at half).
+    ranked = [14.5, 11.9, 34.0, 34.3]
+    plan = reserved_plan(265.0, ranked, 0.15)
+    assert plan is not None and (plan.top, plan.folds) == (2, 3)
+    assert plan.seconds <= FINALIZE_SHARE * 265.0
+    stop = _first_stop(265.0, ranked)
+    next_trial = sum(ranked) / len(ranked)
+    assert 265.0 - stop - next_trial < plan.seconds <= 265.0 - stop - next_trial + 1.0
+    assert stop > 0.55 * 265.0
+    # Longer trials: only 2 x 2 folds fit in the share; the search still stops for them.
+    assert reserved_plan(265.0, [30.0] * 3, 0.15).folds == 2
+    assert stop_search(150.0, 265.0, [30.0] * 3, 0.15)
+    # Two trials done early: the plan counts the trials to come at the mean duration, not
+    # the small plan these two would need (a search once stopped after 61 s of 265 s).
     assert not stop_search(61.0, 265.0, [43.0, 14.0], 0.15)
     assert not stop_search(61.0, 3600.0, [43.0, 14.0], 0.15)
-    # Trials too long for any finalize in the rest: search on to the end (run skips it).
-    assert not stop_search(at_share, 265.0, [70.0] * 3, 0.15)
+    # Trials too long for any finalize in the share: search on to the end (run skips it).
+    assert reserved_plan(265.0, [70.0] * 3, 0.15) is None
+    assert not stop_search(200.0, 265.0, [70.0] * 3, 0.15)
 
 
 def test_run_finalizes_and_export_and_train_best_follow_it(tmp_path: Path, tiny_data: Path) -> None:
@@ -157,3 +174,23 @@ def test_finalize_past_its_deadline_keeps_the_first_two_finalists(tiny_study) ->
     )  # fmt: skip
     assert len(summary["finalists"]) == 2 and summary["top"] == 2
     assert "top 2 trials" in summary["rule"]
+
+
+def test_finalize_paces_a_finalist_by_its_own_trial_time() -> None:
+    import datetime as dt
+
+    from search.results.finalize import FinalistPace
+
+    def trial(seconds: float) -> optuna.trial.FrozenTrial:
+        start = dt.datetime(2026, 1, 1)
+        made = optuna.trial.create_trial(value=0.9)
+        made.datetime_start, made.datetime_complete = start, start + dt.timedelta(seconds=seconds)
+        return made
+
+    pace = FinalistPace()
+    assert pace.expected(trial(30.0)) == 0.0
+    pace.record(trial(14.0), 21.0)  # a fast trial's folds took 1.5 times its search time
+    pace.record(trial(12.0), 18.0)
+    assert pace.expected(trial(34.0)) == pytest.approx(51.0)  # a slow one's will too
+    no_time = optuna.trial.create_trial(value=0.9)
+    assert pace.expected(no_time) == pytest.approx(19.5)  # without a duration: the mean
