@@ -11,7 +11,6 @@ trains for, and the winner's out-of-fold logits, which train-best calibrates on.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import math
 import time
@@ -211,7 +210,7 @@ def _score_fold(
     k: int,
 ) -> None:
     """Train one finalist on one fold, score its held-out part, keep its logits there."""
-    from models.backend import keras_module
+    from models.backend import release_models
     from search.training.callbacks import EpochRecorder
     from search.training.data_subsets import subset_train_val
     from search.training.fit import fit  # imports Keras: only once input is good
@@ -234,8 +233,7 @@ def _score_fold(
         f"{time.perf_counter() - start:.1f}s"
     )
     del result
-    keras_module().backend.clear_session()
-    gc.collect()
+    release_models()
 
 
 def _winner(finalists: list[Finalist], direction: str) -> Finalist:

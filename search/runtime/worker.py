@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from common.progress import log
-from models.backend import runtime_text
+from models.backend import release_models, runtime_text
 from search.config import StudyConfig
 from search.runtime import optuna_compat as compat
 from search.runtime.claim import WORKER_ATTR, WorkerReport, claim_trial, worker_identity
@@ -314,7 +314,7 @@ def _tell(
     worker: _Worker, trial: optuna.Trial, state: TrialState, value: Value, reason: str
 ) -> TrialState:
     """Tell the trial's outcome; RUNNING when it is no longer this worker's to tell."""
-    worker.keras.backend.clear_session()  # and collects garbage: the next model starts clean
+    release_models()  # the next model starts clean, the last one's graphs freed
     rss = current_rss_mb()
     try:
         if state == TrialState.RUNNING:
