@@ -104,10 +104,10 @@ def _finalize(
     # With a --timeout, finalize goes on past the plan's finalists (up to MAX_TOP) while the
     # next one's folds, paced by those already scored, still end in time.
     top = plan.top if timeout is None else max(plan.top, min(MAX_TOP, len(ranked)))
-    more = f", up to {top} if time allows" if top > plan.top else ""
+    more = f", more (up to {top}) if time allows" if top > plan.top else ""
     log(
-        f"finalize: re-scoring the top {plan.top} trials{more} by {plan.folds}-fold "
-        f"cross-validation (about {plan.seconds:.0f}s; --no-finalize skips it)"
+        f"finalize: re-scoring the top {plan.top} trials by {plan.folds}-fold cross-validation"
+        f"{more} (about {plan.seconds:.0f}s; --no-finalize skips it)"
     )
     try:
         deadline = None if timeout is None else started + timeout
