@@ -112,24 +112,21 @@ def near_pairs(
 
 
 def union_find(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray) -> list[list[int]]:
-    """Connected components of the graph on ``0..n-1`` with edges ``(pairs_i, pairs_j)``:
-    the groups of more than one member, each sorted, ordered by their first member."""
-    parent = list(range(n))
+    """Connected components of the graph on ``0..n-1`` with edges ``(pairs_i, pairs_j)``
+    (`scipy.sparse.csgraph.connected_components`): the groups of more than one member, each
+    sorted, ordered by their first member."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j in zip(pairs_i.tolist(), pairs_j.tolist(), strict=True):
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = {}
-    for x in range(n):
-        groups.setdefault(find(x), []).append(x)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    if n == 0:
+        return []
+    edges = np.ones(len(pairs_i), dtype=np.int8)
+    graph = coo_matrix((edges, (np.asarray(pairs_i), np.asarray(pairs_j))), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    order = np.argsort(labels, kind="stable")  # members ascending within each component
+    cut = np.flatnonzero(np.diff(labels[order])) + 1
+    groups = [g.tolist() for g in np.split(order, cut) if len(g) > 1]
+    return sorted(groups, key=lambda g: g[0])
 
 
 def near_groups(hashes: Sequence[str], threshold: int) -> list[list[int]]:

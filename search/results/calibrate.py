@@ -3,8 +3,8 @@
 One scalar T divides the logits before the softmax; it is fitted by minimising the
 negative log-likelihood of held-back predictions: the validation split's logits, or, when
 train-best refits on train+val (no validation data left), finalize's out-of-fold logits
-from the export. The NLL is convex in 1/T, so it is unimodal in log T and a golden-section
-search on log T finds its minimum (numpy only). The accuracy does not change: T > 0 keeps
+from the export. The NLL is convex in 1/T, so it is unimodal in log T and SciPy's bounded
+scalar minimiser (Brent's method) on log T finds its minimum. The accuracy does not change: T > 0 keeps
 every argmax.
 
 A T fitted on a few hundred predictions can fit their noise and make calibration worse
@@ -31,7 +31,6 @@ from search.results.evaluation import (
 from search.training.batching import predict
 
 T_LOW, T_HIGH = 0.05, 20.0
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 CV_FOLDS = 5
 MIN_JUDGED = 10  # fewer held-back images than this cannot tell a better T from noise
 
@@ -64,21 +63,17 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 def fit_temperature(
     logits: np.ndarray, labels: np.ndarray, low: float = T_LOW, high: float = T_HIGH
 ) -> float:
-    """The T in [low, high] that minimises the NLL (golden-section search on log T); 1.0
-    when no T does better than leaving the model as it is."""
-    a, b = math.log(low), math.log(high)
-    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
-    while b - a > 1e-5:
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - _GOLDEN * (b - a)
-            fc = nll(logits, labels, math.exp(c))
-        else:
-            a, c, fc = c, d, fd
-            d = a + _GOLDEN * (b - a)
-            fd = nll(logits, labels, math.exp(d))
-    best = math.exp((a + b) / 2.0)
+    """The T in [low, high] that minimises the NLL (`scipy.optimize.minimize_scalar`,
+    bounded, on log T); 1.0 when no T does better than leaving the model as it is."""
+    from scipy.optimize import minimize_scalar
+
+    found = minimize_scalar(
+        lambda u: nll(logits, labels, math.exp(u)),
+        bounds=(math.log(low), math.log(high)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    best = math.exp(float(found.x))
     return best if nll(logits, labels, best) < nll(logits, labels, 1.0) else 1.0
 
 

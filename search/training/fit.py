@@ -71,10 +71,19 @@ class FitResult:
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Weights n / (k * count) per class, as scikit-learn's "balanced"."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    counts[counts == 0] = 1.0
-    return {i: float(len(y) / (n_classes * c)) for i, c in enumerate(counts)}
+    """Weights n / (k * count) per class: scikit-learn's "balanced" (`compute_class_weight`),
+    with k the number of classes, present or not; a class without images (whose weight no
+    loss term uses) weighs as if it had one."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray(y)
+    present = np.unique(y)
+    weights = dict.fromkeys(range(n_classes), len(y) / float(n_classes))
+    if len(present):
+        # sklearn divides by the number of classes present; scale that to all n_classes.
+        found = compute_class_weight("balanced", classes=present, y=y) * len(present) / n_classes
+        weights.update({int(c): float(w) for c, w in zip(present, found, strict=True)})
+    return weights
 
 
 def best_epoch(history: dict[str, list[float]], metric: str, direction: str) -> tuple[int, float]:

@@ -240,3 +240,33 @@ def test_study_data_warns_when_near_copies_are_over_5_percent_of_test(
     assert "near copies are 32% of the test split" in warning  # 7 of 15 + 7
     exact = make_manifest(scan(phantom_dir), SplitPolicy("official", 0.25, seed=1))
     assert StudyData(phantom_dir, exact).dropped_warning() is None
+
+
+def _reference_union_find(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray) -> list[list[int]]:
+    """The hand-written union-find that `union_find` replaced, kept to compare partitions."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in zip(pairs_i.tolist(), pairs_j.tolist(), strict=True):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for x in range(n):
+        groups.setdefault(find(x), []).append(x)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_union_find_gives_the_hand_written_partition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    edges = int(rng.integers(0, n))
+    pi, pj = rng.integers(0, n, edges), rng.integers(0, n, edges)  # self-loops and repeats too
+    assert union_find(n, pi, pj) == _reference_union_find(n, pi, pj)
+    assert union_find(0, pi[:0], pj[:0]) == []

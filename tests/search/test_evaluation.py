@@ -120,6 +120,37 @@ def test_brier_and_ece_on_known_probabilities() -> None:
     assert expected_calibration_error(probs, y, bins=10) == pytest.approx(expected)
 
 
+def _golden_section_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The hand-written golden-section search on log T that `fit_temperature` replaced."""
+    import math
+
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = math.log(0.05), math.log(20.0)
+    c, d = b - golden * (b - a), a + golden * (b - a)
+    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
+    while b - a > 1e-5:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - golden * (b - a)
+            fc = nll(logits, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + golden * (b - a)
+            fd = nll(logits, labels, math.exp(d))
+    best = math.exp((a + b) / 2.0)
+    return best if nll(logits, labels, best) < nll(logits, labels, 1.0) else 1.0
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0, 12.0])
+def test_fitted_temperature_equals_the_hand_written_search(scale: float) -> None:
+    rng = np.random.default_rng(int(scale * 10))
+    logits = rng.normal(0.0, scale, size=(500, 4))
+    y = np.where(rng.random(500) < 0.7, logits.argmax(axis=1), rng.integers(0, 4, 500))
+    assert fit_temperature(logits, y) == pytest.approx(
+        _golden_section_temperature(logits, y), rel=1e-4
+    )
+
+
 def test_fitted_temperature_recovers_the_one_that_made_the_data() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(0.0, 3.0, size=(4000, 4))

@@ -150,3 +150,14 @@ def test_the_learning_rate_follows_the_schedule_in_a_fit_and_a_refit(
     result = refit(trial_config, config, data, EpochRecorder("[r]", 3), epochs=3)
     rate = result.model.optimizer.learning_rate
     assert float(keras.ops.convert_to_numpy(rate)) == pytest.approx(expected(3)[-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_balanced_class_weights_equal_the_hand_written_formula(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_classes = int(rng.integers(2, 6))
+    y = rng.integers(0, n_classes - int(seed % 2), int(rng.integers(1, 200)))  # odd: one absent
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    counts[counts == 0] = 1.0
+    expected = {i: len(y) / (n_classes * c) for i, c in enumerate(counts)}
+    assert balanced_class_weights(y, n_classes) == pytest.approx(expected, rel=1e-12)
