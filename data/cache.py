@@ -3,8 +3,9 @@
 Writes are atomic (`atomic_path`: a temporary file in the same folder, then `os.replace`) and
 a per-entry file lock (`filelock`) makes one process compute an entry while the others wait
 and then reuse it.
-Keys include a `code_hash` of the functions that produce an entry's bytes, so changed code
-misses instead of serving what the old code made.
+Keys include the version of the code that produces an entry's bytes (`DECODE_VERSION`,
+`FEATURES_VERSION`, `PHASH_VERSION`, bumped with the code), so changed code misses instead of
+serving what the old code made.
 
 Layout: ``images/.../<split>.npz`` (one file per entry, `data.decode`) and
 ``features/<key>/`` (one folder per entry, `search.training.feature_cache`); each entry has a
@@ -13,19 +14,12 @@ Layout: ``images/.../<split>.npz`` (one file per entry, `data.decode`) and
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
-import hashlib
-import inspect
-import marshal
 import os
 import tempfile
-import textwrap
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -35,8 +29,6 @@ from common.disk import is_disk_full
 IMAGES = "images"
 FEATURES = "features"
 FEATURES_FILE = "features.npz"
-_OWN_PACKAGES = frozenset({"data", "models", "search", "tumor_predict"})
-_PLAIN = (bool, int, float, complex, str, bytes, type(None))
 
 
 def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
@@ -203,66 +195,3 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _normalised_source(function: Callable[..., Any]) -> bytes:
-    """The function's syntax tree without docstrings (its bytecode if the source is gone)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return marshal.dumps(function.__code__)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree).encode()
-
-
-def _names_read(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):  # nested functions, lambdas, comprehensions
-            names |= _names_read(const)
-    return names
-
-
-def _is_plain(value: object) -> bool:
-    if isinstance(value, tuple | frozenset):
-        return all(_is_plain(item) for item in value)
-    return isinstance(value, _PLAIN)
-
-
-def code_hash(*functions: Callable[..., Any]) -> str:
-    """A hash of the code that produces a cache entry's bytes.
-
-    Covers each function's source (comments, docstrings and layout do not count), the plain
-    constants it reads from its module (``BATCH = 64``) and, recursively, the functions of
-    this project (``data``, ``models``, ``search``, ``tumor_predict``) that it calls by global
-    name.
-    """
-    digest = hashlib.sha256()
-    seen: set[Callable[..., Any]] = set()
-    pending = list(functions)
-    while pending:
-        function = inspect.unwrap(pending.pop(0))
-        if function in seen:
-            continue
-        seen.add(function)
-        digest.update(f"{function.__module__}.{function.__qualname__}\0".encode())
-        digest.update(_normalised_source(function))
-        namespace = getattr(function, "__globals__", {})
-        for name in sorted(_names_read(function.__code__)):
-            value = namespace.get(name)
-            if _is_plain(value) and name in namespace:
-                digest.update(f"\0{name}={value!r}".encode())
-                continue
-            value = inspect.unwrap(value) if callable(value) else value  # functools.cache
-            if isinstance(value, types.FunctionType) and (
-                value.__module__.split(".")[0] in _OWN_PACKAGES
-            ):
-                pending.append(value)
-    return digest.hexdigest()

@@ -27,7 +27,6 @@ from data.cache import (
     IMAGES,
     atomic_save_arrays,
     cache_root,
-    code_hash,
     entry_lock,
     load_arrays,
     touch,
@@ -59,19 +58,24 @@ class SplitArrays:
     seconds: float
 
 
+# The version of the code that turns files into cached pixels (`decode_image`, `to_rgb`,
+# `decode_pixels`, `_decode_entries`). Bump it with any change there that changes a decoded
+# byte, so that caches the old code filled miss instead of serving its pixels
+# (tests/data/test_cache_keys.py pins the decoder's output on fixed images).
+DECODE_VERSION = 1
+
+
 @functools.cache
 def pipeline_version() -> str:
-    """What decides the decoded bytes besides the files: Pillow, libjpeg and our code.
-
-    Computed once per process; the code part is `data.cache.code_hash` of the decoder.
-    """
+    """What decides the decoded bytes besides the files: Pillow, libjpeg and our code
+    (`DECODE_VERSION`). Computed once per process."""
     import PIL
     import PIL.features
 
     parts = {
         "pillow": PIL.__version__,
         "libjpeg": PIL.features.version("jpg"),  # its IDCT and draft scaling decide JPEG pixels
-        "code": code_hash(decode_image, to_rgb, decode_pixels, _decode_entries),
+        "code": DECODE_VERSION,
     }
     return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
 

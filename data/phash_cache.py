@@ -2,8 +2,8 @@
 
 `data.discovery.scan` decodes every image to check it; the perceptual hash
 (`data.near_dup.perceptual_hash`) about doubles that cost, so a scan reuses the hashes of
-images it has seen before. One JSON file, ``phash/<code hash>.json`` in the cache root, maps
-sha256 to hash; changed hash code gets a new file. Writers merge under the file's lock and
+images it has seen before. One JSON file, ``phash/v<PHASH_VERSION>.json`` in the cache root,
+maps sha256 to hash; a new version of the hash code gets a new file. Writers merge under the file's lock and
 replace it atomically; a cache that cannot be read or written is skipped (the hashes are
 recomputed), never an error; a full disk says so in one progress line.
 """
@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-from functools import cache
 from pathlib import Path
 
 from common.disk import cache_skipped
 from data.cache import atomic_write_bytes, cache_root, entry_lock
-from data.near_dup import perceptual_hash
 
 PHASH = "phash"
 
 
-@cache
-def _version() -> str:
-    from data.cache import code_hash
-
-    return code_hash(perceptual_hash)[:16]
+# The version of `perceptual_hash` (and `_normalised`, which it calls): bump it with any
+# change that changes a hash, so that cached hashes of the old code are not served.
+PHASH_VERSION = 1
 
 
 def _read(path: Path) -> dict[str, str]:
@@ -41,7 +37,7 @@ class HashCache:
     """sha256 -> perceptual hash; `get` and `put` may be called from several threads."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.path = cache_root(root) / PHASH / f"{_version()}.json"
+        self.path = cache_root(root) / PHASH / f"v{PHASH_VERSION}.json"
         self.known = _read(self.path)
         self.new: dict[str, str] = {}
 

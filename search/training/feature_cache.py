@@ -8,8 +8,8 @@ missing images while the others wait for it and reuse them.
 An entry's key holds everything that decides the extractor: backbone and its registry
 record, the bytes of the weights file actually loaded (for ``imagenet``, the weights
 folder's file that `weights import` wrote, else the one Keras keeps under its home), input
-size, Keras and backend versions, the dtype policy and a hash of the code that computes
-them (`code_version`). Weights that cannot be known by their bytes are never cached.
+size, Keras and backend versions, the dtype policy and the version of the code that
+computes them (`FEATURES_VERSION`). Weights that cannot be known by their bytes are never cached.
 Within an entry each image is found by the content hash of its decoded pixels
 (`image_ids`), so a study's run, every finalize fold, the refit on train+val and any later
 split of the same images reuse what was computed once, and an image decoded otherwise (a
@@ -40,7 +40,6 @@ from data.cache import (
     atomic_save_arrays,
     atomic_write_bytes,
     cache_root,
-    code_hash,
     entry_lock,
     load_arrays,
     touch,
@@ -125,10 +124,10 @@ def _library_version(name: str) -> str:
         return "unknown"
 
 
-@functools.cache
-def code_version() -> str:
-    """A hash of the code that computes features (`data.cache.code_hash`), once per process."""
-    return code_hash(build_extractor, _compute, WeightsPolicy.load_into)
+# The version of the code that computes cached features (`build_extractor` and the builder
+# functions it calls, `_compute`, `WeightsPolicy.load_into`). Bump it with any change there
+# that changes a feature, so that entries the old code filled miss instead of being served.
+FEATURES_VERSION = 1
 
 
 def key_parts(
@@ -149,7 +148,7 @@ def key_parts(
         "backend": backend,
         "backend_version": _library_version(backend),
         "dtype_policy": keras.mixed_precision.dtype_policy().name,
-        "code": code_version(),
+        "code": FEATURES_VERSION,
     }
 
 

@@ -1,24 +1,23 @@
-"""The decode cache key holds the decode pipeline: Pillow, libjpeg and the decoding code.
+"""The decode cache key holds the decode pipeline: Pillow, libjpeg and the decoding code's
+version (`DECODE_VERSION`).
 
 Each test changes one component and shows the cache path moves (a miss, never stale data).
-`code_hash` sees code and the constants it reads, not comments, docstrings or layout.
+The decoder's output on fixed images is pinned to its version: a change to the decoder that
+changes a byte fails here until the version is bumped.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import textwrap
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import data.decode
-from data.cache import code_hash
-from data.decode import cache_path, load_split, pipeline_version
+from data.decode import DECODE_VERSION, cache_path, decode_image, load_split, pipeline_version
 from data.discovery import scan
 from data.split import SplitManifest, SplitPolicy, make_manifest
 
@@ -40,10 +39,6 @@ def _other_to_rgb(img: Image.Image) -> Image.Image:
     return Image.eval(img.convert("RGB"), lambda v: 255 - v)  # a changed decoder: negatives
 
 
-def _other_decode_entries(*args: Any) -> np.ndarray:
-    return np.zeros((0,), dtype=np.uint8)
-
-
 def _pillow(monkeypatch: pytest.MonkeyPatch) -> None:
     import PIL
 
@@ -59,24 +54,14 @@ def _libjpeg(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def _to_rgb(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data.decode, "to_rgb", _other_to_rgb)
-
-
-def _decode_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data.decode, "decode_image", _other_to_rgb)
-
-
-def _decode_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data.decode, "_decode_entries", _other_decode_entries)
+def _decode_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data.decode, "DECODE_VERSION", DECODE_VERSION + 1)
 
 
 COMPONENTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "pillow_version": _pillow,
     "libjpeg_version": _libjpeg,
-    "to_rgb_code": _to_rgb,
-    "decode_image_code": _decode_image,
-    "decode_entries_code": _decode_entries,
+    "decode_version": _decode_version,
 }
 
 
@@ -96,7 +81,8 @@ def test_changed_decoder_misses_instead_of_serving_old_pixels(
 ) -> None:
     first = load_split(manifest, phantom_dir, "val", 16, cache_dir=str(tmp_path))
     assert load_split(manifest, phantom_dir, "val", 16, cache_dir=str(tmp_path)).from_cache
-    monkeypatch.setattr(data.decode, "to_rgb", _other_to_rgb)
+    monkeypatch.setattr(data.decode, "to_rgb", _other_to_rgb)  # a new decoder, its version
+    _decode_version(monkeypatch)
     pipeline_version.cache_clear()
     second = load_split(manifest, phantom_dir, "val", 16, cache_dir=str(tmp_path))
     assert not second.from_cache
@@ -116,50 +102,38 @@ def test_cache_hit_marks_the_entry_used(
     assert path.stat().st_mtime > 1_000_000  # `cache clear --older-than` goes by last use
 
 
-def _function(tmp_path: Path, name: str, source: str) -> Callable[..., Any]:
-    """`f` from `source`, loaded as module ``probe`` (so only the source differs)."""
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location("probe", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.f
+# sha256 of `decode_image`'s output on `_fixed_images`, per `DECODE_VERSION`. The images
+# need no resize and no JPEG decoder, so the bytes are the same with any Pillow release.
+PINNED = {1: "5a7a266d348b361203a37e97cc196aca8da907371310600ae9b0e49e65cad503"}
 
 
-BASE = '''
-LIMIT = 1
+def _fixed_images(folder: Path) -> list[Path]:
+    """PNGs in the modes the decoder converts (L, I;16, RGBA, P, LA, RGB), 12 x 12 pixels."""
+    ramp = np.arange(144, dtype=np.uint16).reshape(12, 12)
+    images = {
+        "l": Image.fromarray((ramp * 255 // 143).astype(np.uint8), "L"),
+        "i16": Image.fromarray((ramp * 400 + 1000).astype(np.uint16)),
+        "rgba": Image.fromarray(
+            np.dstack([ramp % 256, 255 - ramp % 256, ramp % 7 * 30, ramp % 3 * 120]).astype(
+                np.uint8
+            ),
+            "RGBA",
+        ),
+        "p": Image.fromarray((ramp % 16).astype(np.uint8), "L").convert("P"),
+        "la": Image.fromarray((ramp % 256).astype(np.uint8), "L").convert("LA"),
+        "rgb": Image.fromarray(np.dstack([ramp % 256] * 3).astype(np.uint8), "RGB"),
+    }
+    paths = []
+    for name, image in images.items():
+        paths.append(folder / f"{name}.png")
+        image.save(paths[-1])
+    return paths
 
 
-def f(x):
-    """Add the limit."""
-    return x + LIMIT
-'''
-
-
-def test_code_hash_ignores_comments_docstrings_and_layout(tmp_path: Path) -> None:
-    reworded = '''
-    LIMIT = 1
-
-
-    def f(x):  # a comment
-        """Another docstring, longer."""
-
-        return (x +
-                LIMIT)
-    '''
-    assert code_hash(_function(tmp_path, "a", BASE)) == code_hash(
-        _function(tmp_path, "b", reworded)
+def test_the_decoders_output_is_pinned_to_its_version(tmp_path: Path) -> None:
+    digest = hashlib.sha256()
+    for path in _fixed_images(tmp_path):
+        digest.update(decode_image(path, 12).tobytes())
+    assert PINNED.get(DECODE_VERSION) == digest.hexdigest(), (
+        "the decoder's output changed: bump data.decode.DECODE_VERSION and pin the new digest"
     )
-
-
-def test_code_hash_sees_code_and_the_constants_it_reads(tmp_path: Path) -> None:
-    base = code_hash(_function(tmp_path, "a", BASE))
-    assert code_hash(_function(tmp_path, "b", BASE.replace("x + LIMIT", "x - LIMIT"))) != base
-    assert code_hash(_function(tmp_path, "c", BASE.replace("LIMIT = 1", "LIMIT = 2"))) != base
-
-
-def test_code_hash_follows_the_project_functions_it_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = code_hash(data.decode.decode_image)  # calls to_rgb by its global name
-    monkeypatch.setattr(data.decode, "to_rgb", _other_to_rgb)
-    assert code_hash(data.decode.decode_image) != before

@@ -14,7 +14,7 @@ from models.backend import keras_module
 from models.registry import get_backbone
 from models.weights import WeightsPolicy
 from models.weights_store import weights_dir
-from search.training.feature_cache import cache_key, code_version
+from search.training.feature_cache import cache_key
 from tests.conftest import assert_bad_input, run_cli
 from tests.search.helpers import write_config
 
@@ -99,7 +99,6 @@ def test_feature_key_follows_the_imported_weights(
     file wins over the one in Keras's cache."""
     from search.training import feature_cache
 
-    code_version.cache_clear()
     keras_home = tmp_path / "keras-home-for-key"
     monkeypatch.setattr(feature_cache, "keras_home", lambda: keras_home)
     record = get_backbone(MISSING)
