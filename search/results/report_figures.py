@@ -1,4 +1,6 @@
-"""The report's plotly figures, each drawn from `ReportData`, and the section that holds one.
+"""The report's plotly figures, each drawn from `ReportData`, and the section that holds one:
+the search's history, curves and importances, the backbones, durations, the confusion
+matrix, the reliability diagram of the held-out test split and the deployment footprint.
 
 A builder raises `Unavailable` when the study cannot draw its figure yet; `render_figure`
 turns that (or any other failure) into a placeholder that says why.
@@ -12,6 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import optuna
 import plotly.graph_objects as go
@@ -19,10 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from common.progress import log
 from search.config import StudyConfig
+from search.constraints import is_feasible
 from search.errors import one_line
-from search.results.report_calibration import reliability_figure
 from search.results.report_data import ReportData, Unavailable, backbone_of, duration_of
-from search.results.report_footprint import latency_figure, pareto_figure
 
 STATE_COLOURS = {
     TrialState.COMPLETE: "#1f77b4",
@@ -209,6 +211,142 @@ def confusion_figure(data: ReportData) -> go.Figure:
     fig.update_layout(xaxis_title="predicted class", yaxis_title="true class")
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+# ---------------------------------------------------------------- calibration: the held-out
+# test split's accuracy against confidence per bin, before and after temperature scaling
+
+CURVES = (("before", "before calibration", "#ff7f0e"), ("after", "after calibration", "#1f77b4"))
+
+
+def _points(bins: dict[str, Any]) -> tuple[list[float], list[float], list[int]]:
+    """The non-empty bins' mean confidence, accuracy and image count."""
+    rows = [
+        (c, a, n)
+        for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"], strict=True)
+        if n
+    ]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def reliability_figure(data: ReportData) -> go.Figure:
+    """Accuracy against mean confidence per bin on the test split, before and after."""
+    calibration = (data.train_best or {}).get("calibration") or {}
+    curves = calibration.get("reliability") or {}
+    if not curves.get("before"):
+        raise Unavailable("the train-best result holds no reliability data (run train-best again)")
+    test = calibration.get("test") or {}
+    fig = go.Figure(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="perfectly calibrated",
+            line={"color": "#888", "dash": "dash"},
+            hoverinfo="skip",
+        )
+    )
+    for key, label, colour in CURVES:
+        bins = curves.get(key)
+        if not bins:
+            continue
+        x, y, n = _points(bins)
+        ece = test.get(f"ece_{key}")
+        name = f"{label} (ECE {ece:.3f})" if isinstance(ece, int | float) else label
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                customdata=n,
+                mode="lines+markers",
+                name=name,
+                line={"color": colour},
+                marker={"size": [6 + min(14, c**0.5 * 2) for c in n], "color": colour},
+                hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>"
+                "%{customdata} images<extra></extra>",
+            )
+        )
+    t = calibration.get("temperature")
+    fig.update_layout(
+        xaxis_title="mean confidence in the bin"
+        + (f" (temperature {t:.3f})" if isinstance(t, int | float) else ""),
+        yaxis_title="accuracy in the bin",
+    )
+    fig.update_xaxes(range=[0, 1.02])
+    fig.update_yaxes(range=[0, 1.02])
+    return fig
+
+
+# ---------------------------------------------------------------- footprint: the validation
+# metric against latency at batch 1, and the trials no other beats on both (the front)
+
+
+def front(points: list[tuple[float, float, Any]], maximize: bool) -> list[tuple[float, float, Any]]:
+    """The points (latency, value, item) that no other point beats on both: as fast or faster
+    and as good or better, one of them strictly. Sorted by latency."""
+    sign = 1.0 if maximize else -1.0
+    out: list[tuple[float, float, Any]] = []
+    best = -float("inf")
+    for latency, value, item in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if sign * value > best:
+            out.append((latency, value, item))
+            best = sign * value
+    return out
+
+
+def latency_figure(data: ReportData) -> go.Figure:
+    """The validation metric against latency (log axis) of the completed trials; the front
+    joined by a line, infeasible trials (they break a constraint) hollow."""
+    measured = [t for t in data.require_completed() if "latency_ms" in t.user_attrs]
+    if not measured:
+        raise Unavailable("no completed trial has a measured latency yet")
+    fig = go.Figure()
+    for feasible, label in ((True, "trials"), (False, "infeasible trials")):
+        trials = [t for t in measured if is_feasible(t) == feasible]
+        if not trials:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[t.user_attrs["latency_ms"] for t in trials],
+                y=[data.score(t) for t in trials],
+                mode="markers",
+                name=label,
+                marker={"size": 10, "symbol": "circle" if feasible else "circle-open"},
+                hovertext=[
+                    f"trial {t.number} ({backbone_of(t, data.config)}), "
+                    f"{t.user_attrs.get('params_m', 0.0):.3f} M params"
+                    for t in trials
+                ],
+                hovertemplate="%{hovertext}<br>%{x:.2f} ms, %{y:.4f}<extra></extra>",
+            )
+        )
+    points = [(t.user_attrs["latency_ms"], data.score(t), t) for t in measured if is_feasible(t)]
+    best = front(points, data.config.objective.direction == "maximize")
+    if best:
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in best],
+                y=[p[1] for p in best],
+                mode="lines",
+                line={"shape": "hv", "dash": "dash", "color": "#2ca02c"},
+                name="front (nothing both faster and better)",
+                hoverinfo="skip",
+            )
+        )
+    fig.update_xaxes(type="log")
+    fig.update_layout(xaxis_title="latency per image at batch 1 (ms)", yaxis_title=data.metric)
+    return fig
+
+
+def pareto_figure(data: ReportData) -> go.Figure:
+    """Optuna's Pareto-front plot of a multi-objective study (two or three objectives)."""
+    import optuna
+
+    names = data.config.objective.names
+    if len(names) > 3:
+        raise Unavailable(f"{len(names)} objectives: the front is listed above, not drawn")
+    data.require_completed()
+    return optuna.visualization.plot_pareto_front(data.study, target_names=names)
 
 
 SEARCH_FIGURES: tuple[tuple[str, Builder], ...] = (
