@@ -11,27 +11,12 @@ objective:
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import ValidationInfo, field_validator, model_validator
+
+from search.config_base import Section, one_of, refuse
 from search.errors import ConfigError
-
-
-def bad(source: str, key: str, message: str) -> ConfigError:
-    """The error for a bad value: ``<source>: <key>: <message>``."""
-    return ConfigError(f"{source}: {key}: {message}")
-
-
-def check_choice(value: Any, allowed: Collection[str], source: str, key: str, what: str) -> None:
-    """Refuse a value outside `allowed`, listing the allowed values.
-
-    Raises:
-        ConfigError: ``unknown <what> <value>; allowed: ...``.
-    """
-    if value not in allowed:
-        raise bad(source, key, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
-
 
 # The metrics on the validation split, and the direction that is better.
 METRICS = {
@@ -55,8 +40,7 @@ ALL_METRICS = {**METRICS, **FOOTPRINT_METRICS}
 DEFAULT_METRIC = "val_accuracy"
 
 
-@dataclass(frozen=True)
-class ObjectiveConfig:
+class ObjectiveConfig(Section):
     """What a trial is scored on, and the limits a trial must meet to count.
 
     Attributes:
@@ -69,9 +53,9 @@ class ObjectiveConfig:
             `search.constraints`.
     """
 
-    metric: str = DEFAULT_METRIC
-    metrics: list | None = field(default=None, hash=False)
-    constraints: dict | None = field(default=None, hash=False)
+    metric: Annotated[str, one_of(METRICS, "metric")] = DEFAULT_METRIC
+    metrics: list | None = None
+    constraints: dict | None = None
 
     @property
     def is_multi(self) -> bool:
@@ -104,46 +88,56 @@ class ObjectiveConfig:
         logged = [MONITORS[n] for n in self.names if n in MONITORS]
         return any(m not in ("val_accuracy", "val_loss") for m in logged) or bool(self.constraints)
 
-    def validate(self, source: str) -> None:
-        """Raises ConfigError for an unknown metric, a malformed ``metrics`` list or bad
-        constraints."""
-        from search.constraints import validate_constraints
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_metric(cls, raw: Any) -> Any:
+        return with_primary_metric(raw)
 
-        check_choice(self.metric, METRICS, source, "objective.metric", "metric")
-        if self.metrics is not None:
-            self._validate_metrics(source)
-        validate_constraints(self.constraints, source)
-
-    def _validate_metrics(self, source: str) -> None:
-        key = "objective.metrics"
-        names = self.metrics or []
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, names: list | None, info: ValidationInfo) -> list | None:
+        """Two or more known metrics, none twice, one of them a validation metric that is
+        `metric` (checked after `metric` itself)."""
+        if names is None:
+            return names
         if len(names) < 2:
-            raise ConfigError(
-                f"{source}: {key}: a multi-objective study needs two or more metrics, e.g. "
-                f"[val_accuracy, latency_ms]; for one, set objective.metric instead"
+            raise refuse(
+                "a multi-objective study needs two or more metrics, e.g. "
+                "[val_accuracy, latency_ms]; for one, set objective.metric instead"
             )
         for name in names:
             if not isinstance(name, str):
-                raise ConfigError(f"{source}: {key}: expected metric names, got {name!r}")
+                raise refuse(f"expected metric names, got {name!r}")
             if name not in ALL_METRICS:
-                raise ConfigError(
-                    f"{source}: {key}: unknown metric {name!r}; allowed: {', '.join(ALL_METRICS)}"
-                )
+                raise refuse(f"unknown metric {name!r}; allowed: {', '.join(ALL_METRICS)}")
         if len(set(names)) < len(names):
-            raise ConfigError(f"{source}: {key}: a metric is listed twice: {names}")
+            raise refuse(f"a metric is listed twice: {names}")
         if not any(name in METRICS for name in names):
-            raise ConfigError(
-                f"{source}: {key}: needs a validation metric ({', '.join(METRICS)}) beside "
-                f"{', '.join(names)}"
+            raise refuse(
+                f"needs a validation metric ({', '.join(METRICS)}) beside {', '.join(names)}"
             )
-        if self.metric not in names:
-            raise ConfigError(
-                f"{source}: objective: set objective.metric or objective.metrics, not both "
-                f"(metric {self.metric!r} is not among metrics {names})"
+        metric = info.data.get("metric")
+        if metric is not None and metric not in names:
+            raise refuse(
+                "set objective.metric or objective.metrics, not both "
+                f"(metric {metric!r} is not among metrics {names})",
+                key="objective",
             )
+        return names
+
+    @field_validator("constraints")
+    @classmethod
+    def _check_constraints(cls, constraints: dict | None) -> dict | None:
+        from search.constraints import validate_constraints
+
+        try:
+            validate_constraints(constraints)
+        except ConfigError as exc:
+            raise refuse(str(exc), key="") from None
+        return constraints
 
 
-def with_primary_metric(raw: object) -> object:
+def with_primary_metric(raw: Any) -> Any:
     """A raw ``objective`` mapping with ``metrics`` and no ``metric``: ``metric`` becomes
     the first validation metric listed (it picks each trial's best epoch). An explicit
     ``metric`` stays, and must be one of ``metrics``."""

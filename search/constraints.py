@@ -32,7 +32,7 @@ FEASIBLE_ATTR = "feasible"
 CONSTRAINTS_ATTR = "constraints"
 
 
-def validate_constraints(raw: Any, source: str) -> None:
+def validate_constraints(raw: Any) -> None:
     """Refuse a malformed ``objective.constraints`` mapping (`ConfigError`, one line).
 
     Class names are checked against the data later (`check_classes`).
@@ -41,26 +41,24 @@ def validate_constraints(raw: Any, source: str) -> None:
         return
     key = "objective.constraints"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: {key} must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{key} must be a mapping, got {type(raw).__name__}")
     for kind, value in raw.items():
         if kind not in CONSTRAINT_KINDS:
             raise ConfigError(
-                f"{source}: unknown key {key}.{kind}; allowed keys: {', '.join(CONSTRAINT_KINDS)}"
+                f"unknown key {key}.{kind}; allowed keys: {', '.join(CONSTRAINT_KINDS)}"
             )
         if kind in FOOTPRINT_LIMITS:
             if not _number(value) or not 0.0 < float(value) < math.inf:
-                raise ConfigError(
-                    f"{source}: {key}.{kind}: expected a positive number, got {value!r}"
-                )
+                raise ConfigError(f"{key}.{kind}: expected a positive number, got {value!r}")
             continue
         if not isinstance(value, Mapping) or not value:
             raise ConfigError(
-                f"{source}: {key}.{kind} must map class names to recalls, e.g. {{glioma: 0.85}}"
+                f"{key}.{kind} must map class names to recalls, e.g. {{glioma: 0.85}}"
             )
         for name, floor in value.items():
             if not isinstance(name, str) or not _number(floor) or not 0.0 < float(floor) <= 1.0:
                 raise ConfigError(
-                    f"{source}: {key}.{kind}.{name}: expected a recall in (0, 1], got {floor!r}"
+                    f"{key}.{kind}.{name}: expected a recall in (0, 1], got {floor!r}"
                 )
 
 

@@ -92,15 +92,14 @@ def float32_for_exports(config: Any, formats: tuple[str, ...]) -> Any:
     """The study config to retrain with: mixed precision off when a format other than keras
     is asked for (exported graphs and their runtimes compute in float32, and must agree with
     the Keras model within `TOLERANCE`)."""
-    from dataclasses import replace
-
     from models.backend import gpu_count
 
     mixed = config.training.mixed_precision
     if formats == ("keras",) or mixed == "off" or (mixed == "auto" and gpu_count() == 0):
         return config
     log("exports compute in float32: training without mixed precision")
-    return replace(config, training=replace(config.training, mixed_precision="off"))
+    training = config.training.model_copy(update={"mixed_precision": "off"})
+    return config.model_copy(update={"training": training})
 
 
 def write_formats(

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from models.trial_config import Augmentation
 from search.config import StudyConfig
+from search.config_base import read_section
 from search.config_fields import (
     DataConfig,
     HeartbeatConfig,
@@ -17,7 +17,6 @@ from search.config_fields import (
     SamplerConfig,
     TrainingConfig,
     WorkerConfig,
-    read_section,
 )
 from search.errors import ConfigError
 from tests.search.helpers import TINY_CONFIG
@@ -33,43 +32,89 @@ SECTIONS = (
 )
 
 
+def _key(cls: type) -> str:
+    return cls.__name__.removesuffix("Config").lower()
+
+
 @pytest.mark.parametrize("cls", SECTIONS, ids=lambda c: c.__name__)
 def test_the_defaults_validate(cls: type) -> None:
-    cls().validate("cfg")
+    assert read_section(cls, {}, "cfg", _key(cls)) == cls()
+    assert cls.model_validate(cls().model_dump()) == cls()
 
 
 @pytest.mark.parametrize(
-    ("section", "expected"),
+    ("cls", "raw", "expected"),
     [
-        (DataConfig(split="random"), "cfg: data.split: unknown policy 'random'; allowed: "),
-        (DataConfig(dedup="x"), "cfg: data.dedup: unknown policy 'x'; allowed: "),
-        (DataConfig(val_fraction=1.5), "cfg: data.val_fraction: must be between 0 and 1, got 1.5"),
-        (DataConfig(test_fraction=0.0), "cfg: data.test_fraction: must be between 0 and 1"),
-        (DataConfig(val_fraction=0.5, test_fraction=0.5), "cfg: data: val_fraction + test_"),
-        (DataConfig(image_size=8), "cfg: data.image_size: must be between 16 and 1024 pixels"),
-        (TrainingConfig(epochs=0), "cfg: training.epochs: must be at least 1, got 0"),
-        (TrainingConfig(early_stopping_patience=-1), "cfg: training.early_stopping_patience:"),
-        (TrainingConfig(class_weights="x"), "cfg: training.class_weights: unknown value 'x'"),
-        (TrainingConfig(mixed_precision="x"), "cfg: training.mixed_precision: unknown value"),
-        (TrainingConfig(xla="x"), "cfg: training.xla: unknown value 'x'; allowed: auto, on, off"),
-        (TrainingConfig(lr_schedule="step"), "cfg: training.lr_schedule: unknown value 'step'"),
+        (DataConfig, {"split": "random"}, "cfg: data.split: unknown policy 'random'; allowed: "),
+        (DataConfig, {"dedup": "x"}, "cfg: data.dedup: unknown policy 'x'; allowed: "),
         (
-            TrainingConfig(augmentation=Augmentation(zoom=1.0)),
+            DataConfig,
+            {"val_fraction": 1.5},
+            "cfg: data.val_fraction: must be between 0 and 1, got 1.5",
+        ),
+        (
+            DataConfig,
+            {"test_fraction": 0},
+            "cfg: data.test_fraction: must be between 0 and 1, got 0.0",
+        ),
+        (
+            DataConfig,
+            {"val_fraction": 0.5, "test_fraction": 0.5},
+            "cfg: data: val_fraction + test_",
+        ),
+        (DataConfig, {"image_size": 8}, "cfg: data.image_size: must be between 16 and 1024 pixels"),
+        (TrainingConfig, {"epochs": 0}, "cfg: training.epochs: must be at least 1, got 0"),
+        (TrainingConfig, {"early_stopping_patience": -1}, "cfg: training.early_stopping_patience:"),
+        (TrainingConfig, {"class_weights": "x"}, "cfg: training.class_weights: unknown value 'x'"),
+        (TrainingConfig, {"mixed_precision": "x"}, "cfg: training.mixed_precision: unknown value"),
+        (
+            TrainingConfig,
+            {"xla": "x"},
+            "cfg: training.xla: unknown value 'x'; allowed: auto, on, off",
+        ),
+        (
+            TrainingConfig,
+            {"lr_schedule": "step"},
+            "cfg: training.lr_schedule: unknown value 'step'",
+        ),
+        (
+            TrainingConfig,
+            {"augmentation": {"zoom": 1}},
             "cfg: training.augmentation.zoom: must be in [0, 1), got 1.0",
         ),
-        (SamplerConfig(name="bayes"), "cfg: sampler.name: unknown sampler 'bayes'; allowed: tpe"),
-        (SamplerConfig(n_startup_trials=-1), "cfg: sampler.n_startup_trials: must not be negative"),
-        (PrunerConfig(name="x"), "cfg: pruner.name: unknown pruner 'x'; allowed: median"),
-        (PrunerConfig(reduction_factor=1), "cfg: pruner.reduction_factor: must be at least 2"),
-        (ObjectiveConfig(metric="f1"), "cfg: objective.metric: unknown metric 'f1'; allowed: "),
-        (HeartbeatConfig(interval=5, grace_period=5), "cfg: heartbeat: interval must be at least"),
-        (WorkerConfig(max_memory_growth=-0.1), "cfg: worker.max_memory_growth: must not be neg"),
-        (WorkerConfig(max_memory_growth=float("nan")), "cfg: worker.max_memory_growth:"),
+        (
+            SamplerConfig,
+            {"name": "bayes"},
+            "cfg: sampler.name: unknown sampler 'bayes'; allowed: tpe",
+        ),
+        (
+            SamplerConfig,
+            {"n_startup_trials": -1},
+            "cfg: sampler.n_startup_trials: must not be negative",
+        ),
+        (PrunerConfig, {"name": "x"}, "cfg: pruner.name: unknown pruner 'x'; allowed: median"),
+        (PrunerConfig, {"reduction_factor": 1}, "cfg: pruner.reduction_factor: must be at least 2"),
+        (
+            ObjectiveConfig,
+            {"metric": "f1"},
+            "cfg: objective.metric: unknown metric 'f1'; allowed: ",
+        ),
+        (
+            HeartbeatConfig,
+            {"interval": 5, "grace_period": 5},
+            "cfg: heartbeat: interval must be at",
+        ),
+        (
+            WorkerConfig,
+            {"max_memory_growth": -0.1},
+            "cfg: worker.max_memory_growth: must not be neg",
+        ),
+        (WorkerConfig, {"max_memory_growth": float("nan")}, "cfg: worker.max_memory_growth:"),
     ],
 )
-def test_a_bad_value_names_its_key(section: Any, expected: str) -> None:
+def test_a_bad_value_names_its_key(cls: type, raw: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        section.validate("cfg")
+        read_section(cls, raw, "cfg", _key(cls))
     message = str(info.value)
     assert message.startswith(expected) and "\n" not in message, message
 
@@ -81,7 +126,7 @@ def test_a_section_gives_the_whole_configs_message() -> None:
     with pytest.raises(ConfigError) as whole:
         StudyConfig.from_dict(raw, source="cfg")
     with pytest.raises(ConfigError) as alone:
-        PrunerConfig(name="sometimes").validate("cfg")
+        read_section(PrunerConfig, {"name": "sometimes"}, "cfg", "pruner")
     assert str(whole.value) == str(alone.value)
 
 
@@ -98,7 +143,7 @@ def test_a_section_gives_the_whole_configs_message() -> None:
 )
 def test_reading_refuses_wrong_types_and_unknown_keys(cls: type, raw: Any, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        read_section(cls, raw, "cfg", cls.__name__.removesuffix("Config").lower())
+        read_section(cls, raw, "cfg", _key(cls))
     assert str(info.value).startswith(expected), str(info.value)
 
 
