@@ -150,14 +150,8 @@ def finalize(
     finalists: list[Finalist] = []
     pace = FinalistPace()
     for trial, trial_config in zip(trials, configs, strict=True):
-        if deadline is not None and len(finalists) >= 2:
-            expected = pace.expected(trial)
-            if time.time() + expected > deadline:
-                log(
-                    f"finalize: {len(finalists)} finalists; trial {trial.number} (about "
-                    f"{expected:.0f}s) would end past --timeout, so it and the rest are left out"
-                )
-                break
+        if pace.stops_before(trial, deadline):
+            break
         began = time.time()
         finalists.append(Finalist(trial))
         for fold in fold_list:
@@ -188,6 +182,20 @@ class FinalistPace:
 
     def record(self, trial: optuna.trial.FrozenTrial, seconds: float) -> None:
         self.scored.append((self._duration(trial), seconds))
+
+    def stops_before(self, trial: optuna.trial.FrozenTrial, deadline: float | None) -> bool:
+        """Whether `trial`'s folds would end past `deadline` (a time.time()), saying so; never
+        for the first two finalists."""
+        if deadline is None or len(self.scored) < 2:
+            return False
+        expected = self.expected(trial)
+        if time.time() + expected <= deadline:
+            return False
+        log(
+            f"finalize: {len(self.scored)} finalists; trial {trial.number} (about "
+            f"{expected:.0f}s) would end past --timeout, so it and the rest are left out"
+        )
+        return True
 
     def expected(self, trial: optuna.trial.FrozenTrial) -> float:
         """The seconds `trial`'s folds should take (0 before any finalist was scored)."""
