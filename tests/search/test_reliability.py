@@ -25,7 +25,12 @@ from tests.search.helpers import (
     write_config,
 )
 
-LONG_TRIALS = {"training": {"epochs": 12, "early_stopping_patience": 0}}
+# Trials long enough not to end between "epoch N reported" and the kill (12 tiny epochs took
+# about a second once workers stopped leaking graphs); the next worker trains them out.
+LONG_TRIALS = {"training": {"epochs": 40, "early_stopping_patience": 0}}
+# Trials that cannot end between "epoch 1 reported" and the signal (a signal after the last
+# epoch rightly lets the trial complete); the interrupted worker never trains them out.
+UNENDING_TRIALS = {"training": {"epochs": 500, "early_stopping_patience": 0}}
 
 
 def test_a_worker_killed_mid_trial_is_failed_and_retried_by_the_next(
@@ -62,7 +67,7 @@ def test_an_interrupted_worker_fails_its_trial_and_queues_it_again(
     tmp_path: Path, tiny_data: Path, signum: signal.Signals, code: int
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'i.db'}"
-    create_tiny_study(tmp_path, tiny_data, storage, "stopped", trials=3, **LONG_TRIALS)
+    create_tiny_study(tmp_path, tiny_data, storage, "stopped", trials=3, **UNENDING_TRIALS)
     worker = start_cli(
         "worker", "--study", "stopped", "--storage", storage, "--data", str(tiny_data)
     )
