@@ -31,6 +31,7 @@ POD_KINDS = {"Pod": (), "Job": ("template",), "Deployment": ("template",)}
 POD_KINDS["StatefulSet"] = ("template",)
 VARIABLE = re.compile(r"\$\((\w+)\)")
 OUR_CONTAINERS = ("study-create/study-create", "workers/study-create", "workers/worker")
+DASHBOARD = "dashboard/dashboard"
 
 
 def _manifests() -> list[Path]:
@@ -134,19 +135,17 @@ def test_kustomization_lists_the_manifests_and_our_image() -> None:
 
 def test_images_are_those_of_docker_compose() -> None:
     services = _compose()["services"]
-    dashboard = re.fullmatch(r"\$\{\w+:-(.+)\}", services["dashboard"]["image"])
-    assert dashboard, services["dashboard"]["image"]
     expected = {
         "worker": services["worker"]["image"],
         "study-create": services["init"]["image"],
         "postgres": services["postgres"]["image"],
-        "dashboard": dashboard.group(1),
+        "dashboard": services["dashboard"]["image"],
     }
     assert services["worker"]["image"].split(":")[0] == OUR_IMAGE
     for name, container, _ in _containers():
         if name != "data-loader/loader":
             assert container["image"] == expected[name.split("/")[1]], name
-    assert {name for name, _, _ in _ours()} == set(OUR_CONTAINERS)
+    assert {name for name, _, _ in _ours()} == {*OUR_CONTAINERS, DASHBOARD}
 
 
 def test_study_settings_match_the_compose_defaults() -> None:
@@ -181,8 +180,8 @@ def _help(*words: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("name", OUR_CONTAINERS)
-def test_our_containers_run_real_cli_commands(name: str) -> None:
+def _parsed(name: str) -> list[str]:
+    """The container's argv, checked to be a command the CLI accepts as it is written."""
     container = next(c for n, c, _ in _ours() if n == name)
     argv = _argv(name, container)
     try:
@@ -193,6 +192,12 @@ def test_our_containers_run_real_cli_commands(name: str) -> None:
     words = argv[: next(i for i, a in enumerate(argv) if a.startswith("-"))]
     for option in (a for a in argv if a.startswith("--")):  # no abbreviations either
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", _help(*words)), option
+    return argv
+
+
+@pytest.mark.parametrize("name", OUR_CONTAINERS)
+def test_our_containers_run_real_cli_commands(name: str) -> None:
+    argv = _parsed(name)
     assert argv[argv.index("--data") + 1] == "/data"
     compose = _compose()["services"]["worker" if name.endswith("worker") else "init"]["command"]
     assert [a for a in argv if a.startswith("-")] == [a for a in compose if a.startswith("-")]
@@ -218,8 +223,18 @@ def test_the_storage_url_comes_from_the_secret() -> None:
     text = "\n".join(p.read_text() for p in K8S_DIR.iterdir())
     assert "change-me" not in text and not re.search(r"://\w+:\w+@", text.replace("$PW", ""))
     dashboard = _named("Deployment", "dashboard")["spec"]["template"]["spec"]["containers"][0]
-    assert dashboard["args"] == ["$(OPTUNA_STORAGE)"]  # compose: command: [URL]
+    assert dashboard["args"][:3] == ["dashboard", "--storage", "$(OPTUNA_STORAGE)"]
     assert "secretKeyRef" in _env(dashboard)["OPTUNA_STORAGE"]["valueFrom"]
+
+
+def test_the_dashboard_serves_the_cluster_read_only() -> None:
+    """Any pod of the cluster reaches a ClusterIP: no login (port-forward is the way in), so
+    no changes either; otherwise the compose dashboard's flags."""
+    argv = _parsed(DASHBOARD)
+    assert "--read-only" in argv and "--allow-edits" not in argv
+    compose = _compose()["services"]["dashboard"]["command"]
+    flags = [a for a in compose if a.startswith("-") and a != "--allow-edits"]
+    assert [a for a in argv if a.startswith("-") and a != "--read-only"] == flags
 
 
 def _data_mounts(container: dict[str, Any], pod: dict[str, Any]) -> list[dict[str, Any]]:

@@ -28,7 +28,9 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SERVICES = {"postgres", "init", "worker", "dashboard"}
-BUILT_SERVICES = ("init", "worker")  # the services that run our image
+PUBLIC = "dashboard-public"  # only with `--profile public`
+BUILT_SERVICES = ("init", "worker", "dashboard")  # the services that run our image
+DATA_SERVICES = ("init", "worker")  # the services that read the dataset
 VARIABLE = re.compile(r"(?<!\$)\$\{(\w+)")  # `$${X}` is the container's own variable
 
 
@@ -67,10 +69,19 @@ def _compose_env() -> dict[str, str]:
     }
 
 
-def _render(env_file: Path) -> subprocess.CompletedProcess[str]:
-    """`docker-compose -f docker-compose.yml --env-file ENV_FILE config` in the repo root."""
+def _render(env_file: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose -f docker-compose.yml --env-file ENV_FILE [MORE] config` in the repo
+    root."""
     return subprocess.run(
-        [_compose_binary(), "-f", "docker-compose.yml", "--env-file", str(env_file), "config"],
+        [
+            _compose_binary(),
+            "-f",
+            "docker-compose.yml",
+            "--env-file",
+            str(env_file),
+            *more,
+            "config",
+        ],  # fmt: skip
         cwd=ROOT,
         env=_compose_env(),
         capture_output=True,
@@ -115,16 +126,50 @@ def services(rendered: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return rendered["services"]
 
 
+@pytest.fixture(scope="module")
+def public(env_example: dict[str, str]) -> dict[str, Any]:
+    """The file rendered with `--profile public`."""
+    result = _render(ENV_EXAMPLE, "--profile", "public")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+    return yaml.safe_load(result.stdout)
+
+
 def test_the_four_services_exist(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == SERVICES
 
 
-def test_only_init_and_worker_build_our_image(services: dict[str, dict[str, Any]]) -> None:
+def test_every_service_but_postgres_runs_our_image(services: dict[str, dict[str, Any]]) -> None:
     built = {name for name, service in services.items() if "build" in service}
     assert built == set(BUILT_SERVICES)
     for name in BUILT_SERVICES:
         assert services[name]["build"]["dockerfile"] == "Dockerfile"
-    assert services["dashboard"]["image"].startswith("ghcr.io/optuna/optuna-dashboard")
+        assert services[name]["image"] == "tumor-search:latest"
+
+
+def test_the_public_dashboard_comes_only_with_its_profile(
+    services: dict[str, dict[str, Any]], public: dict[str, Any]
+) -> None:
+    assert PUBLIC not in services
+    assert set(public["services"]) == SERVICES | {PUBLIC}
+    assert public["services"][PUBLIC]["profiles"] == ["public"]
+
+
+def test_the_dashboards_read_the_artifacts_the_workers_write(public: dict[str, Any]) -> None:
+    """Workers record and fill the artifact folder under the cache (TUMOR_SEARCH_CACHE in the
+    Dockerfile); both dashboards mount that volume read-only at the same place."""
+    cache = re.search(r"TUMOR_SEARCH_CACHE=(\S+)", DOCKERFILE.read_text())
+    assert cache, "the Dockerfile sets no TUMOR_SEARCH_CACHE"
+    services = public["services"]
+    worker = [v for v in services["worker"]["volumes"] if v["type"] == "volume"]
+    assert len(worker) == 1 and cache.group(1).startswith(worker[0]["target"] + "/")
+    for name in ("dashboard", PUBLIC):
+        mounts = services[name]["volumes"]
+        assert [(v["source"], v["target"]) for v in mounts] == [
+            (worker[0]["source"], worker[0]["target"])
+        ], name
+        assert mounts[0]["read_only"] is True, name
+        assert "/data" not in {v["target"] for v in mounts}, name
 
 
 def test_every_published_port_binds_loopback_only(services: dict[str, dict[str, Any]]) -> None:
@@ -135,6 +180,26 @@ def test_every_published_port_binds_loopback_only(services: dict[str, dict[str, 
             assert port.get("host_ip") == "127.0.0.1", (name, port)
     assert [p["target"] for p in published["postgres"]] == [5432]
     assert [(p["target"], str(p["published"])) for p in published["dashboard"]] == [(8080, "8080")]
+    # On loopback it is the dashboard `tumor-search dashboard` serves there: no login, edits.
+    assert services["dashboard"]["command"][-2:] == ["--no-auth", "--allow-edits"]
+
+
+def test_the_dashboard_beyond_loopback_needs_a_login_and_is_read_only(
+    public: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    service = public["services"][PUBLIC]
+    [port] = service["ports"]
+    assert port["host_ip"] == env_example["DASHBOARD_PUBLIC_ADDRESS"] == "0.0.0.0"
+    assert (port["target"], str(port["published"])) == (8080, env_example["DASHBOARD_PUBLIC_PORT"])
+    command = service["command"]
+    assert "--no-auth" not in command and "--allow-edits" not in command
+    assert "--read-only" in command
+    [secret] = service["secrets"]
+    assert command[command.index("--auth") + 1] == secret["target"]
+    source = public["secrets"][secret["source"]]["file"]
+    assert Path(source) == (ROOT / env_example["DASHBOARD_USERS_FILE"]).resolve()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "dashboard.users"], cwd=ROOT)
+    assert ignored.returncode == 0, "the users file must be git-ignored"
 
 
 def test_postgres_has_a_pg_isready_healthcheck(services: dict[str, dict[str, Any]]) -> None:
@@ -165,7 +230,7 @@ def test_worker_reserves_one_gpu_and_scales(services: dict[str, dict[str, Any]])
     assert not worker.get("ports")
 
 
-@pytest.mark.parametrize("name", BUILT_SERVICES)
+@pytest.mark.parametrize("name", DATA_SERVICES)
 def test_dataset_is_mounted_read_only(
     services: dict[str, dict[str, Any]], env_example: dict[str, str], name: str
 ) -> None:
@@ -189,7 +254,6 @@ def test_credentials_come_from_the_env_file(
     for name in BUILT_SERVICES:
         command = services[name]["command"]
         assert command[command.index("--storage") + 1] == url, name
-    assert services["dashboard"]["command"] == [url]
 
 
 def test_another_password_reaches_every_service(tmp_path: Path) -> None:
@@ -201,7 +265,9 @@ def test_another_password_reaches_every_service(tmp_path: Path) -> None:
     assert _read_env_file(ENV_EXAMPLE)["POSTGRES_PASSWORD"] not in result.stdout
     services = yaml.safe_load(result.stdout)["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "Other-pw-42"
-    assert services["dashboard"]["command"] == [_storage_url(values)]
+    for name in BUILT_SERVICES:
+        command = services[name]["command"]
+        assert command[command.index("--storage") + 1] == _storage_url(values), name
 
 
 def test_a_missing_password_is_refused(tmp_path: Path) -> None:
@@ -228,11 +294,9 @@ def test_env_example_names_every_variable_the_compose_file_reads() -> None:
     assert used <= set(_read_env_file(ENV_EXAMPLE)), used - set(_read_env_file(ENV_EXAMPLE))
 
 
-@pytest.mark.parametrize("name", BUILT_SERVICES)
-def test_service_command_is_a_real_cli_command(
-    services: dict[str, dict[str, Any]], name: str
-) -> None:
-    service = services[name]
+@pytest.mark.parametrize("name", [*BUILT_SERVICES, PUBLIC])
+def test_service_command_is_a_real_cli_command(public: dict[str, Any], name: str) -> None:
+    service = public["services"][name]
     argv = (service.get("entrypoint") or _dockerfile_entrypoint()) + service["command"]
     assert argv[0] == "tumor-search", argv
     words = []
@@ -284,3 +348,49 @@ def test_env_file_is_ignored_and_untracked() -> None:
     assert ignored.returncode == 0, ".env must be git-ignored"
     example = subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=ROOT)
     assert example.returncode == 1, ".env.example must not be git-ignored"
+
+
+def _as_local(command: list[str], paths: dict[str, str]) -> list[str]:
+    """A dashboard service's arguments for a local run: without the subcommand, --storage and
+    --port (serve_dashboard gives its own), container paths swapped for local ones."""
+    assert command[0] == "dashboard", command
+    out, words = [], iter(command[1:])
+    for word in words:
+        if word in ("--storage", "--port"):
+            next(words)
+        else:
+            out.append(paths.get(word, word))
+    return out
+
+
+def test_the_compose_dashboards_serve_as_their_commands_say(
+    public: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each dashboard's command, run for real on a local study: the public one wants the
+    login of its users file and refuses changes; the loopback one answers anyone and lets a
+    study be deleted."""
+    import bcrypt
+    import optuna
+
+    from tests.search.helpers import http_status, serve_dashboard
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study_id = optuna.create_study(study_name="composed", storage=storage)._study_id
+    users = tmp_path / "dashboard.users"
+    hashed = bcrypt.hashpw(b"pw-for-reader", bcrypt.gensalt(rounds=4)).decode()
+    users.write_text(f"reader:{hashed}\n")
+    services = public["services"]
+    secret = services[PUBLIC]["secrets"][0]["target"]
+    study_url = f"/api/studies/{study_id}"
+    with serve_dashboard(
+        storage, *_as_local(services[PUBLIC]["command"], {secret: str(users)})
+    ) as base:
+        assert http_status(f"{base}/api/studies") == 401
+        assert http_status(f"{base}/api/studies", user="reader", password="pw-for-reader") == 200
+        login = {"user": "reader", "password": "pw-for-reader"}
+        assert http_status(base + study_url, "DELETE", **login) == 403
+    assert len(optuna.get_all_study_summaries(storage)) == 1
+    with serve_dashboard(storage, *_as_local(services["dashboard"]["command"], {})) as base:
+        assert http_status(f"{base}/api/studies") == 200
+        assert http_status(base + study_url, "DELETE") in (200, 204)
+    assert optuna.get_all_study_summaries(storage) == []

@@ -3,9 +3,6 @@ explicit --no-auth, and read-only unless edits are allowed; tested on a real ser
 
 from __future__ import annotations
 
-import base64
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import bcrypt
@@ -13,24 +10,10 @@ import optuna
 import pytest
 
 from tests.conftest import assert_bad_input, run_cli
-from tests.search.helpers import serve_dashboard
+from tests.search.helpers import http_status, serve_dashboard
 
 PASSWORD = "correct horse"
 LONG = "a" * 72  # bcrypt's longest password
-
-
-def _request(url: str, method: str = "GET", user: str | None = None, password: str = "") -> int:
-    """The HTTP status of one request (straight: no proxy carries a loopback request)."""
-    request = urllib.request.Request(url, method=method)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture
@@ -77,16 +60,16 @@ def test_no_page_or_api_answers_without_the_right_login(
     storage, study_id = study
     with serve_dashboard(storage, "--host", "0.0.0.0", "--auth", str(auth_file)) as base:
         for path in ("/", "/dashboard", "/api/studies", f"/api/studies/{study_id}"):
-            assert _request(base + path) == 401
-            assert _request(base + path, user="reader", password="wrong") == 401
-            assert _request(base + path, user="nobody", password=PASSWORD) == 401
-        assert _request(f"{base}/api/studies", user="reader", password="x" * 100) == 401
+            assert http_status(base + path) == 401
+            assert http_status(base + path, user="reader", password="wrong") == 401
+            assert http_status(base + path, user="nobody", password=PASSWORD) == 401
+        assert http_status(f"{base}/api/studies", user="reader", password="x" * 100) == 401
         # bcrypt reads 72 bytes: more is refused, not compared by its first 72
-        assert _request(f"{base}/api/studies", user="long", password=LONG + "more") == 401
-        assert _request(f"{base}/api/studies", user="long", password=LONG) == 200
-        assert _request(f"{base}/api/studies", user="reader", password=PASSWORD) == 200
+        assert http_status(f"{base}/api/studies", user="long", password=LONG + "more") == 401
+        assert http_status(f"{base}/api/studies", user="long", password=LONG) == 200
+        assert http_status(f"{base}/api/studies", user="reader", password=PASSWORD) == 200
         # Beyond loopback it is read-only by default: the study stays.
-        status = _request(
+        status = http_status(
             f"{base}/api/studies/{study_id}", "DELETE", user="reader", password=PASSWORD
         )
         assert status == 403
@@ -96,12 +79,12 @@ def test_no_page_or_api_answers_without_the_right_login(
 def test_read_only_refuses_changes_and_allow_edits_lifts_it(study: tuple[str, int]) -> None:
     storage, study_id = study
     with serve_dashboard(storage, "--read-only") as base:  # on loopback, asked for
-        assert _request(f"{base}/api/studies") == 200
-        assert _request(f"{base}/api/studies/{study_id}", "DELETE") == 403
-        assert _request(f"{base}/api/studies", "POST") == 403
+        assert http_status(f"{base}/api/studies") == 200
+        assert http_status(f"{base}/api/studies/{study_id}", "DELETE") == 403
+        assert http_status(f"{base}/api/studies", "POST") == 403
     assert len(optuna.get_all_study_summaries(storage)) == 1
     with serve_dashboard(storage, "--host", "0.0.0.0", "--no-auth", "--allow-edits") as base:
-        assert _request(f"{base}/api/studies/{study_id}", "DELETE") in (200, 204)
+        assert http_status(f"{base}/api/studies/{study_id}", "DELETE") in (200, 204)
     assert optuna.get_all_study_summaries(storage) == []
 
 
