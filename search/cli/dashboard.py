@@ -82,20 +82,21 @@ def serve(
     return 0
 
 
-def _artifact_store(storage: object, url: str, artifacts: str | None) -> object | None:
+def _artifact_store(storage: object, url: str, artifacts: str | None) -> object:
     """The store to show: `artifacts`, else the folder the storage's studies recorded, else
-    the storage's default (`search.runtime.artifacts`)."""
+    the storage's default (`search.runtime.artifacts`). Read as it is, never made: the
+    dashboard may see it on a read-only mount before any trial has uploaded."""
     import optuna
 
-    from search.runtime.artifacts import default_dir, open_store, recorded_dir
+    from search.runtime.artifacts import default_dir, reader_store, recorded_dir
 
     if artifacts is not None:
-        return open_store(Path(artifacts).expanduser().resolve())
+        return reader_store(Path(artifacts).expanduser().resolve())
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         folder = recorded_dir(summary)
         if folder is not None:
-            return open_store(folder)
-    return open_store(default_dir(url))
+            return reader_store(folder)
+    return reader_store(default_dir(url))
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

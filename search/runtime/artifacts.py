@@ -79,6 +79,16 @@ def open_store(folder: Path) -> Any | None:
         return None
 
 
+def reader_store(folder: Path) -> Any:
+    """A store that only reads `folder`, which may not exist yet: a dashboard on a read-only
+    mount starts before the first trial makes it, and serves what trials upload later."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    if not folder.is_dir():
+        log(f"artifacts: {folder} does not exist yet; trials make it when they upload")
+    return FileSystemArtifactStore(str(folder))
+
+
 def upload(store: Any, owner: Any, name: str, payload: bytes, mimetype: str) -> bool:
     """Upload `payload` as the artifact `name` of `owner` (a trial or a study). Never raises:
     a failure is one logged line and False."""

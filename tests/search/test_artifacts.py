@@ -77,3 +77,29 @@ def test_an_unusable_store_is_one_line_and_the_trials_complete(
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     lines = [line for line in stderr.splitlines() if line.startswith("artifacts:")]
     assert len(lines) == 1 and "going on without them" in lines[0], lines
+
+
+def test_a_dashboard_started_before_the_folder_exists_serves_later_uploads(
+    tmp_path: Path,
+) -> None:
+    """As in docker-compose: the dashboard sees the cache volume read-only and may start
+    before any trial made the folder; it must neither make it nor give up on it."""
+    from search.runtime.artifacts import open_store, upload
+
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    study = optuna.create_study(study_name="early", storage=storage)
+    folder = tmp_path / "volume" / "artifacts"
+    study.set_user_attr(ARTIFACTS_ATTR, str(folder))
+    with serve_dashboard(storage) as base:
+        assert not folder.exists()
+        trial = study.ask()
+        assert upload(open_store(folder), trial, "notes.txt", b"uploaded later", "text/plain")
+        study.tell(trial, 1.0)
+        served = dashboard_study(base, "early")["trials"][0]
+        [artifact] = served["artifacts"]
+        url = (
+            f"{base}/artifacts/{served['study_id']}/{served['trial_id']}/{artifact['artifact_id']}"
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=10) as response:
+            assert response.read() == b"uploaded later"
