@@ -10,7 +10,9 @@ wall-clock budget, each as separate processes:
   `create_model`, then its best model tested once (bench/peer_tuner.py).
 
 Both train on the same train/validation arrays (our split manifest) and are tested on the
-same test images. Prints, per seed and as the mean over seeds:
+same test images. `--variants A,B` runs our side once per variant of the config (sampler and
+pruner choices, the configurations enqueued first; `VARIANTS`) against the one peer run of
+each seed, and prints a table of the variants. Prints, per seed and as the mean over seeds:
 
 * peer_test_accuracy_delta: our test accuracy minus KerasTuner's (target >= +0.03);
 * time_to_peer_best_fraction: when our first trial reached the peer's best validation score,
@@ -40,6 +42,16 @@ DEMO_CONFIG = ROOT / "search" / "configs" / "demo.yaml"
 NEVER = 1.0  # time_to_peer_best_fraction when our study never reached the peer's best
 PEER_EVAL_RESERVE_S = 8.0  # the peer's final evaluation: best model loaded, test predicted
 MIN_TEST_IMAGES = 400
+# Our side's config variants (issue 34, item 3): changes to the demo config's sections.
+# "readme" is the config as shipped, the README's path; the first variant asked for is the
+# one whose per-seed table and `plain path mean delta` line are printed.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "readme": {},
+    "no-enqueue": {"enqueue": []},
+    "startup-10": {"sampler": {"n_startup_trials": 10}},
+    "hyperband": {"pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
+    "random": {"sampler": {"name": "random"}},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,20 +62,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="phantom side in pixels (64)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share in Testing/")
     parser.add_argument("--workdir", help="keep data, studies and logs here (default: temporary)")
+    parser.add_argument(
+        "--variants",
+        default="readme",
+        help=f"our config variants, comma-separated (readme); of: {', '.join(VARIANTS)}",
+    )
     args = parser.parse_args(argv)
     if args.budget <= 0 or args.seeds < 1:
         parser.error("--budget > 0 and --seeds >= 1 please")
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or not args.variants or len(set(args.variants)) != len(args.variants):
+        parser.error(f"--variants: distinct names of {', '.join(VARIANTS)}, got {unknown or '?'}")
     return args
 
 
-def bench_config(seed: int, data_dir: Path, base: Path = DEMO_CONFIG) -> dict[str, Any]:
+def bench_config(
+    seed: int, data_dir: Path, base: Path = DEMO_CONFIG, variant: str = "readme"
+) -> dict[str, Any]:
     """The demo study config for one seed: its data folder, a trial budget that only the
-    timeout ends, and the seed in the sampler."""
+    timeout ends, the seed in the sampler, and the variant's changes."""
     raw = yaml.safe_load(base.read_text())
     raw["name"] = f"bench-peer-{seed}"
     raw["trials"] = 100_000
     raw["data"]["path"] = str(data_dir)
     raw["sampler"]["seed"] = seed
+    for key, value in VARIANTS[variant].items():
+        if isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
     return raw
 
 
@@ -121,38 +149,76 @@ def run_peer(
     return result, seconds
 
 
-def run_seed(args: argparse.Namespace, workdir: Path, seed: int) -> dict[str, float]:
-    """Both sides on one data seed; the seed's delta and time fraction."""
-    from bench.peer_ours import run_ours, time_to_reach
-
+def run_seed(args: argparse.Namespace, workdir: Path, seed: int) -> dict[str, dict[str, Any]]:
+    """The peer and each of our variants on one data seed; per variant, the seed's delta and
+    time fraction."""
     data_dir = _phantoms(workdir, args, seed)
-    raw = bench_config(seed, data_dir)
-    config_path = write_yaml(workdir / f"bench-peer-{seed}.yaml", raw)
-    test_images = _warm_cache(config_path, data_dir)
+    configs = {
+        variant: write_yaml(
+            workdir / f"bench-peer-{seed}-{variant}.yaml",
+            bench_config(seed, data_dir, variant=variant),
+        )
+        for variant in args.variants
+    }
+    test_images = _warm_cache(configs[args.variants[0]], data_dir)
     if test_images < MIN_TEST_IMAGES:
         note(f"warning: only {test_images} test images (fewer than {MIN_TEST_IMAGES})")
     seed_dir = workdir / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
     # Alternate which side goes first, so that a machine that drifts slows both alike.
     sides = ["ours", "peer"] if seed % 2 == 0 else ["peer", "ours"]
-    ours = peer = None
+    ours: dict[str, Any] = {}
+    peer: dict[str, Any] = {}
     for side in sides:
-        note(f"seed {seed}: {side} side, budget {args.budget:.0f}s")
         if side == "peer":
-            peer, peer_seconds = run_peer(config_path, data_dir, seed_dir, args.budget, seed)
-        else:
-            ours = run_ours(config_path, data_dir, seed_dir / "ours", args.budget)
-            note(
-                f"  ours: {ours.trials} completed trials, {ours.plan}; test accuracy "
-                f"{ours.test_accuracy:.4f}, {ours.seconds:.0f}s ({ours.step_summary()})"
-            )
-    assert ours is not None and peer is not None
+            note(f"seed {seed}: peer side, budget {args.budget:.0f}s")
+            config = configs[args.variants[0]]
+            peer, peer_seconds = run_peer(config, data_dir, seed_dir, args.budget, seed)
+            continue
+        for variant, config in configs.items():
+            note(f"seed {seed}: our side ({variant}), budget {args.budget:.0f}s")
+            ours[variant] = _run_ours(config, data_dir, seed_dir / _ours_dir(variant), args.budget)
+    return {
+        variant: _seed_result(args, seed, variant, side, peer, peer_seconds, test_images)
+        for variant, side in ours.items()
+    }
+
+
+def _ours_dir(variant: str) -> str:
+    return "ours" if variant == "readme" else f"ours-{variant}"
+
+
+def _run_ours(config: Path, data_dir: Path, workdir: Path, budget: float) -> Any:
+    from bench.peer_ours import run_ours
+
+    ours = run_ours(config, data_dir, workdir, budget)
+    note(
+        f"  ours: {ours.trials} completed trials, {ours.plan}; test accuracy "
+        f"{ours.test_accuracy:.4f}, {ours.seconds:.0f}s ({ours.step_summary()})"
+    )
+    return ours
+
+
+def _seed_result(
+    args: argparse.Namespace,
+    seed: int,
+    variant: str,
+    ours: Any,
+    peer: dict[str, Any],
+    peer_seconds: float,
+    test_images: int,
+) -> dict[str, Any]:
+    """One variant's figures on one seed, reported as they are known."""
+    from bench.peer_ours import time_to_reach
+
     reached = time_to_reach(ours.completions, peer["best_val_accuracy"])
     fraction = reached / args.budget if reached is not None else NEVER
     over = ours.seconds - args.budget
+    tag = "" if variant == args.variants[0] else f"_{variant}"
+    delta = (ours.test_accuracy or 0.0) - peer["test_accuracy"]
     report(
-        f"peer_test_accuracy_delta_seed{seed}",
-        float((ours.test_accuracy or 0.0) - peer["test_accuracy"]),
+        f"peer_test_accuracy_delta{tag}_seed{seed}",
+        float(delta),
         ours=f"{ours.test_accuracy:.4f}" if ours.test_accuracy is not None else "none",
         peer=f"{peer['test_accuracy']:.4f}",
         ours_s=f"{ours.seconds:.0f}",
@@ -160,25 +226,26 @@ def run_seed(args: argparse.Namespace, workdir: Path, seed: int) -> dict[str, fl
         test_images=test_images,
     )
     if over > 0.03 * args.budget:
-        report(f"our_overrun_seed{seed}", f"{over:.0f}s over the budget (counts against us)")
+        report(f"our_overrun{tag}_seed{seed}", f"{over:.0f}s over the budget (counts against us)")
+    best_val = max((v for _, v in ours.completions), default=float("nan"))
     report(
-        f"time_to_peer_best_fraction_seed{seed}",
+        f"time_to_peer_best_fraction{tag}_seed{seed}",
         float(fraction),
         peer_best_val=f"{peer['best_val_accuracy']:.4f}",
-        ours_best_val=f"{max((v for _, v in ours.completions), default=float('nan')):.4f}",
+        ours_best_val=f"{best_val:.4f}",
         reached="never" if reached is None else f"after {reached:.0f}s",
     )
-    best_val = max((v for _, v in ours.completions), default=float("nan"))
     return {
         "seed": seed,
-        "delta": (ours.test_accuracy or 0.0) - peer["test_accuracy"],
+        "delta": delta,
+        "test": ours.test_accuracy or 0.0,
         "fraction": fraction,
         "never": float(reached is None),
         "ours_s": ours.seconds,
         "peer_s": peer_seconds,
         "row": f"| {seed} | {ours.trials} | {best_val:.3f} | {ours.plan} | "
         f"{ours.test_accuracy:.3f} | {peer['trials']} | {peer['best_val_accuracy']:.3f} | "
-        f"{peer['test_accuracy']:.3f} | {(ours.test_accuracy or 0.0) - peer['test_accuracy']:+.3f} "
+        f"{peer['test_accuracy']:.3f} | {delta:+.3f} "
         f"| {'never' if reached is None else f'{fraction:.2f}'} |",
     }
 
@@ -199,6 +266,26 @@ def print_table(seeds: list[dict[str, Any]]) -> None:
     print(f"plain path mean delta: {sum(deltas) / len(deltas):+.3f}", flush=True)
 
 
+def print_variants(results: dict[str, list[dict[str, Any]]]) -> None:
+    """One row per variant (Markdown): each seed's test accuracy, then the means."""
+    seeds = [row["seed"] for row in next(iter(results.values()))]
+    print(
+        "| our variant | "
+        + " | ".join(f"seed {s} test" for s in seeds)
+        + " | mean test | mean delta | worst delta | time to peer's best |"
+    )
+    print("|---" * (len(seeds) + 5) + "|")
+    for variant, rows in results.items():
+        mean = {key: sum(r[key] for r in rows) / len(rows) for key in ("test", "delta", "fraction")}
+        print(
+            f"| {variant} | "
+            + " | ".join(f"{r['test']:.3f}" for r in rows)
+            + f" | {mean['test']:.3f} | {mean['delta']:+.3f} | "
+            f"{min(r['delta'] for r in rows):+.3f} | {mean['fraction']:.2f} |",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tumor-bench-peer-") as tmp:
@@ -206,14 +293,19 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         os.environ["TUMOR_SEARCH_CACHE"] = str(workdir / "cache")
         start = time.perf_counter()
-        seeds = [run_seed(args, workdir, seed) for seed in range(args.seeds)]
+        per_seed = [run_seed(args, workdir, seed) for seed in range(args.seeds)]
+        results = {v: [seed[v] for seed in per_seed] for v in args.variants}
+        seeds = results[args.variants[0]]
         numbers = ("delta", "fraction", "never", "ours_s", "peer_s")
         mean = {key: sum(s[key] for s in seeds) / len(seeds) for key in numbers}
         print_table(seeds)
+        if len(results) > 1:
+            print_variants(results)
         never = int(sum(s["never"] for s in seeds))
         report(
             "peer_test_accuracy_delta",
             float(mean["delta"]),
+            variant=args.variants[0],
             seeds=len(seeds),
             budget_s=f"{args.budget:.0f}",
             ours_mean_s=f"{mean['ours_s']:.0f}",

@@ -12,7 +12,7 @@ then the overhead's parts, each the median seconds per trial: setup (data to the
 model build or cached features, best-epoch restore), the first epoch's compile excess
 (inside the epochs, shown apart), footprint, figures, sampling before the fit, and the
 worker's own share (claim, storage and pruner calls, tell), with the process restarts
-seen and the mean and longest gap (a restart: `worker.max_memory_growth`, 8 % by default,
+seen and the mean and longest gap (a restart: `worker.max_memory_growth`, 25 % by default,
 replaces the worker's process, about 4.7 s here; none since workers free each model's traced
 graphs). Targets (issue 34): overhead <= 10 % of a trial's wall, gaps under 1 s.
 """

@@ -40,7 +40,7 @@ from search.config_fields import (
     WorkerConfig,
 )
 from search.errors import ConfigError
-from search.space import SearchSpace
+from search.space import SearchSpace, check_enqueued
 
 
 class StorageConfig(Section):
@@ -69,6 +69,14 @@ def _read_space(raw: Any) -> SearchSpace:
         raise refuse(str(exc), key="", read=True) from None
 
 
+def _read_enqueue(raw: Any) -> tuple[dict[str, Any], ...]:
+    if isinstance(raw, tuple):
+        return raw  # already read (a copy of a validated config)
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise refuse("must be a list of mappings of parameter names to values", read=True)
+    return tuple(dict(entry) for entry in raw)
+
+
 # The sections in the order a config is read (each one's shape: a mapping, known keys,
 # types), then in the order their values are checked; "" is the config itself. Where a
 # config has several errors these pick the one reported (`search.config_base`).
@@ -79,6 +87,7 @@ READ_ORDER = (
     "training",
     "name",
     "space",
+    "enqueue",
     "sampler",
     "pruner",
     "objective",
@@ -117,6 +126,9 @@ class StudyConfig(Section):
     space: Annotated[
         SearchSpace, PlainValidator(_read_space), PlainSerializer(lambda s: s.to_yaml())
     ]
+    # Configurations the study runs first, before the sampler's own (Optuna's enqueue_trial):
+    # each a mapping of space parameters to values; those left out are sampled.
+    enqueue: Annotated[tuple[dict[str, Any], ...], PlainValidator(_read_enqueue)] = ()
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
@@ -189,6 +201,10 @@ class StudyConfig(Section):
                 f"got {self.weights!r}",
                 key="weights",
             )
+        try:
+            check_enqueued(self.enqueue, self.space)
+        except ConfigError as exc:
+            raise refuse(str(exc), key="") from None
         fine_tune = self.space.get("fine_tune")
         if kind == "none" and (fine_tune is None or 0.0 in fine_tune.extremes()):
             raise refuse(

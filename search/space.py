@@ -285,6 +285,33 @@ def replay(params: dict[str, Any], space: SearchSpace) -> TrialConfig:
     return suggest(optuna.trial.FixedTrial(params), space)
 
 
+def check_enqueued(entries: Any, space: SearchSpace, where: str = "enqueue") -> None:
+    """Each configuration to enqueue names parameters of the space with values it holds
+    (parameters left out are sampled).
+
+    Raises:
+        ConfigError: not a list of mappings, an unknown parameter or a value out of range;
+            the message names the entry and the key.
+    """
+    params = dict(space.params)
+    for index, entry in enumerate(entries):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(f"{at}: must be a mapping of parameter names to values")
+        for name, value in entry.items():
+            param = params.get(name)
+            if param is None:
+                raise ConfigError(
+                    f"{at}.{name}: not a parameter of the space; its parameters: "
+                    f"{', '.join(params)}"
+                )
+            _check_type(name, value, f"{at}.{name}")
+            if not param.contains(value):
+                raise ConfigError(
+                    f"{at}.{name}: {value!r} is outside the space ({name}: {param.to_yaml()})"
+                )
+
+
 def seed_trials(space: SearchSpace, image_size: int) -> list[dict[str, Any]]:
     """The seed study's configurations that fit this space, as params to enqueue.
 

@@ -24,10 +24,26 @@ def test_arguments_default_to_the_issue_measurement() -> None:
     assert args.per_class * 4 * args.test_fraction >= 400  # a test split of 400 images
     args = parse_args(["--budget", "90", "--seeds", "1", "--workdir", "/tmp/x"])
     assert (args.budget, args.seeds, args.workdir) == (90.0, 1, "/tmp/x")
-    for bad in (["--budget", "0"], ["--seeds", "0"], ["--seeds", "x"]):
+    assert parse_args([]).variants == ["readme"]
+    args = parse_args(["--variants", "readme, no-enqueue,hyperband"])
+    assert args.variants == ["readme", "no-enqueue", "hyperband"]
+    bad_variants = (["--variants", "tpe9"], ["--variants", ","], ["--variants", "random,random"])
+    for bad in (["--budget", "0"], ["--seeds", "0"], ["--seeds", "x"], *bad_variants):
         with pytest.raises(SystemExit) as exc:
             parse_args(bad)
         assert exc.value.code == 2
+
+
+def test_each_variant_is_a_valid_config_that_differs_from_the_readme_one(tmp_path) -> None:  # noqa: ANN001
+    from bench.peer_kerastuner import VARIANTS
+
+    readme = StudyConfig.from_dict(bench_config(3, tmp_path))
+    assert readme.sampler.seed == 3 and readme.enqueue  # the demo config enqueues a first trial
+    for variant in VARIANTS:
+        config = StudyConfig.from_dict(bench_config(3, tmp_path, variant=variant))
+        assert config.space == readme.space and config.sampler.seed == 3, variant
+        assert (config == readme) == (variant == "readme"), variant
+    assert StudyConfig.from_dict(bench_config(3, tmp_path, variant="no-enqueue")).enqueue == ()
 
 
 def _config(tmp_path) -> StudyConfig:  # noqa: ANN001

@@ -109,8 +109,8 @@ def create_study(
     """Create the storage tables and the study once, before any worker starts.
 
     Writes the whole config, the data fingerprint and counts and each backbone's weights
-    hash into the study's user attributes and enqueues the seed study's configurations that
-    fit the space. An existing study with the same config and data is left as it is; a
+    hash into the study's user attributes and enqueues the config's `enqueue` entries, then
+    the seed study's configurations that fit the space. An existing study with the same config and data is left as it is; a
     different one is an error.
 
     Raises:
@@ -148,9 +148,12 @@ def create_study(
             study.set_user_attr("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
             study.set_user_attr("versions", versions())
             study.set_user_attr(ARTIFACTS_ATTR, str(_artifacts_dir(artifacts, storage_url)))
-            seeds = seed_trials(config.space, config.data.image_size)[: config.trials]
-            for params in seeds:
-                study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
+            # The config's own first, then the seed study's, within the trial budget.
+            first = [(dict(p), "enqueued") for p in config.enqueue]
+            first += [(p, "seed_config") for p in seed_trials(config.space, config.data.image_size)]
+            seeds = first[: config.trials]
+            for params, attr in seeds:
+                study.enqueue_trial(params, user_attrs={attr: True}, skip_if_exists=True)
             _dashboard_labels(study, config)
         except BaseException:
             optuna.delete_study(study_name=name, storage=storage)  # never leave a half-made study
@@ -324,7 +327,7 @@ def log_created(result: CreateResult, storage_url: str | None) -> None:
     where = describe_storage(storage_url)
     if result.created:
         log(
-            f"created study {result.study.study_name!r} in {where}; enqueued {result.enqueued} seed configurations"
+            f"created study {result.study.study_name!r} in {where}; enqueued {result.enqueued} configurations to run first"
         )
     else:
         done = len(

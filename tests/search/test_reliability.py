@@ -150,9 +150,11 @@ def test_run_again_resumes_to_the_budget_without_restarting(
 
 
 def test_seed_configurations_are_enqueued_once(tmp_path: Path, tiny_data: Path) -> None:
+    """The config's `enqueue` entries first, then the seed study's, each once."""
     path = write_config(
         tmp_path / "seeded.yaml",
         trials=4,
+        enqueue=[{"backbone": "small_cnn", "learning_rate": 1.0e-3, "head_width": 16}],
         data={"image_size": 75},
         space={
             "backbone": ["small_cnn", "mobilenet", "xception"],
@@ -166,13 +168,15 @@ def test_seed_configurations_are_enqueued_once(tmp_path: Path, tiny_data: Path) 
     storage = f"sqlite:///{tmp_path / 'seed.db'}"
     data = prepare(config)
     first = create_study("seeded", storage, config, data)
-    assert first.created and first.enqueued == 2
+    assert first.created and first.enqueued == 3
     again = create_study("seeded", storage, config, data)
     assert not again.created and again.enqueued == 0
     waiting = optuna.load_study(study_name="seeded", storage=storage).get_trials(
         states=(TrialState.WAITING,)
     )
-    queued = [t.system_attrs["fixed_params"] for t in waiting]
+    assert waiting[0].system_attrs["fixed_params"] == config.enqueue[0]
+    assert waiting[0].user_attrs == {"enqueued": True}
+    queued = [t.system_attrs["fixed_params"] for t in waiting[1:]]
     assert [p["backbone"] for p in queued] == ["mobilenet", "xception"]
     assert (
         queued[0] | {"head_depth": 3, "head_width": 128, "dropout": 0.3, "learning_rate": 1e-5}

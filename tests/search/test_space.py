@@ -89,3 +89,27 @@ def test_a_feature_layer_every_backbone_lacks_is_a_config_error() -> None:
     assert (config.feature_layer, config.feature_batchnorm) == ("middle", True)
     with pytest.raises(ConfigError, match="bad value 'yes' for feature_batchnorm"):
         SearchSpace.from_dict({"backbone": ["xception"], "feature_batchnorm": "yes"})
+
+
+def test_enqueued_configurations_must_fit_the_space() -> None:
+    """`enqueue` entries name parameters of the space with values it holds; each error is one
+    line naming the entry and the key."""
+    from search.config import StudyConfig
+    from search.errors import ConfigError
+
+    raw = load_config("demo").to_dict()
+    good = [{"backbone": "small_cnn", "learning_rate": 1.0e-3}, {"head_depth": 2}]
+    assert StudyConfig.from_dict(raw | {"enqueue": good}).enqueue == tuple(good)
+    bad = {
+        "a mapping": ({"backbone": "small_cnn"}, "enqueue: must be a list of mappings"),
+        "out of range": ([{"learning_rate": 0.5}], "enqueue[0].learning_rate: 0.5 is outside"),
+        "empty": ([{}, {"backbone": "xception"}], "enqueue[0]: must be a mapping"),
+        "unknown": ([{"backbone": "small_cnn", "depth": 1}], "enqueue[0].depth: not a parameter"),
+        "wrong type": ([{"head_depth": "two"}], "enqueue[0].head_depth: bad value 'two'"),
+    }
+    for case, (entries, fragment) in bad.items():
+        with pytest.raises(ConfigError) as caught:
+            StudyConfig.from_dict(raw | {"enqueue": entries})
+        assert fragment in str(caught.value) and "\n" not in str(caught.value), case
+    with pytest.raises(ConfigError, match=r"enqueue\[1\].backbone: 'xception' is outside"):
+        StudyConfig.from_dict(raw | {"enqueue": [{"head_depth": 1}, {"backbone": "xception"}]})
