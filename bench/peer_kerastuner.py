@@ -47,7 +47,18 @@ MIN_TEST_IMAGES = 400
 # one whose per-seed table and `plain path mean delta` line are printed.
 VARIANTS: dict[str, dict[str, Any]] = {
     "readme": {},
-    "no-enqueue": {"enqueue": []},
+    # a cheap first trial with textbook values (the demo config's default at b0c3d9e)
+    "cheap-first": {
+        "enqueue": [
+            {
+                "backbone": "small_cnn",
+                "head_depth": 1,
+                "head_width": 128,
+                "dropout": 0.2,
+                "learning_rate": 1.0e-3,
+            }
+        ]
+    },
     "startup-10": {"sampler": {"n_startup_trials": 10}},
     "hyperband": {"pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
     "random": {"sampler": {"name": "random"}},

@@ -193,5 +193,3 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
             return {name: npz[name] for name in npz.files}
     except (FileNotFoundError, OSError, ValueError, EOFError):
         return None
-
-

@@ -32,6 +32,7 @@ from data.cache import (
     touch,
 )
 from data.errors import DataError
+from data.medical import MedicalSettings, is_medical, read_slice, split_slice_path
 from data.split import ManifestEntry, SplitManifest
 
 
@@ -48,6 +49,31 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
         raise DataError(str(exc)) from exc
 
 
+def decode_slice(pixels: np.ndarray, size: int) -> np.ndarray:
+    """8-bit grayscale slice pixels (`data.medical`) to a ``(size, size, 3)`` uint8 RGB
+    array, through the same conversion and resize as image files."""
+    from PIL import Image
+
+    rgb = to_rgb(Image.fromarray(pixels, "L"))
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def decode_entry(
+    root: Path, rel: str, size: int, medical: MedicalSettings | None = None
+) -> np.ndarray:
+    """Decode an image of a dataset, a DICOM or NIfTI slice (``file#key``) included.
+
+    Raises:
+        DataError: the file cannot be read or holds no such image.
+    """
+    file, key = split_slice_path(rel)
+    if not key and not is_medical(file):
+        return decode_image(root / rel, size)
+    return decode_slice(read_slice(root / file, key, medical or MedicalSettings()), size)
+
+
 @dataclass(frozen=True)
 class SplitArrays:
     """Decoded images of one split."""
@@ -62,7 +88,7 @@ class SplitArrays:
 # `decode_pixels`, `_decode_entries`). Bump it with any change there that changes a decoded
 # byte, so that caches the old code filled miss instead of serving its pixels
 # (tests/data/test_cache_keys.py pins the decoder's output on fixed images).
-DECODE_VERSION = 1
+DECODE_VERSION = 1  # DICOM and NIfTI slices: `data.medical`, whose settings the fingerprint holds
 
 
 @functools.cache
@@ -89,14 +115,19 @@ def cache_path(
 
 
 def _decode_entries(
-    root: Path, entries: tuple[ManifestEntry, ...], size: int, label: str
+    root: Path,
+    entries: tuple[ManifestEntry, ...],
+    size: int,
+    label: str,
+    medical: MedicalSettings | None = None,
 ) -> np.ndarray:
     out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
     with (
         Progress(len(entries), label, min_total=200) as bar,
         ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
     ):
-        for i, arr in enumerate(pool.map(lambda e: decode_image(root / e.path, size), entries)):
+        decoded = pool.map(lambda e: decode_entry(root, e.path, size, medical), entries)
+        for i, arr in enumerate(decoded):
             out[i] = arr
             bar.update()
     return out
@@ -130,7 +161,9 @@ def load_split(
         if cached is not None:
             return SplitArrays(cached["x"], cached["y"], True, time.perf_counter() - start)
         index = {name: i for i, name in enumerate(manifest.classes)}
-        x = _decode_entries(Path(root), entries, size, f"decoding {split} at {size}px")
+        x = _decode_entries(
+            Path(root), entries, size, f"decoding {split} at {size}px", manifest.decode
+        )
         y = np.asarray([index[e.label] for e in entries], dtype=np.int32)
         with skip_when_full("decode cache", path.parent):  # a full disk: go on without it
             atomic_save_arrays(path, x=x, y=y)

@@ -24,8 +24,10 @@ class DroppedImage:
 
     ``kind`` is ``exact`` (its bytes equal a Training image's), ``near`` (its perceptual hash
     is within the threshold of a Training image's, directly or through other copies) or
-    ``conflict`` (a near or exact copy of a Testing image of another class); ``copy_of`` is
-    the closest such image and ``distance`` their Hamming distance (0 for exact copies).
+    ``conflict`` (a near or exact copy of a Testing image of another class), or ``patient``
+    (its patient group also holds Training images; `data.groups`); ``copy_of`` is the closest
+    such image (for ``patient``: the group's first Training image) and ``distance`` their
+    Hamming distance (0 for exact copies and patients).
     """
 
     path: str

@@ -9,6 +9,8 @@ Three layouts are recognised:
 * ``flat``: ``DIR/<class>/`` with no official test split.
 
 ``Training/``+``Testing/`` folders with other class names are read too (layout ``train_test``).
+Class folders may hold DICOM files and NIfTI volumes beside images: each of their slices is
+an image (`data.medical`), with its patient (DICOM PatientID, the NIfTI volume) as group.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from tumor_predict.decode import IMAGE_EXTENSIONS, is_hidden_or_junk
 
 from common.progress import Progress
 from data.errors import DataError
+from data.medical import (
+    NIFTI_SUFFIXES,
+    MedicalSettings,
+    NotAnImage,
+    is_medical,
+    read_slices,
+    slice_path,
+)
 from data.near_dup import perceptual_hash
 from data.phash_cache import HashCache
 
@@ -60,6 +70,7 @@ class ImageRecord:
         sha256: Hash of the file's bytes.
         phash: Perceptual hash (`data.near_dup.perceptual_hash`, hex) of its pixels, computed
             in the same pass; ``""`` when unknown (never a near duplicate of anything).
+        group: The patient group a DICOM or NIfTI slice carries (``""`` for other images).
     """
 
     path: str
@@ -67,6 +78,7 @@ class ImageRecord:
     source: str | None
     sha256: str
     phash: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,13 @@ class Dataset:
     images: tuple[ImageRecord, ...]
     unreadable: tuple[str, ...]
     ignored: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason): files that hold no image
+    medical: MedicalSettings | None = None  # how slices were read, when there are any
+
+    @property
+    def has_slices(self) -> bool:
+        """Whether any image is a DICOM or NIfTI slice."""
+        return any(is_medical(r.path.partition("#")[0]) for r in self.images)
 
     @property
     def has_official_test(self) -> bool:
@@ -197,36 +216,84 @@ def _candidates(
                 for name in sorted(filenames):
                     path = Path(dirpath) / name
                     rel = path.relative_to(base).as_posix()
-                    if is_hidden_or_junk(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    kind_known = path.suffix.lower() in IMAGE_EXTENSIONS or is_medical(name)
+                    if is_hidden_or_junk(name) or not kind_known:
                         ignored.append(rel)
                         continue
                     candidates.append((path, label, source))
     return candidates, ignored, folder_names
 
 
+def _check_medical(path: Path, settings: MedicalSettings) -> list[tuple[str, str, str, str]]:
+    """(key, sha256, phash, group) of each slice of a DICOM file or NIfTI volume: the
+    sha256 of its 8-bit pixels (and shape), the perceptual hash of those pixels.
+
+    Raises:
+        NotAnImage: a file without pixel data.
+        DataError: the file cannot be read.
+    """
+    out = []
+    for found in read_slices(path, settings):
+        digest = hashlib.sha256(repr(found.pixels.shape).encode() + found.pixels.tobytes())
+        phash = perceptual_hash(Image.fromarray(found.pixels, "L"))
+        out.append((found.key, digest.hexdigest(), phash, found.group))
+    return out
+
+
+def _check_one(
+    candidate: tuple[Path, str, str | None], cached: HashCache, settings: MedicalSettings
+) -> object:
+    """A candidate's (sha256, phash) or None (unreadable), or a DICOM/NIfTI file's slices
+    (a list), or the reason it holds no image (a str)."""
+    path = candidate[0]
+    if not is_medical(path.name):
+        return _check_image(path, cached)
+    try:
+        return _check_medical(path, settings)
+    except NotAnImage as exc:
+        return str(exc)
+    except DataError:
+        return None
+
+
 def _check_all(
-    candidates: list[tuple[Path, str, str | None]], base: Path, workers: int | None
-) -> tuple[list[ImageRecord], list[str]]:
-    """Hash and verify every candidate in threads: the readable images and the others."""
-    hashes: list[tuple[str, str] | None] = []
+    candidates: list[tuple[Path, str, str | None]],
+    base: Path,
+    workers: int | None,
+    settings: MedicalSettings,
+) -> tuple[list[ImageRecord], list[str], list[tuple[str, str]]]:
+    """Hash and verify every candidate in threads: the readable images (a slice each for
+    DICOM and NIfTI files), the unreadable files and the files without an image."""
+    results: list[object] = []
     cached = HashCache()
     with (
         Progress(len(candidates), "checking images", min_total=500) as bar,
         ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
     ):
-        for digest in pool.map(lambda c: _check_image(c[0], cached), candidates):
-            hashes.append(digest)
+        for result in pool.map(lambda c: _check_one(c, cached, settings), candidates):
+            results.append(result)
             bar.update()
     cached.save()
     images: list[ImageRecord] = []
     unreadable: list[str] = []
-    for (path, label, source), digest in zip(candidates, hashes, strict=True):
+    skipped: list[tuple[str, str]] = []
+    for (path, label, source), result in zip(candidates, results, strict=True):
         rel = path.relative_to(base).as_posix()
-        if digest is None:
+        if result is None:
             unreadable.append(rel)
+        elif isinstance(result, str):
+            skipped.append((rel, result))
+        elif isinstance(result, list):
+            kind = "volume" if rel.lower().endswith(NIFTI_SUFFIXES) else "file"
+            images += [
+                ImageRecord(
+                    slice_path(rel, key), label, source, digest, phash, group or f"{kind}:{rel}"
+                )
+                for key, digest, phash, group in result
+            ]
         else:
-            images.append(ImageRecord(rel, label, source, *digest))
-    return images, unreadable
+            images.append(ImageRecord(rel, label, source, *result))
+    return images, unreadable, skipped
 
 
 def _check_classes(
@@ -246,7 +313,11 @@ def _check_classes(
         raise DataError(f"need at least 2 classes, found {len(labels)} ({labels[0]}) in {given}")
 
 
-def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
+def scan(
+    root: str | os.PathLike[str],
+    workers: int | None = None,
+    medical: MedicalSettings | None = None,
+) -> Dataset:
     """Find the layout, classes and readable images under `root`.
 
     Args:
@@ -254,6 +325,7 @@ def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
         workers: Threads used to hash and verify images (default: one per CPU). Each image
             is decoded once, for its check and its perceptual hash; perceptual hashes of
             images seen before come from the cache (`data.phash_cache`).
+        medical: How DICOM files and NIfTI volumes become slices (default settings).
 
     Raises:
         DataError: the folder is missing, holds no class folders, has fewer than two classes,
@@ -271,7 +343,8 @@ def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
         raise DataError(
             f"no class folders in {given}: expected Training/ and Testing/ or one folder per class"
         )
-    images, unreadable = _check_all(candidates, base, workers)
+    settings = medical or MedicalSettings()
+    images, unreadable, skipped = _check_all(candidates, base, workers, settings)
     labels = sorted({canonical_label(n) for n in folder_names})
     _check_classes(labels, images, unreadable, given)
     images.sort(key=lambda r: r.path)
@@ -282,4 +355,6 @@ def scan(root: str | os.PathLike[str], workers: int | None = None) -> Dataset:
         images=tuple(images),
         unreadable=tuple(sorted(unreadable)),
         ignored=tuple(sorted(ignored)),
+        skipped=tuple(sorted(skipped)),
+        medical=settings if any(is_medical(p.name) for p, _, _ in candidates) else None,
     )

@@ -9,6 +9,11 @@ bits, `data.near_dup`) in one split, and ``official`` drops from the test split 
 Testing image that copies a Training image (`SplitManifest.dropped`). A group that spans
 classes (a label conflict) never reaches the test split. ``exact`` does the same for exact
 copies only (studies made before near duplicates were found).
+
+With patient groups (`data.groups`: a path -> group mapping) a patient's images stay in one
+split too, joined with their copies (two patients whose images copy each other become one
+group); under ``official`` the Testing images of a patient who also has Training images are
+dropped (kind ``patient``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,7 +36,8 @@ from data.dedup import (
 )
 from data.discovery import Dataset, ImageRecord
 from data.errors import DataError
-from data.near_dup import DEFAULT_NEAR_THRESHOLD, HASH_BITS, MAX_NEAR_THRESHOLD
+from data.medical import MedicalSettings
+from data.near_dup import DEFAULT_NEAR_THRESHOLD, HASH_BITS, MAX_NEAR_THRESHOLD, union_find
 
 SPLITS = ("train", "val", "test")
 POLICIES = ("official", "pooled")
@@ -100,9 +107,11 @@ class SplitManifest:
     The fingerprint hashes classes and entries only (not the root folder), so any machine
     holding the same files gets the same fingerprint.
 
-    `duplicates` holds every group of paths that must stay together (exact copies, and near
+    `duplicates` holds every group of copies that must stay together (exact copies, and near
     copies under ``dedup: near``); `exact_duplicates` the exact ones only; `label_conflicts`
-    the groups whose images carry more than one label.
+    the groups whose images carry more than one label. With patient groups, `patients` holds
+    each image's group (path, group) and `together` the groups of paths kept in one split
+    and fold: a patient's images with their copies.
     """
 
     layout: str
@@ -114,6 +123,28 @@ class SplitManifest:
     dropped: tuple[DroppedImage, ...] = ()
     exact_duplicates: tuple[tuple[str, ...], ...] = ()
     label_conflicts: tuple[tuple[str, ...], ...] = ()
+    patients: tuple[tuple[str, str], ...] = ()
+    together: tuple[tuple[str, ...], ...] = ()
+    decode: MedicalSettings | None = None  # how DICOM and NIfTI slices are read, if any
+
+    @property
+    def kept_together(self) -> tuple[tuple[str, ...], ...]:
+        """The groups of paths that must share a split and a fold: patients with their
+        copies where the study has patient groups, else the copies."""
+        return self.together if self.patients else self.duplicates
+
+    def group_summary(self) -> dict[str, int]:
+        """``count`` of patient groups, images in the ``largest``, and how many sit in more
+        than one split (``spanning_splits``, 0 by construction)."""
+        split_of = {e.path: e.split for e in self.entries}
+        members: dict[str, list[str]] = defaultdict(list)
+        for path, group in self.patients:
+            members[group].append(path)
+        spanning = sum(
+            len({split_of[p] for p in paths if p in split_of}) > 1 for paths in members.values()
+        )
+        largest = max((len(paths) for paths in members.values()), default=0)
+        return {"count": len(members), "largest": largest, "spanning_splits": spanning}
 
     @property
     def fingerprint(self) -> str:
@@ -128,6 +159,10 @@ class SplitManifest:
                 else [d.path, d.copy_of, d.kind, d.distance]
                 for d in self.dropped
             ]
+        if self.patients:  # absent without patient groups, as above
+            content["groups"] = [list(pair) for pair in self.patients]
+        if self.decode is not None:  # absent without DICOM or NIfTI slices
+            content["decode"] = asdict(self.decode)
         payload = json.dumps(content, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -192,6 +227,9 @@ class SplitManifest:
             "dropped": [asdict(d) for d in self.dropped],
             "exact_duplicates": [list(g) for g in self.exact_duplicates],
             "label_conflicts": [list(g) for g in self.label_conflicts],
+            "patients": [list(pair) for pair in self.patients],
+            "together": [list(g) for g in self.together],
+            "decode": asdict(self.decode) if self.decode is not None else None,
         }
 
 
@@ -205,6 +243,44 @@ def _groups(records: list[ImageRecord], policy: SplitPolicy) -> list[list[ImageR
         by_hash[r.path if policy.dedup == "off" else r.sha256].append(r)
     groups = [sorted(g, key=lambda r: r.path) for g in by_hash.values()]
     return sorted(groups, key=lambda g: g[0].path)
+
+
+def _by_patient(
+    groups: list[list[ImageRecord]], group_of: Mapping[str, str]
+) -> list[list[ImageRecord]]:
+    """`groups` joined (transitively) where they hold images of one patient group; each
+    sorted by path, the groups by first path. Without patient groups, `groups` itself."""
+    if not group_of:
+        return groups
+    first: dict[str, int] = {}
+    pairs_i: list[int] = []
+    pairs_j: list[int] = []
+    for index, group in enumerate(groups):
+        for record in group:
+            seen = first.setdefault(group_of[record.path], index)
+            if seen != index:
+                pairs_i.append(seen)
+                pairs_j.append(index)
+    merged = union_find(len(groups), np.asarray(pairs_i, np.int64), np.asarray(pairs_j, np.int64))
+    joined = {i for m in merged for i in m}
+    out = [sorted((r for i in m for r in groups[i]), key=lambda r: r.path) for m in merged]
+    out += [g for i, g in enumerate(groups) if i not in joined]
+    return sorted(out, key=lambda g: g[0].path)
+
+
+def _patient_drops(together: list[list[ImageRecord]], gone: set[str]) -> list[DroppedImage]:
+    """Under ``official``: the Testing images (not dropped already) of every patient group
+    that also holds a Training image, as copies of its first Training image."""
+    drops = []
+    for group in together:
+        trains = [r.path for r in group if r.source != "Testing"]
+        if trains:
+            drops += [
+                DroppedImage(r.path, trains[0], "patient", 0, r.label)
+                for r in group
+                if r.source == "Testing" and r.path not in gone
+            ]
+    return drops
 
 
 def _assign(
@@ -242,56 +318,81 @@ def _assign(
 
 
 def _split_near(
-    records: list[ImageRecord], policy: SplitPolicy, rng: np.random.Generator
-) -> tuple[dict[str, str], list[DroppedImage], list[list[ImageRecord]]]:
-    """The ``near`` policy: the assignment, the dropped Testing images and the groups.
-    Label conflicts go to train whole (official: their Testing members are dropped)."""
+    records: list[ImageRecord],
+    policy: SplitPolicy,
+    rng: np.random.Generator,
+    group_of: Mapping[str, str],
+) -> tuple[dict[str, str], list[DroppedImage], list[list[ImageRecord]], list[list[ImageRecord]]]:
+    """The ``near`` policy: the assignment, the dropped Testing images, the groups of
+    copies and the groups kept together (copies joined by patient). Label conflicts go to
+    train whole with their patients (official: their Testing members are dropped)."""
     groups = _groups(records, policy)
+    together = _by_patient(groups, group_of)
     dropped, assignment = [], {}
     fractions = {"test": policy.test_fraction, "val": policy.val_fraction}
     if policy.policy == "official":
         dropped = official_drops(groups)
+        if group_of:
+            patient = _patient_drops(together, {d.path for d in dropped})
+            dropped = sorted(dropped + patient, key=lambda d: d.path)
         gone = {d.path for d in dropped}
         assignment = {r.path: "test" for r in records if r.source == "Testing"}
         assignment = {p: s for p, s in assignment.items() if p not in gone}
         fractions = {"val": policy.val_fraction}
+    conflicted = {r.path for g in groups if is_conflict(g) for r in g}
     free = []
-    for g in groups:
+    for g in together:
         pool = [r for r in g if r.source != "Testing" or policy.policy == "pooled"]
-        if pool and is_conflict(g):
+        if pool and any(r.path in conflicted for r in g):
             assignment.update(dict.fromkeys((r.path for r in pool), "train"))
         elif pool:
             free.append(pool)
     assignment.update(_assign(free, fractions, "train", rng))
-    return assignment, dropped, groups
+    return assignment, dropped, groups, together
 
 
 def _split_by_content(
-    records: list[ImageRecord], policy: SplitPolicy, rng: np.random.Generator
-) -> tuple[dict[str, str], list[DroppedImage]]:
+    records: list[ImageRecord],
+    policy: SplitPolicy,
+    rng: np.random.Generator,
+    group_of: Mapping[str, str],
+) -> tuple[dict[str, str], list[DroppedImage], list[list[ImageRecord]]]:
     """The ``exact``, ``exact-train-val`` and ``off`` policies (unchanged since they were
-    recorded, so that old studies keep their fingerprints)."""
+    recorded, so that old studies keep their fingerprints), and the groups kept together."""
+    together = _by_patient(_groups(records, policy), group_of)
     if policy.policy == "pooled":
         fractions = {"test": policy.test_fraction, "val": policy.val_fraction}
-        return _assign(_groups(records, policy), fractions, "train", rng), []
+        return _assign(together, fractions, "train", rng), [], together
     dropped = exact_test_drops(records) if policy.dedup == "exact" else []
+    if group_of:
+        patient = _patient_drops(together, {d.path for d in dropped})
+        dropped = sorted(dropped + patient, key=lambda d: d.path)
     gone = {d.path for d in dropped}
     assignment = {r.path: "test" for r in records if r.source == "Testing" and r.path not in gone}
     pool = [r for r in records if r.source != "Testing"]
-    assignment.update(_assign(_groups(pool, policy), {"val": policy.val_fraction}, "train", rng))
-    return assignment, dropped
+    pool_groups = _by_patient(_groups(pool, policy), group_of)
+    assignment.update(_assign(pool_groups, {"val": policy.val_fraction}, "train", rng))
+    return assignment, dropped, together
 
 
 def _paths(groups: list[list[ImageRecord]]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(r.path for r in g) for g in groups)
 
 
-def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
+def make_manifest(
+    dataset: Dataset, policy: SplitPolicy, groups: Mapping[str, str] | None = None
+) -> SplitManifest:
     """Assign every readable image of `dataset` to train, val or test.
+
+    Args:
+        dataset: What `data.discovery.scan` found.
+        policy: The split policy.
+        groups: Each image's patient group (`data.groups.dataset_groups`); none: {}.
 
     Raises:
         DataError: ``official`` was asked for a dataset without a test folder.
     """
+    group_of = dict(groups or {})
     rng = np.random.default_rng(policy.seed)
     records = list(dataset.images)
     if policy.policy == "official" and not dataset.has_official_test:
@@ -301,10 +402,11 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
         )
     exact = exact_groups(records)
     if policy.dedup == "near":
-        assignment, dropped, groups = _split_near(records, policy, rng)
-        groups = [g for g in groups if len(g) > 1]
+        assignment, dropped, copies, together = _split_near(records, policy, rng, group_of)
+        copies = [g for g in copies if len(g) > 1]
     else:
-        (assignment, dropped), groups = _split_by_content(records, policy, rng), exact
+        assignment, dropped, together = _split_by_content(records, policy, rng, group_of)
+        copies = exact
     entries = tuple(
         ManifestEntry(r.path, r.label, assignment[r.path], r.sha256)
         for r in sorted(records, key=lambda r: r.path)
@@ -316,15 +418,23 @@ def make_manifest(dataset: Dataset, policy: SplitPolicy) -> SplitManifest:
         policy=policy,
         entries=entries,
         unreadable=dataset.unreadable,
-        duplicates=_paths(groups),
+        duplicates=_paths(copies),
         dropped=tuple(dropped),
         exact_duplicates=_paths(exact),
-        label_conflicts=_paths([g for g in groups if is_conflict(g)]),
+        label_conflicts=_paths([g for g in copies if is_conflict(g)]),
+        patients=tuple(sorted(group_of.items())),
+        decode=dataset.medical if dataset.has_slices else None,
+        together=_paths([g for g in together if len(g) > 1]) if group_of else (),
     )
     counts = manifest.counts()
     for split in ("train", "val"):
         if sum(counts[split].values()) == 0:
-            raise DataError(
-                f"split {split!r} is empty: the dataset is too small for these fractions"
+            groups = len(set(group_of.values()))
+            why = (
+                f"its {groups} patient group{'s' if groups != 1 else ''} cannot fill train "
+                "and validation"
+                if group_of and groups < 10
+                else "the dataset is too small for these fractions"
             )
+            raise DataError(f"split {split!r} is empty: {why}")
     return manifest

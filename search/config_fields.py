@@ -12,6 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from data.errors import DataError
+from data.groups import compile_pattern
+from data.medical import AXES, DICOM_WINDOWS, MedicalSettings
 from data.near_dup import DEFAULT_NEAR_THRESHOLD, MAX_NEAR_THRESHOLD
 from data.split import DEDUP_POLICIES, POLICIES
 from models.trial_config import Augmentation
@@ -40,6 +43,14 @@ def _switch(value: Any) -> Any:
 Switch = Annotated[str, BeforeValidator(_switch), one_of(PRECISION, "value")]
 
 
+def _pair(value: Any) -> Any:
+    """YAML's [low, high] as the tuple of numbers the field holds."""
+    numbers = isinstance(value, list) and len(value) == 2
+    if numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return (float(value[0]), float(value[1]))
+    return value
+
+
 class DataConfig(Section):
     path: str = "demo-data"
     split: Annotated[str, one_of(POLICIES, "policy")] = "official"
@@ -55,11 +66,43 @@ class DataConfig(Section):
         Field(ge=0, le=MAX_NEAR_THRESHOLD),
         Says(f"must be between 0 and {MAX_NEAR_THRESHOLD} bits, got {{value}}"),
     ] = DEFAULT_NEAR_THRESHOLD  # bits; measured by bench/near_dup.py
+    # Patient groups (`data.groups`): a CSV of path,group (relative: in the data folder), or
+    # a regex whose first capture group in each relative path is the group.
+    groups: str | None = None
+    group_pattern: str | None = None
+    # DICOM and NIfTI slices (`data.medical`): the DICOM window, and how volumes are sliced.
+    dicom_window: Annotated[str, one_of(DICOM_WINDOWS, "window")] = "file"
+    volume_axis: Annotated[str, one_of(tuple(AXES), "axis")] = "axial"
+    volume_range: Annotated[
+        tuple[float, float],
+        BeforeValidator(_pair),
+        Says("must be two fractions [low, high] of the axis, got {value}"),
+    ] = (0.0, 1.0)
+    volume_min_intensity: Amount = 0.05
+
+    def medical(self) -> MedicalSettings:
+        """The settings `data.discovery.scan` reads DICOM and NIfTI files with."""
+        return MedicalSettings(
+            self.dicom_window, self.volume_axis, self.volume_range, self.volume_min_intensity
+        )
 
     @model_validator(mode="after")
     def _room_for_training(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise refuse("val_fraction + test_fraction must be below 1")
+        low, high = self.volume_range
+        if not 0.0 <= low < high <= 1.0:
+            raise refuse(
+                f"must be fractions of the axis, 0 <= low < high <= 1, got {low}, {high}",
+                key="data.volume_range",
+            )
+        if self.groups is not None and self.group_pattern is not None:
+            raise refuse("give groups (a CSV file) or group_pattern (a regex), not both")
+        if self.group_pattern is not None:
+            try:
+                compile_pattern(self.group_pattern)
+            except DataError as exc:
+                raise refuse(str(exc), key="data.group_pattern") from None
         return self
 
 

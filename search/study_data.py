@@ -14,6 +14,7 @@ import numpy as np
 
 from data.decode import SplitArrays, load_split
 from data.discovery import scan
+from data.groups import dataset_groups, group_warnings
 from data.split import SplitManifest, SplitPolicy, make_manifest
 from search.config import StudyConfig
 from search.errors import InputError
@@ -23,6 +24,7 @@ from search.errors import InputError
 class StudyData:
     root: Path
     manifest: SplitManifest
+    group_warnings: tuple[str, ...] = ()  # DICOM PatientIDs that look unusable
 
     @property
     def fingerprint(self) -> str:
@@ -51,7 +53,8 @@ class StudyData:
         """The lines `study create` and `run` print about the split: dropped copies, and
         test classes they left thin."""
         dropped = self.dropped_warning()
-        return ([dropped] if dropped else []) + self.manifest.test_balance_warnings()
+        lines = ([dropped] if dropped else []) + self.manifest.test_balance_warnings()
+        return [*self.group_warnings, *lines]
 
     def counts(self) -> dict[str, int]:
         return {
@@ -79,18 +82,22 @@ class TrainVal:
 
 
 def prepare(config: StudyConfig, data_dir: str | os.PathLike[str] | None = None) -> StudyData:
-    """Scan the data folder (`data_dir`, else the config's path) and split it as configured.
+    """Scan the data folder (`data_dir`, else the config's path), read its patient groups
+    and split it as configured.
 
     Raises:
-        DataError: the folder is unusable (missing, empty, unreadable classes, ...).
+        DataError: the folder is unusable (missing, empty, unreadable classes, ...), or an
+            image has no patient group.
     """
     root = Path(data_dir if data_dir is not None else config.data.path).expanduser()
-    dataset = scan(root)
     d = config.data
+    dataset = scan(root, medical=d.medical())
     policy = SplitPolicy(
         d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup, d.near_threshold
     )
-    return StudyData(dataset.root, make_manifest(dataset, policy))
+    groups = dataset_groups(dataset, d.groups, d.group_pattern)
+    warnings = () if d.groups or d.group_pattern else tuple(group_warnings(dataset))
+    return StudyData(dataset.root, make_manifest(dataset, policy, groups), warnings)
 
 
 def check_matches(

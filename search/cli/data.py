@@ -7,6 +7,7 @@ import json
 import sys
 
 from data.discovery import Dataset, scan
+from data.groups import dataset_groups, group_warnings
 from data.near_dup import DEFAULT_NEAR_THRESHOLD, HASH_BITS, MAX_NEAR_THRESHOLD
 from data.split import DEDUP_POLICIES, SplitManifest, SplitPolicy, make_manifest
 from data.synth import synthesize
@@ -44,6 +45,7 @@ def check_summary(manifest: SplitManifest, dataset: Dataset) -> dict:
         "splits": counts,
         "unreadable": list(manifest.unreadable),
         "ignored": list(dataset.ignored),
+        "skipped": [{"path": path, "reason": reason} for path, reason in dataset.skipped],
         "duplicates": [list(g) for g in manifest.duplicates],
         "cross_split_duplicates": manifest.cross_split_duplicates(),
         "dropped_test_duplicates": [
@@ -52,6 +54,8 @@ def check_summary(manifest: SplitManifest, dataset: Dataset) -> dict:
         ],
         **duplicate_report(manifest, dataset),
         "test_balance_warnings": manifest.test_balance_warnings(),
+        "groups": manifest.group_summary(),
+        "group_warnings": [],
         "fingerprint": manifest.fingerprint,
     }
 
@@ -65,6 +69,7 @@ def _print_text(summary: dict) -> None:
     print(
         f"images:      {summary['images']} readable, {len(summary['unreadable'])} unreadable, "
         f"{len(summary['ignored'])} non-image files ignored"
+        + (f", {len(summary['skipped'])} files without an image" if summary["skipped"] else "")
     )
     print(f"split:       {_policy_text(policy)}")
     width = max(len(c) for c in classes + ["class"])
@@ -75,11 +80,21 @@ def _print_text(summary: dict) -> None:
         print(f"  {c:<{width}}  {row[0]:>6} {row[1]:>6} {row[2]:>6} {sum(row):>6}")
     totals = [sum(splits[s].values()) for s in ("train", "val", "test")]
     print(f"  {'all':<{width}}  {totals[0]:>6} {totals[1]:>6} {totals[2]:>6} {sum(totals):>6}")
+    for item in summary["skipped"][:20]:
+        print(f"skipped:     {item['path']}: {item['reason']}")
     for path in summary["unreadable"][:20]:
         print(f"unreadable:  {path}")
     if len(summary["unreadable"]) > 20:
         print(f"unreadable:  ... and {len(summary['unreadable']) - 20} more (see --json)")
     print_duplicates(summary)
+    for line in summary["group_warnings"]:
+        print(line.replace("warning: ", "warning:     ", 1))
+    groups = summary["groups"]
+    if groups["count"]:
+        print(
+            f"groups:      {groups['count']} patient groups, the largest {groups['largest']} "
+            f"images; {groups['spanning_splits']} span two splits"
+        )
     leaks = summary["cross_split_duplicates"]
     if leaks:
         print(f"warning:     {len(leaks)} duplicate groups span two splits (train/test leakage)")
@@ -104,24 +119,8 @@ def _policy_text(policy: dict) -> str:
     )
 
 
-def _split_policy(args: argparse.Namespace, has_official_test: bool) -> SplitPolicy:
-    """The split `data check` shows: the config's (as a study made from it splits), else the
-    flags' (defaults for the rest)."""
-    if args.config is None:
-        threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
-        if not 0 <= threshold <= MAX_NEAR_THRESHOLD:
-            raise InputError(
-                f"--near-threshold must be between 0 and {MAX_NEAR_THRESHOLD} bits (of "
-                f"{HASH_BITS}), got {threshold}"
-            )
-        return SplitPolicy(
-            policy=resolve_policy(args.split or "auto", has_official_test),
-            val_fraction=0.15 if args.val_fraction is None else args.val_fraction,
-            test_fraction=0.15 if args.test_fraction is None else args.test_fraction,
-            seed=42 if args.seed is None else args.seed,
-            dedup=args.dedup or "near",
-            near_threshold=threshold,
-        )
+def _refuse_flags_with_config(args: argparse.Namespace) -> None:
+    """A split flag beside --config (which sets the split) is bad input."""
     given = [
         flag
         for flag, value in (
@@ -131,21 +130,59 @@ def _split_policy(args: argparse.Namespace, has_official_test: bool) -> SplitPol
             ("--test-fraction", args.test_fraction),
             ("--dedup", args.dedup),
             ("--near-threshold", args.near_threshold),
+            ("--groups", args.groups),
+            ("--group-pattern", args.group_pattern),
         )
         if value is not None
     ]
     if given:
         raise InputError(f"{given[0]} cannot be combined with --config (the config sets it)")
+
+
+def _split_settings(
+    args: argparse.Namespace, has_official_test: bool
+) -> tuple[SplitPolicy, str | None, str | None]:
+    """The split `data check` shows and its patient groups (a CSV file, a pattern): the
+    config's (as a study made from it splits), else the flags' (defaults for the rest)."""
+    if args.config is None:
+        threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
+        if not 0 <= threshold <= MAX_NEAR_THRESHOLD:
+            raise InputError(
+                f"--near-threshold must be between 0 and {MAX_NEAR_THRESHOLD} bits (of "
+                f"{HASH_BITS}), got {threshold}"
+            )
+        policy = SplitPolicy(
+            policy=resolve_policy(args.split or "auto", has_official_test),
+            val_fraction=0.15 if args.val_fraction is None else args.val_fraction,
+            test_fraction=0.15 if args.test_fraction is None else args.test_fraction,
+            seed=42 if args.seed is None else args.seed,
+            dedup=args.dedup or "near",
+            near_threshold=threshold,
+        )
+        return policy, args.groups, args.group_pattern
     from search.config import load_config
 
     d = load_config(args.config).data
-    return SplitPolicy(d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup, d.near_threshold)
+    policy = SplitPolicy(
+        d.split, d.val_fraction, d.test_fraction, d.seed, d.dedup, d.near_threshold
+    )
+    return policy, d.groups, d.group_pattern
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    dataset = scan(args.dir)
-    manifest = make_manifest(dataset, _split_policy(args, dataset.has_official_test))
+    medical = None
+    if args.config is not None:
+        _refuse_flags_with_config(args)
+        from search.config import load_config
+
+        medical = load_config(args.config).data.medical()
+    dataset = scan(args.dir, medical=medical)
+    policy, groups_file, pattern = _split_settings(args, dataset.has_official_test)
+    groups = dataset_groups(dataset, groups_file, pattern)
+    manifest = make_manifest(dataset, policy, groups)
     summary = check_summary(manifest, dataset)
+    if groups_file is None and pattern is None:
+        summary["group_warnings"] = group_warnings(dataset)
     summary["config"] = args.config
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
@@ -249,6 +286,17 @@ def _register_check(data_sub: argparse._SubParsersAction, common: argparse.Argum
         metavar="BITS",
         help=f"largest Hamming distance (of {HASH_BITS} bits) between near copies under "
         f"--dedup near (default {DEFAULT_NEAR_THRESHOLD}, at most {MAX_NEAR_THRESHOLD})",
+    )
+    check.add_argument(
+        "--groups",
+        metavar="FILE.csv",
+        help="patient groups: a CSV with columns path and group (relative: in the dataset "
+        "folder); a group's images stay in one split",
+    )
+    check.add_argument(
+        "--group-pattern",
+        metavar="REGEX",
+        help="patient groups: the first capture group of REGEX in each image's relative path",
     )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=cmd_check)

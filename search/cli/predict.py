@@ -11,7 +11,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from search.results.predict import predict_paths
 
-    write_predictions(predict_paths(args.model, args.paths), args.json, sys.stdout)
+    medical = None
+    if args.config is not None:
+        from search.config import load_config
+
+        medical = load_config(args.config).data.medical()
+    predictions = predict_paths(args.model, args.paths, medical=medical)
+    write_predictions(predictions, args.json, sys.stdout)
     return 0
 
 
@@ -32,6 +38,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         metavar="FILE.keras|FILE.onnx",
         help="model written by train-best",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image files or folders; with a .keras model also DICOM files (.dcm) and NIfTI "
+        "volumes (.nii, .nii.gz), a prediction per slice (FILE#frame=K, FILE#axial=K)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="NAME|FILE",
+        help="read DICOM and NIfTI slices as this study config does (its data section: "
+        "dicom_window, volume_axis, volume_range, volume_min_intensity); default settings "
+        "otherwise",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(handler=cmd_predict, uses_optuna=False)

@@ -134,7 +134,7 @@ def finalize(
     expected = study.user_attrs.get(FINGERPRINT_ATTR)
     check_matches(data, study_name, expected, study.user_attrs.get(COUNTS_ATTR))
     labels = pool_labels(data.manifest)
-    groups = group_ids(pool_paths(data.manifest), data.manifest.duplicates)
+    groups = group_ids(pool_paths(data.manifest), data.manifest.kept_together)
     check_folds(folds, labels, groups, data.classes)  # before decoding anything
     fold_list = make_folds(labels, groups, folds, config.data.seed)
     train_val = load_train_val(data, config.data.image_size)

@@ -1,9 +1,10 @@
 """Cross-validation folds over a study's train+val pool (never its test split).
 
 `finalize` re-scores trials on stratified K-fold cross-validation of train and validation
-together. Copies of one image (`SplitManifest.duplicates`) share a group, and
-scikit-learn's `StratifiedGroupKFold` keeps a group inside one fold, so no image is scored
-on a fold whose training part holds its copy.
+together. Copies of one image, and a patient's images where the study has patient groups
+(`SplitManifest.kept_together`), share a group, and scikit-learn's `StratifiedGroupKFold`
+keeps a group inside one fold, so no image is scored on a fold whose training part holds its
+copy or its patient.
 """
 
 from __future__ import annotations

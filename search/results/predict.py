@@ -2,7 +2,8 @@
 
 A ``.keras`` model runs in Keras; an ``.onnx`` model runs in onnxruntime through
 `tumor_predict` (the TensorFlow-free predictor) without importing Keras, TensorFlow or
-Optuna. Both find, decode and report images with `tumor_predict.predict`'s code.
+Optuna. Both find, decode and report images with `tumor_predict.predict`'s code; with a
+``.keras`` model DICOM files and NIfTI volumes are read too, a prediction per slice.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tumor_predict.errors import PredictError
 from tumor_predict.predict import Prediction
 
 from common.progress import log
+from data.medical import MedicalSettings, NotAnImage, is_medical, read_slices, slice_path
 from search.errors import InputError
 
 MODEL_SUFFIXES = (".keras", ".onnx")
@@ -77,9 +79,16 @@ def decode_images(
         return shared.decode_images(files, direct, size, purpose, warn=log)
 
 
-def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> list[Prediction]:
-    """Predict every image; a file named directly that is not an image is an error, an
-    unreadable file inside a folder is skipped with a warning.
+def predict_paths(
+    model_path: str,
+    paths: list[str],
+    batch_size: int = 32,
+    medical: MedicalSettings | None = None,
+) -> list[Prediction]:
+    """Predict every image, and every slice of DICOM files and NIfTI volumes (`.keras`
+    models; read with `medical`, the study config's settings); a file named directly that
+    is not an image is an error, an unreadable file inside a folder is skipped with a
+    warning.
 
     Raises:
         InputError: a bad model file or path, or no readable image.
@@ -90,20 +99,82 @@ def predict_paths(model_path: str, paths: list[str], batch_size: int = 32) -> li
     if suffix == ".onnx":
         with as_input_error():
             return shared.predict_paths(model_path, paths, batch_size, warn=log)
-    return _predict_keras(model_path, paths, batch_size)
+    return _predict_keras(model_path, paths, batch_size, medical or MedicalSettings())
 
 
-def _predict_keras(model_path: str, paths: list[str], batch_size: int) -> list[Prediction]:
+def collect_inputs(paths: list[str]) -> list[Path]:
+    """`collect_images`, with the DICOM files and NIfTI volumes in folders too.
+
+    Raises:
+        InputError: a path that does not exist, or a folder without images.
+    """
+    from tumor_predict.decode import IMAGE_EXTENSIONS, is_hidden_or_junk
+
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            files += collect_images([text])
+            continue
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not is_hidden_or_junk(p.name)
+            and (p.suffix.lower() in IMAGE_EXTENSIONS or is_medical(p.name))
+        )
+        if not found:
+            raise InputError(f"no image files in folder {path}")
+        files += found
+    return files
+
+
+def decode_inputs(
+    files: list[Path], direct: set[Path], size: int, medical: MedicalSettings
+) -> tuple[np.ndarray, list[str]]:
+    """Images decoded as `decode_images` does, and a DICOM or NIfTI file's slices each
+    under `FILE#KEY` (`data.medical.slice_path`); a file without an image is skipped with a
+    line, or an error when named directly."""
+    from tumor_predict.decode import decode_pixels
+    from tumor_predict.errors import ImageError
+
+    from data.decode import decode_slice
+    from data.errors import DataError
+
+    pixels: list[np.ndarray] = []
+    names: list[str] = []
+    for path in files:
+        try:
+            if is_medical(path.name):
+                slices = read_slices(path, medical)
+                pixels += [decode_slice(found.pixels, size) for found in slices]
+                names += [slice_path(str(path), found.key) for found in slices]
+            else:
+                pixels.append(decode_pixels(path, size))
+                names.append(str(path))
+        except (ImageError, NotAnImage, DataError) as exc:
+            if path in direct:
+                reason = f" ({exc})" if isinstance(exc, NotAnImage) else ""
+                raise InputError(f"not an image: {path}{reason}") from None
+            log(f"skipping unreadable file {path}")
+    if not names:
+        raise InputError("no readable image to predict")
+    return np.stack(pixels), names
+
+
+def _predict_keras(
+    model_path: str, paths: list[str], batch_size: int, medical: MedicalSettings
+) -> list[Prediction]:
     from data.discovery import is_readable_image
     from search.training.batching import predict
 
-    files = collect_images(paths)
+    files = collect_inputs(paths)
     direct = {Path(p).expanduser() for p in paths}
     for path in direct:
-        if path.is_file() and not is_readable_image(path):
+        if path.is_file() and not is_medical(path.name) and not is_readable_image(path):
             raise InputError(f"not an image: {path}")  # before the slow model load
     model = load_model(model_path)
     names = class_names(model)
-    pixels, kept = decode_images(files, direct, int(model.input_shape[1]), "predict")
+    pixels, kept = decode_inputs(files, direct, int(model.input_shape[1]), medical)
     probs = predict(model, pixels.astype("float32"), batch_size)
     return shared.to_predictions(kept, probs, names)
