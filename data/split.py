@@ -23,6 +23,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -133,18 +134,22 @@ class SplitManifest:
         copies where the study has patient groups, else the copies."""
         return self.together if self.patients else self.duplicates
 
-    def group_summary(self) -> dict[str, int]:
-        """``count`` of patient groups, images in the ``largest``, and how many sit in more
-        than one split (``spanning_splits``, 0 by construction)."""
+    def group_summary(self) -> dict[str, Any]:
+        """``count`` of patient groups, images in the ``largest``, how many sit in more than
+        one split (``spanning_splits``, 0 by construction) and the groups in each split
+        (``per_split``)."""
         split_of = {e.path: e.split for e in self.entries}
         members: dict[str, list[str]] = defaultdict(list)
         for path, group in self.patients:
             members[group].append(path)
-        spanning = sum(
-            len({split_of[p] for p in paths if p in split_of}) > 1 for paths in members.values()
-        )
+        where = [{split_of[p] for p in paths if p in split_of} for paths in members.values()]
         largest = max((len(paths) for paths in members.values()), default=0)
-        return {"count": len(members), "largest": largest, "spanning_splits": spanning}
+        return {
+            "count": len(members),
+            "largest": largest,
+            "spanning_splits": sum(len(splits) > 1 for splits in where),
+            "per_split": {s: sum(s in splits for splits in where) for s in SPLITS},
+        }
 
     @property
     def fingerprint(self) -> str:

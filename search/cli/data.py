@@ -91,9 +91,10 @@ def _print_text(summary: dict) -> None:
         print(line.replace("warning: ", "warning:     ", 1))
     groups = summary["groups"]
     if groups["count"]:
+        per_split = ", ".join(f"{n} in {split}" for split, n in groups["per_split"].items())
         print(
-            f"groups:      {groups['count']} patient groups, the largest {groups['largest']} "
-            f"images; {groups['spanning_splits']} span two splits"
+            f"groups:      {groups['count']} patient groups ({per_split}), the largest "
+            f"{groups['largest']} images; {groups['spanning_splits']} span two splits"
         )
     leaks = summary["cross_split_duplicates"]
     if leaks:

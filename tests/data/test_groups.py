@@ -113,12 +113,19 @@ def test_data_check_reports_groups(patient_data: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     largest = max(np.bincount([int(Path(e).name[1]) for e in _image_paths(patient_data)]))
-    assert summary["groups"] == {"count": PATIENTS, "largest": int(largest), "spanning_splits": 0}
+    groups = summary["groups"]
+    assert groups | {"per_split": None} == {
+        "count": PATIENTS,
+        "largest": int(largest),
+        "spanning_splits": 0,
+        "per_split": None,
+    }
+    assert sum(groups["per_split"].values()) == PATIENTS  # each patient in one split
     text = run_cli("data", "check", str(patient_data), "--group-pattern", r"/(P\d+)_")
     assert text.returncode == 0, text.stderr
     assert f"groups:      {PATIENTS} patient groups" in text.stdout
     plain = json.loads(run_cli("data", "check", str(patient_data), "--json").stdout)
-    assert plain["groups"] == {"count": 0, "largest": 0, "spanning_splits": 0}
+    assert plain["groups"]["count"] == plain["groups"]["largest"] == 0
 
 
 def _image_paths(root: Path) -> list[str]:
