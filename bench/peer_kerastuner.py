@@ -59,6 +59,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
             }
         ]
     },
+    # the median pruner judging from epoch 4 of 6, with and without the cheap first trial
+    # (at b0c3d9e the cheap first trial made the median cut most later trials at epoch 2)
+    "warmup-3": {"pruner": {"n_warmup_steps": 3}},
+    "cheap-first-warmup-3": {
+        "enqueue": [
+            {
+                "backbone": "small_cnn",
+                "head_depth": 1,
+                "head_width": 128,
+                "dropout": 0.2,
+                "learning_rate": 1.0e-3,
+            }
+        ],
+        "pruner": {"n_warmup_steps": 3},
+    },
     "startup-10": {"sampler": {"n_startup_trials": 10}},
     "hyperband": {"pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
     "random": {"sampler": {"name": "random"}},
