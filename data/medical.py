@@ -117,7 +117,7 @@ def read_slices(path: str | os.PathLike[str], settings: MedicalSettings) -> list
     path = Path(path)
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         return _volume_slices(str(path), settings)
-    return _dicom_slices(path, settings)
+    return _dicom_slices(str(path), settings)
 
 
 def read_slice(path: str | os.PathLike[str], key: str, settings: MedicalSettings) -> np.ndarray:
@@ -131,7 +131,7 @@ def read_slice(path: str | os.PathLike[str], key: str, settings: MedicalSettings
         slices = _volume_slices(str(path), settings)
     else:
         try:
-            slices = _dicom_slices(path, settings)
+            slices = _dicom_slices(str(path), settings)
         except NotAnImage as exc:
             raise DataError(f"{path}: {exc}") from None
     for found in slices:
@@ -143,7 +143,8 @@ def read_slice(path: str | os.PathLike[str], key: str, settings: MedicalSettings
 # --- DICOM -------------------------------------------------------------------------------
 
 
-def _dicom_slices(path: Path, settings: MedicalSettings) -> list[Slice]:
+@functools.lru_cache(maxsize=4)  # a multi-frame file is decoded once for all its frames
+def _dicom_slices(path: str, settings: MedicalSettings) -> list[Slice]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
