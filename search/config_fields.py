@@ -130,6 +130,9 @@ class TrainingConfig(Section):
     mixed_precision: Switch = "auto"
     xla: Switch = "auto"
     lr_schedule: Annotated[str, one_of(LR_SCHEDULES, "value")] = "cosine"
+    # train-best's refit on train+val: this many epochs (trials are short proxies, the final
+    # model may train longer); None: the count finalize's folds chose.
+    refit_epochs: Annotated[int | None, Field(ge=1), Says("must be at least 1, got {value}")] = None
 
     @model_validator(mode="before")
     @classmethod

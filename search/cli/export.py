@@ -43,6 +43,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from search.results.export import export_best
+    from search.results.finalize import refit_text
     from search.results.outputs import check_writable_file
 
     if args.pareto:
@@ -59,7 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     final = payload.get("finalize")
     if final:
         cv = next(f for f in final["finalists"] if f["trial"] == payload["trial"])
-        line += f" (CV {cv['mean']:.4f} ± {cv['std']:.4f}; refit for {final['epochs']} epochs)"
+        line += f" (CV {cv['mean']:.4f} ± {cv['std']:.4f}; refit for {refit_text(final)})"
     print(line)
     return 0
 

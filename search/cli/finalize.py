@@ -16,7 +16,7 @@ def whole_number(text: str) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from search.results.finalize import finalize, table
+    from search.results.finalize import finalize, refit_text, table
 
     summary = finalize(args.study, args.storage, args.data, top=args.top, folds=args.folds)
     print(
@@ -26,7 +26,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     print(table(summary))
     print(
         f"winner: trial {summary['winner']} ({summary['rule']}); train-best --refit trains it "
-        f"for {summary['epochs']} epochs ({summary['epochs_rule']})"
+        f"for {refit_text(summary)}"
     )
     print(f"export it: tumor-search export --study {args.study} --out best.json")
     return 0

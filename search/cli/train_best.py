@@ -7,6 +7,7 @@ import os
 
 from search.cli.args import (
     add_storage,
+    positive_float,
     positive_int,
 )
 
@@ -23,6 +24,7 @@ def cmd_train_best(args: argparse.Namespace) -> int:
         record=not args.no_record,
         refit=args.refit,
         formats=args.format,
+        deadline=args.started_at + args.timeout if args.timeout is not None else None,
     )
     print(f"trial {summary['trial']} chosen by: {summary['trial_selected_by']}")
     trained = summary["trained_on"]
@@ -63,8 +65,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Retrain the configuration in best.json, evaluate once on the held-out "
         "test split, write model.keras and metrics.json, and record the result on the study. "
         "When best.json carries a finalize result, train on train+val together for the epoch "
-        "count cross-validation chose (--refit, the default then); else on the train split, "
-        "with validation for early stopping (--no-refit).",
+        "count cross-validation chose, or the config's training.refit_epochs (--refit, the "
+        "default then); else on the train split, with validation for early stopping "
+        "(--no-refit).",
     )
     p.add_argument("--config", required=True, metavar="best.json", help="file written by export")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")
@@ -102,6 +105,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "is loaded back in its runtime and must give the Keras model's probabilities within "
         "1e-4 (default keras). All but keras need the TensorFlow backend and "
         "pip install 'tumor-search[export]'",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="S",
+        help="finish within about S seconds of the command's start: a refit trains no more "
+        "epochs than fit, by the pace finalize measured on the winner's folds (default: the "
+        "epochs asked, however long they take)",
     )
     add_storage(p)
     p.add_argument("--no-record", action="store_true", help="do not write the result to the study")

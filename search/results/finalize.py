@@ -53,6 +53,7 @@ class Finalist:
     scores: list[float] = field(default_factory=list)
     best_epochs: list[int] = field(default_factory=list)
     logits: np.ndarray | None = None
+    pace: list[dict[str, float]] = field(default_factory=list)  # per fold: `fold_pace`
 
     @property
     def mean(self) -> float:
@@ -70,6 +71,7 @@ class Finalist:
             "std": self.std,
             "scores": list(self.scores),
             "best_epochs": list(self.best_epochs),
+            "pace": list(self.pace),
         }
 
 
@@ -235,13 +237,42 @@ def _score_fold(
     finalist.logits[fold.held_out] = np.asarray(logits, dtype=np.float32)
     finalist.scores.append(float(result.best_value))
     finalist.best_epochs.append(int(result.best_epoch))
+    seconds = time.perf_counter() - start
+    finalist.pace.append(
+        fold_pace(recorder.epoch_seconds, seconds, len(data.y_train), len(data.y_val))
+    )
     log(
         f"trial {number} fold {fold.index + 1}/{k}: {config.objective.metric} "
-        f"{result.best_value:.4f}, best epoch {result.best_epoch}, "
-        f"{time.perf_counter() - start:.1f}s"
+        f"{result.best_value:.4f}, best epoch {result.best_epoch}, {seconds:.1f}s"
     )
     del result
     release_models()
+
+
+def refit_text(summary: dict[str, Any], bold: bool = False) -> str:
+    """How long train-best's refit trains, and why: "15 epochs (training.refit_epochs; ...)"."""
+    mark = "**" if bold else ""
+    chosen = f"{summary['epochs_rule']}: {summary['epochs']}"
+    asked = summary.get("refit_epochs")
+    if asked:
+        return f"{mark}{asked}{mark} epochs (training.refit_epochs; {chosen})"
+    return f"{mark}{summary['epochs']}{mark} epochs ({summary['epochs_rule']})"
+
+
+def fold_pace(
+    epoch_seconds: list[float], seconds: float, images: int, held_out: int
+) -> dict[str, float]:
+    """How fast a fold trained, for train-best to plan a refit by (`retrain.refit_seconds`):
+    its training and held-out images, a steady epoch's seconds (the median after the first,
+    which also compiles; an epoch trains, then scores the held-out images) and the rest of
+    the fold's seconds (build, compile, the held-out logits)."""
+    steady = float(np.median(epoch_seconds[1:] or epoch_seconds)) if epoch_seconds else 0.0
+    return {
+        "images": float(images),
+        "held_out": float(held_out),
+        "epoch_s": round(steady, 4),
+        "other_s": round(max(0.0, seconds - steady * len(epoch_seconds)), 4),
+    }
 
 
 def _winner(finalists: list[Finalist], direction: str) -> Finalist:
@@ -268,6 +299,7 @@ def _summarise(
         "winner": winner.trial.number,
         "epochs": int(math.ceil(float(np.median(winner.best_epochs)))),
         "epochs_rule": EPOCHS_RULE,
+        "refit_epochs": config.training.refit_epochs,
         "rule": rule_text(metric, folds, top),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -305,7 +337,7 @@ def note_section(summary: dict[str, Any]) -> str:
         f"{NOTE_HEADING} ({summary['finished_at']})\n\n"
         f"Rule: {summary['rule']} ({summary['images']} train+val images, duplicate groups "
         f"kept within a fold; the test split is not read). Winner: trial **{summary['winner']}**, "
-        f"refit for **{summary['epochs']}** epochs ({summary['epochs_rule']}).\n\n"
+        f"refit for {refit_text(summary, bold=True)}.\n\n"
         f"| trial | search {metric} | CV {metric} (mean ± std) | best epochs |\n"
         "|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )

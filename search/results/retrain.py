@@ -4,15 +4,97 @@ When best.json carries a finalize result, the configuration and its epoch count 
 by cross-validation; the validation split then has no choosing left to do, and the final
 model trains on it too, for exactly the epochs finalize chose, then is tested once. With no
 validation data there is no score to choose among seeds by: the first seed's model is kept.
+
+`training.refit_epochs` asks for a longer refit than finalize's folds (the search's trials
+are short proxies: on phantoms a textbook small_cnn tested 0.963 after 6 epochs on
+train+val, 0.988 after 15). With a deadline (`train-best --timeout`) the refit takes the
+epochs that fit by the pace finalize measured on the winner's folds (`refit_plan`).
 """
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from common.progress import log
 from search.errors import InputError
 from search.training.batching import predict
+
+# Scoring an image in a fold's epoch costs about this share of training on one (forward only;
+# 2 CPU cores, small_cnn at 64 px: a 2-fold epoch of 800 + 800 images took 2.7 s, a refit
+# epoch of 1,600 training images 3.4 s).
+VALIDATION_COST = 0.5
+# train-best's work after the refit: the test predictions, metrics with bootstrap intervals,
+# calibration, model.keras, Grad-CAM examples, the model card and the study's record
+# (measured on 2 CPU cores, phantoms at 64 px: about 6 s).
+AFTER_REFIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RefitPlan:
+    """How many epochs the refit trains, and why."""
+
+    epochs: int
+    rule: str
+    asked: int
+
+
+def refit_seconds(pace: list[dict[str, float]], images: int, epochs: int) -> float | None:
+    """A refit's expected seconds on `images` images for `epochs` epochs, from the folds'
+    pace (`finalize.fold_pace`): their other seconds, and a steady epoch scaled by images
+    (a fold's held-out images at `VALIDATION_COST`). None without a usable pace (a finalize
+    record from before paces were kept)."""
+    steady = [
+        p["epoch_s"] * images / (p["images"] + VALIDATION_COST * p.get("held_out", 0.0))
+        for p in pace
+        if p.get("images", 0) > 0
+    ]
+    if not steady:
+        return None
+    other = float(np.median([p.get("other_s", 0.0) for p in pace]))
+    return other + epochs * float(np.median(steady))
+
+
+def refit_plan(
+    payload: dict[str, Any], config: Any, images: int, seeds: int, deadline: float | None
+) -> RefitPlan:
+    """The refit's epochs: `training.refit_epochs`, else finalize's count; with a deadline
+    (`time.time()`), no more than fit before it for `seeds` refits by the winner's pace."""
+    chosen = finalize_epochs(payload)
+    assert chosen is not None
+    asked = config.training.refit_epochs or chosen
+    rule = (
+        f"training.refit_epochs; finalize's folds chose {chosen}"
+        if config.training.refit_epochs
+        else str(payload["finalize"].get("epochs_rule"))
+    )
+    if deadline is None:
+        return RefitPlan(asked, rule, asked)
+    winner = payload["finalize"].get("winner")
+    pace = next(
+        (f.get("pace") or [] for f in payload["finalize"].get("finalists", [])
+         if f.get("trial") == winner),
+        [],
+    )  # fmt: skip
+    left = (deadline - time.time() - AFTER_REFIT_S) / max(seeds, 1)
+    if refit_seconds(pace, images, 1) is None:
+        log("train-best --timeout: the finalize record has no pace to plan the refit by")
+        return RefitPlan(asked, rule, asked)
+    fits = max(
+        (e for e in range(1, asked + 1) if refit_seconds(pace, images, e) <= left), default=1
+    )
+    if fits >= asked:
+        return RefitPlan(asked, rule, asked)
+    expected = refit_seconds(pace, images, asked)
+    log(
+        f"train-best --timeout: {fits} of {asked} refit epochs fit in the {max(left, 0):.0f}s "
+        f"left (all {asked} would take about {math.ceil(expected or 0)}s by finalize's pace)"
+    )
+    return RefitPlan(fits, f"{rule}; {fits} of {asked} fit in --timeout", asked)
 
 
 def finalize_epochs(payload: dict[str, Any]) -> int | None:
@@ -42,16 +124,14 @@ def wants_refit(payload: dict[str, Any], refit: bool | None, source: str) -> boo
 
 
 def refit_seeds(
-    config: Any, trial_config: Any, train_val: Any, test: Any, seeds: int, payload: dict[str, Any]
+    config: Any, trial_config: Any, train_val: Any, test: Any, seeds: int, epochs: int
 ) -> tuple[list[dict[str, Any]], Any, int]:
-    """Refit once per seed on train+val for finalize's epoch count, test each model once;
-    the runs, and the first seed's model (and its index 0)."""
+    """Refit once per seed on train+val for `epochs` epochs (`refit_plan`), test each model
+    once; the runs, and the first seed's model (and its index 0)."""
     from search.results.evaluation import classification_metrics
     from search.training.callbacks import EpochRecorder
     from search.training.refit import refit  # imports Keras: only once input is good
 
-    epochs = finalize_epochs(payload)
-    assert epochs is not None
     classes = list(train_val.classes)
     runs: list[dict[str, Any]] = []
     kept = None
@@ -74,15 +154,15 @@ def refit_seeds(
 
 
 def training_record(
-    payload: dict[str, Any], config: Any, train_val: Any, refit: bool, seeds: int
+    payload: dict[str, Any], config: Any, train_val: Any, plan: RefitPlan | None, seeds: int
 ) -> dict[str, Any]:
     """What metrics.json says about how the model was chosen and trained."""
     n_train, n_val = len(train_val.y_train), len(train_val.y_val)
     chosen_by = payload.get("selected_by") or (
         f"best {payload.get('metric', config.objective.metric)} on the validation split"
     )
-    record: dict[str, Any] = {"trial_selected_by": chosen_by, "refit": refit}
-    if not refit:
+    record: dict[str, Any] = {"trial_selected_by": chosen_by, "refit": plan is not None}
+    if plan is None:
         record["trained_on"] = {
             "splits": ["train"],
             "images": n_train,
@@ -90,13 +170,12 @@ def training_record(
             "epochs": f"up to {config.training.epochs}, best validation epoch kept",
         }
         return record
-    final = payload["finalize"]
     record["trained_on"] = {
         "splits": ["train", "val"],
         "images": n_train + n_val,
         "validation_images": 0,
-        "epochs": finalize_epochs(payload),
-        "epochs_rule": final.get("epochs_rule"),
+        "epochs": plan.epochs,
+        "epochs_rule": plan.rule,
     }
     record["selected_by"] = (
         "the first seed: a refit has no validation data to choose by"

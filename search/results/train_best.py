@@ -37,7 +37,7 @@ from search.results.outputs import (
     save_model,
     write_document,
 )
-from search.results.retrain import refit_seeds, training_record, wants_refit
+from search.results.retrain import refit_plan, refit_seeds, training_record, wants_refit
 from search.results.study_note import save_section
 from search.study_data import check_matches, load_test, load_train_val, prepare
 from search.training.batching import predict
@@ -54,12 +54,15 @@ def train_best(
     record: bool = True,
     refit: bool | None = None,
     formats: str = "keras",
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``
     (and the other `formats`, each checked against Keras: `search.results.formats`).
 
     `refit` (default: when the export carries a finalize result) trains on train+val for
-    the epoch count finalize chose, with no validation data (`search.results.retrain`).
+    the epoch count finalize chose (or `training.refit_epochs`), with no validation data;
+    with a `deadline` (`time.time()`) for no more epochs than fit before it
+    (`search.results.retrain`).
 
     Raises:
         InputError, ConfigError, DataError: before any training starts.
@@ -75,9 +78,12 @@ def train_best(
     log(
         f"retraining trial {payload.get('trial')} of study {payload['study']!r}: {trial_config.describe()}"
     )
+    plan = None
     if refit:
+        images = len(train_val.y_train) + len(train_val.y_val)
+        plan = refit_plan(payload, config, images, seeds, deadline)
         runs, best_model, best_index = refit_seeds(
-            config, trial_config, train_val, test, seeds, payload
+            config, trial_config, train_val, test, seeds, plan.epochs
         )
     else:
         runs, best_model, best_index = _train_seeds(config, trial_config, train_val, test, seeds)
@@ -85,7 +91,7 @@ def train_best(
         best_model, train_val, payload, test, trial_config.batch_size, refit=refit
     )
     summary = _summary(payload, config, trial_config, data, test, runs, best_index)
-    summary.update(training_record(payload, config, train_val, refit, seeds))
+    summary.update(training_record(payload, config, train_val, plan, seeds))
     summary["calibration"] = calibration
     make_out_dir(out)
     save_model(best_model, out / "model.keras")  # calibrated: T in its head

@@ -42,6 +42,8 @@ def test_shipped_configs_validate_and_round_trip() -> None:
     [
         ("colour", "blue", ["unknown key colour", "allowed keys"]),
         ("training.epoch", 3, ["unknown key training.epoch", "epochs"]),
+        ("training.refit_epochs", 0, ["training.refit_epochs", "at least 1, got 0"]),
+        ("training.refit_epochs", "long", ["training.refit_epochs"]),
         ("space.dropout", {"low": 0.0, "high": 1.5}, ["space.dropout", "1.5"]),
         ("space.learning_rate", {"low": 0.0, "high": 0.1}, ["space.learning_rate", "positive"]),
         (

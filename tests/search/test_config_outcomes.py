@@ -8,9 +8,10 @@ f1dcbf0) gave: its error message, or a digest of the config it read (`to_dict` a
 so 1 and 1.0 differ). Recorded with ``python -m tests.search.test_config_outcomes`` on that
 commit; `CHANGED` lists the outcomes changed on purpose since. Re-recorded (CHANGED's keys
 keep their first outcome) when the config gained `enqueue`, `worker.max_memory_growth`
-went from 0.08 to 0.25, and `data` gained patient groups (`groups`, `group_pattern`) and the
-DICOM and NIfTI settings: every config read changed its digest, unknown-key errors name the
-new keys among the allowed ones, and nothing else differed.
+went from 0.08 to 0.25, `data` gained patient groups (`groups`, `group_pattern`) and the
+DICOM and NIfTI settings, and `training` gained `refit_epochs`: every config read changed its
+digest, unknown-key errors name the new keys among the allowed ones, and nothing else
+differed.
 """
 
 from __future__ import annotations

@@ -89,16 +89,24 @@ def test_finalize_records_finalists_and_winner(finalized: Finalized) -> None:
     assert (final["folds"], final["top"], final["metric"]) == (2, 2, "val_accuracy")
     numbers = [f["trial"] for f in final["finalists"]]
     assert len(numbers) == 2 and finalized.infeasible not in numbers
+    counts = study.user_attrs["data_counts"]
     for f in final["finalists"]:
         assert len(f["scores"]) == 2 and len(f["best_epochs"]) == 2
         assert f["mean"] == pytest.approx(np.mean(f["scores"]))
         assert all(1 <= e <= 2 for e in f["best_epochs"])
+        # each fold's pace: its images (together train+val) and seconds, for train-best --timeout
+        assert len(f["pace"]) == 2
+        assert sum(p["held_out"] for p in f["pace"]) == counts["train"] + counts["val"]
+        assert all(
+            p["images"] + p["held_out"] == counts["train"] + counts["val"] for p in f["pace"]
+        )
+        assert all(p["epoch_s"] > 0 and p["other_s"] >= 0 for p in f["pace"])
+    assert final["refit_epochs"] is None  # the tiny config does not ask for a longer refit
     best = max(final["finalists"], key=lambda f: (f["mean"], -numbers.index(f["trial"])))
     assert final["winner"] == best["trial"]
     assert final["epochs"] == math.ceil(np.median(best["best_epochs"]))
     assert final["rule"] == "best mean val_accuracy over 2-fold CV of the top 2 trials"
     oof = study.user_attrs["finalize_oof"]
-    counts = study.user_attrs["data_counts"]
     n_pool = counts["train"] + counts["val"]
     assert oof["trial"] == final["winner"]
     assert len(oof["logits"]) == len(oof["labels"]) == n_pool
@@ -192,3 +200,48 @@ def test_train_best_refits_for_the_chosen_epochs(finalized: Finalized) -> None:
 
     note = optuna_dashboard.get_note(_study(finalized.storage, finalized.name))
     assert note.count("## Finalize") == 1 and note.count("## Held-out test result") == 1
+
+
+def test_refit_epochs_and_timeout_set_the_refits_length(finalized: Finalized) -> None:
+    """training.refit_epochs trains the final model longer than finalize's folds chose;
+    train-best --timeout keeps to the epochs that fit by the folds' pace."""
+    _, payload = _export(finalized, "longer.json")
+    chosen = payload["finalize"]["epochs"]
+    payload["study_config"]["training"]["refit_epochs"] = chosen + 2
+    longer = finalized.root / "longer.json"
+    longer.write_text(json.dumps(payload))
+    base = ("train-best", "--config", str(longer), "--data", str(finalized.data), "--no-record")
+    result = run_cli(*base, "--out", str(finalized.root / "longer"))
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((finalized.root / "longer" / "metrics.json").read_text())["trained_on"]
+    assert trained["epochs"] == chosen + 2
+    assert trained["epochs_rule"].startswith("training.refit_epochs; ")
+    lines = [line for line in result.stderr.splitlines() if "[refit seed 0] epoch " in line]
+    assert len(lines) == chosen + 2
+    assert f"{chosen + 2} epochs (training.refit_epochs;" in result.stdout
+
+    # one second cannot hold even the work after a refit: the refit trains one epoch
+    result = run_cli(*base, "--out", str(finalized.root / "short"), "--timeout", "1")
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((finalized.root / "short" / "metrics.json").read_text())["trained_on"]
+    assert trained["epochs"] == 1
+    assert f"train-best --timeout: 1 of {chosen + 2} refit epochs fit" in result.stderr
+    assert trained["epochs_rule"].endswith(f"1 of {chosen + 2} fit in --timeout")
+
+    # a generous timeout changes nothing
+    result = run_cli(*base, "--out", str(finalized.root / "roomy"), "--timeout", "3600")
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((finalized.root / "roomy" / "metrics.json").read_text())["trained_on"]
+    assert trained["epochs"] == chosen + 2 and "--timeout" not in result.stderr
+
+
+def test_refit_seconds_scales_a_folds_pace_to_the_refits_images() -> None:
+    from search.results.retrain import VALIDATION_COST, refit_seconds
+
+    pace = [
+        {"images": 800.0, "held_out": 800.0, "epoch_s": 2.4, "other_s": 4.0},
+        {"images": 800.0, "held_out": 800.0, "epoch_s": 3.0, "other_s": 6.0},
+    ]
+    per_epoch = 2.7 * 1600 / (800 + VALIDATION_COST * 800)
+    assert refit_seconds(pace, 1600, 10) == pytest.approx(5.0 + 10 * per_epoch)
+    assert refit_seconds([], 1600, 10) is None
