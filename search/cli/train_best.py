@@ -64,10 +64,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="retrain the exported configuration and test it once",
         description="Retrain the configuration in best.json, evaluate once on the held-out "
         "test split, write model.keras and metrics.json, and record the result on the study. "
-        "When best.json carries a finalize result, train on train+val together for the epoch "
-        "count cross-validation chose, or the config's training.refit_epochs (--refit, the "
-        "default then); else on the train split, with validation for early stopping "
-        "(--no-refit).",
+        "When the config sets training.refit_epochs, or best.json carries a finalize result, "
+        "train on train+val together for that many epochs, or the count cross-validation "
+        "chose (--refit, the default then); else on the train split, with validation for "
+        "early stopping (--no-refit).",
     )
     p.add_argument("--config", required=True, metavar="best.json", help="file written by export")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the config's data.path)")
@@ -87,8 +87,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         dest="refit",
         action="store_true",
         default=None,
-        help="train on train+val for finalize's epoch count (default when best.json has a "
-        "finalize result; an error without one)",
+        help="train on train+val for training.refit_epochs or finalize's epoch count (default "
+        "when either is there; an error without both)",
     )
     refit.add_argument(
         "--no-refit",

@@ -156,6 +156,7 @@ def build_export(
         "params": best.params,
         "validation": best.user_attrs.get("validation", {}),
         "best_epoch": best.user_attrs.get("best_epoch"),
+        "pace": trial_pace(best, study.user_attrs.get(COUNTS_ATTR)),
         "constraints": best.constraints,
         "study_config": config.to_dict(),
         "data_fingerprint": study.user_attrs.get(FINGERPRINT_ATTR),
@@ -180,6 +181,24 @@ def build_export(
             for t in feasible_ranked(study)[:top]
         ]
     return payload
+
+
+def trial_pace(trial: FrozenTrial, counts: Any) -> list[dict[str, float]]:
+    """How fast the trial trained, in finalize's fold pace terms (`finalize.fold_pace`), for
+    train-best --timeout when no finalize result is there; [] without its timings."""
+    phases = trial.user_attrs.get("phase_seconds") or {}
+    epochs = trial.user_attrs.get("epochs_run")
+    if not isinstance(counts, dict) or not epochs or "epochs" not in phases:
+        return []
+    compile_s = float(phases.get("compile", 0.0))
+    return [
+        {
+            "images": float(counts.get("train", 0)),
+            "held_out": float(counts.get("val", 0)),
+            "epoch_s": round(max(float(phases["epochs"]) - compile_s, 0.0) / epochs, 4),
+            "other_s": round(float(phases.get("setup", 0.0)) + compile_s, 4),
+        }
+    ]
 
 
 def _value_of(trial: FrozenTrial, config: Any) -> float:

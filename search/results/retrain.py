@@ -63,26 +63,28 @@ def refit_plan(
     payload: dict[str, Any], config: Any, images: int, seeds: int, deadline: float | None
 ) -> RefitPlan:
     """The refit's epochs: `training.refit_epochs`, else finalize's count; with a deadline
-    (`time.time()`), no more than fit before it for `seeds` refits by the winner's pace."""
+    (`time.time()`), no more than fit before it for `seeds` refits, by the pace of the
+    winner's folds (else of its trial)."""
     chosen = finalize_epochs(payload)
-    assert chosen is not None
     asked = config.training.refit_epochs or chosen
-    rule = (
-        f"training.refit_epochs; finalize's folds chose {chosen}"
-        if config.training.refit_epochs
-        else str(payload["finalize"].get("epochs_rule"))
-    )
+    assert asked is not None  # wants_refit said so
+    if not config.training.refit_epochs:
+        rule = str(payload["finalize"].get("epochs_rule"))
+    elif chosen is None:
+        rule = "training.refit_epochs; no finalize result: the trial best on the validation split"
+    else:
+        rule = f"training.refit_epochs; finalize's folds chose {chosen}"
     if deadline is None:
         return RefitPlan(asked, rule, asked)
-    winner = payload["finalize"].get("winner")
+    final = payload.get("finalize") if chosen is not None else None
     pace = next(
-        (f.get("pace") or [] for f in payload["finalize"].get("finalists", [])
-         if f.get("trial") == winner),
-        [],
+        (f.get("pace") or [] for f in (final or {}).get("finalists", [])
+         if f.get("trial") == final.get("winner")),
+        payload.get("pace") or [],
     )  # fmt: skip
     left = (deadline - time.time() - AFTER_REFIT_S) / max(seeds, 1)
     if refit_seconds(pace, images, 1) is None:
-        log("train-best --timeout: the finalize record has no pace to plan the refit by")
+        log("train-best --timeout: the export records no pace to plan the refit by")
         return RefitPlan(asked, rule, asked)
     fits = max(
         (e for e in range(1, asked + 1) if refit_seconds(pace, images, e) <= left), default=1
@@ -106,19 +108,21 @@ def finalize_epochs(payload: dict[str, Any]) -> int | None:
     return epochs if isinstance(epochs, int) and epochs >= 1 else None
 
 
-def wants_refit(payload: dict[str, Any], refit: bool | None, source: str) -> bool:
-    """Whether to refit: as asked, else when the export carries a finalize result.
+def wants_refit(payload: dict[str, Any], refit: bool | None, source: str, config: Any) -> bool:
+    """Whether to refit: as asked, else when the epoch count is known, from the export's
+    finalize result or the config's `training.refit_epochs`.
 
     Raises:
-        InputError: --refit asked of an export without a finalize result.
+        InputError: --refit asked with neither.
     """
-    has_result = finalize_epochs(payload) is not None
+    known = finalize_epochs(payload) is not None or bool(config.training.refit_epochs)
     if refit is None:
-        return has_result
-    if refit and not has_result:
+        return known
+    if refit and not known:
         raise InputError(
-            f"--refit needs a finalize result and {source} has none: run `tumor-search finalize "
-            f"--study {payload.get('study')}`, export again, or leave out --refit"
+            f"--refit needs a finalize result or training.refit_epochs and {source} has "
+            f"neither: run `tumor-search finalize --study {payload.get('study')}`, export "
+            "again, or leave out --refit"
         )
     return refit
 

@@ -59,16 +59,16 @@ def train_best(
     """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``
     (and the other `formats`, each checked against Keras: `search.results.formats`).
 
-    `refit` (default: when the export carries a finalize result) trains on train+val for
-    the epoch count finalize chose (or `training.refit_epochs`), with no validation data;
-    with a `deadline` (`time.time()`) for no more epochs than fit before it
-    (`search.results.retrain`).
+    `refit` (default: when the epoch count is known, from the export's finalize result or
+    the config's `training.refit_epochs`, which comes first) trains on train+val with no
+    validation data; with a `deadline` (`time.time()`) for no more epochs than fit before
+    it (`search.results.retrain`).
 
     Raises:
         InputError, ConfigError, DataError: before any training starts.
     """
     payload, config, trial_config, wanted = _read_request(best_path, seeds, formats)
-    refit = wants_refit(payload, refit, str(best_path))
+    refit = wants_refit(payload, refit, str(best_path), config)
     out = check_writable_dir(out_dir)
     config.weights_policy()  # a weights file must exist here too
     data = prepare(config, data_dir)

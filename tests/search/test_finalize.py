@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections import Counter
@@ -245,3 +246,37 @@ def test_refit_seconds_scales_a_folds_pace_to_the_refits_images() -> None:
     per_epoch = 2.7 * 1600 / (800 + VALIDATION_COST * 800)
     assert refit_seconds(pace, 1600, 10) == pytest.approx(5.0 + 10 * per_epoch)
     assert refit_seconds([], 1600, 10) is None
+
+
+def test_refit_epochs_refit_the_best_trial_when_there_is_no_finalize_result(
+    finalized: Finalized,
+) -> None:
+    """With training.refit_epochs the epoch count is known without finalize: train-best
+    refits the trial best on the validation split, uncalibrated (no data left to fit T on),
+    and plans --timeout by the trial's own pace."""
+    payload = copy.deepcopy(finalized.before)  # the fixture's is shared
+    assert "finalize" not in payload
+    (pace,) = payload["pace"]  # the trial's: its training and validation images
+    counts = payload["data_counts"]
+    assert (pace["images"], pace["held_out"]) == (counts["train"], counts["val"])
+    assert pace["epoch_s"] > 0
+    payload["study_config"]["training"]["refit_epochs"] = 3
+    path = finalized.root / "unfinalized.json"
+    path.write_text(json.dumps(payload))
+    base = ("train-best", "--config", str(path), "--data", str(finalized.data), "--no-record")
+    result = run_cli(*base, "--out", str(finalized.root / "unfinalized"))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((finalized.root / "unfinalized" / "metrics.json").read_text())
+    assert metrics["refit"] is True
+    assert metrics["trained_on"]["images"] == counts["train"] + counts["val"]
+    assert metrics["trained_on"]["epochs"] == 3
+    assert "no finalize result" in metrics["trained_on"]["epochs_rule"]
+    assert metrics["calibration"]["applied"] is False
+    result = run_cli(*base, "--out", str(finalized.root / "unfinalized-short"), "--timeout", "1")
+    assert result.returncode == 0, result.stderr
+    assert "train-best --timeout: 1 of 3 refit epochs fit" in result.stderr
+    # --no-refit still trains on the train split with validation
+    result = run_cli(*base, "--out", str(finalized.root / "unfinalized-plain"), "--no-refit")
+    assert result.returncode == 0, result.stderr
+    plain = json.loads((finalized.root / "unfinalized-plain" / "metrics.json").read_text())
+    assert plain["refit"] is False and plain["trained_on"]["splits"] == ["train"]
