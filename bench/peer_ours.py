@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -94,7 +95,9 @@ def completed_trials(storage: str, study_name: str) -> list[Any]:
 
 def run_ours(config: Path, data: Path, workdir: Path, budget: float) -> OurSide:
     """`run`, `export` and `train-best` as the README gives them, within `budget` seconds."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists():  # a study left by an earlier bench would be resumed, not measured
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
     side, start, launched = OurSide(), time.time(), dt.datetime.now()
     storage = f"sqlite:///{workdir / 'ours.db'}"
     common = ["--study", "ours", "--storage", storage]
