@@ -25,8 +25,8 @@ def test_arguments_default_to_the_issue_measurement() -> None:
     args = parse_args(["--budget", "90", "--seeds", "1", "--workdir", "/tmp/x"])
     assert (args.budget, args.seeds, args.workdir) == (90.0, 1, "/tmp/x")
     assert parse_args([]).variants == ["readme"]
-    args = parse_args(["--variants", "readme, cheap-first,hyperband"])
-    assert args.variants == ["readme", "cheap-first", "hyperband"]
+    args = parse_args(["--variants", "readme, no-enqueue,hyperband"])
+    assert args.variants == ["readme", "no-enqueue", "hyperband"]
     bad_variants = (["--variants", "tpe9"], ["--variants", ","], ["--variants", "random,random"])
     for bad in (["--budget", "0"], ["--seeds", "0"], ["--seeds", "x"], *bad_variants):
         with pytest.raises(SystemExit) as exc:
@@ -38,13 +38,15 @@ def test_each_variant_is_a_valid_config_that_differs_from_the_readme_one(tmp_pat
     from bench.peer_kerastuner import VARIANTS
 
     readme = StudyConfig.from_dict(bench_config(3, tmp_path))
-    assert readme.sampler.seed == 3 and not readme.enqueue
+    assert readme.sampler.seed == 3 and [e["backbone"] for e in readme.enqueue] == ["small_cnn"]
+    assert readme.training.refit_epochs == 15 and readme.pruner.n_warmup_steps == 3
     for variant in VARIANTS:
         config = StudyConfig.from_dict(bench_config(3, tmp_path, variant=variant))
         assert config.space == readme.space and config.sampler.seed == 3, variant
         assert (config == readme) == (variant == "readme"), variant
-    cheap = StudyConfig.from_dict(bench_config(3, tmp_path, variant="cheap-first"))
-    assert [entry["backbone"] for entry in cheap.enqueue] == ["small_cnn"]
+    assert not StudyConfig.from_dict(bench_config(3, tmp_path, variant="no-enqueue")).enqueue
+    short = StudyConfig.from_dict(bench_config(3, tmp_path, variant="short-refit"))
+    assert short.training.refit_epochs is None
 
 
 def _config(tmp_path) -> StudyConfig:  # noqa: ANN001

@@ -77,10 +77,10 @@ def refit_plan(
     if deadline is None:
         return RefitPlan(asked, rule, asked)
     final = payload.get("finalize") if chosen is not None else None
-    pace = next(
-        (f.get("pace") or [] for f in (final or {}).get("finalists", [])
-         if f.get("trial") == final.get("winner")),
-        payload.get("pace") or [],
+    pace, source = next(
+        ((f["pace"], "its finalize folds'") for f in (final or {}).get("finalists", [])
+         if f.get("trial") == final.get("winner") and f.get("pace")),
+        (payload.get("pace") or [], "its trial's"),
     )  # fmt: skip
     left = (deadline - time.time() - AFTER_REFIT_S) / max(seeds, 1)
     if refit_seconds(pace, images, 1) is None:
@@ -94,7 +94,7 @@ def refit_plan(
     expected = refit_seconds(pace, images, asked)
     log(
         f"train-best --timeout: {fits} of {asked} refit epochs fit in the {max(left, 0):.0f}s "
-        f"left (all {asked} would take about {math.ceil(expected or 0)}s by finalize's pace)"
+        f"left (all {asked} would take about {math.ceil(expected or 0)}s at {source} pace)"
     )
     return RefitPlan(fits, f"{rule}; {fits} of {asked} fit in --timeout", asked)
 
