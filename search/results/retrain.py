@@ -60,7 +60,7 @@ def refit_seconds(pace: list[dict[str, float]], images: int, epochs: int) -> flo
 
 
 def refit_plan(
-    payload: dict[str, Any], config: Any, images: int, seeds: int, deadline: float | None
+    payload: dict[str, Any], config: Any, train_val: Any, seeds: int, deadline: float | None
 ) -> RefitPlan:
     """The refit's epochs: `training.refit_epochs`, else finalize's count; with a deadline
     (`time.time()`), no more than fit before it for `seeds` refits, by the pace of the
@@ -76,6 +76,7 @@ def refit_plan(
         rule = f"training.refit_epochs; finalize's folds chose {chosen}"
     if deadline is None:
         return RefitPlan(asked, rule, asked)
+    images = len(train_val.y_train) + len(train_val.y_val)
     final = payload.get("finalize") if chosen is not None else None
     pace, source = next(
         ((f["pace"], "its finalize folds'") for f in (final or {}).get("finalists", [])

@@ -59,10 +59,8 @@ def train_best(
     """Retrain, evaluate once on the test split, write ``model.keras`` and ``metrics.json``
     (and the other `formats`, each checked against Keras: `search.results.formats`).
 
-    `refit` (default: when the epoch count is known, from the export's finalize result or
-    the config's `training.refit_epochs`, which comes first) trains on train+val with no
-    validation data; with a `deadline` (`time.time()`) for no more epochs than fit before
-    it (`search.results.retrain`).
+    `refit` (default: when `training.refit_epochs` or a finalize result gives the epochs)
+    trains on train+val, no more epochs than fit before a `deadline` (`search.results.retrain`).
 
     Raises:
         InputError, ConfigError, DataError: before any training starts.
@@ -80,8 +78,7 @@ def train_best(
     )
     plan = None
     if refit:
-        images = len(train_val.y_train) + len(train_val.y_val)
-        plan = refit_plan(payload, config, images, seeds, deadline)
+        plan = refit_plan(payload, config, train_val, seeds, deadline)
         runs, best_model, best_index = refit_seeds(
             config, trial_config, train_val, test, seeds, plan.epochs
         )
