@@ -111,8 +111,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=positive_float,
         metavar="S",
         help="finish within about S seconds of the command's start: a refit trains no more "
-        "epochs than fit, by the pace finalize measured on the winner's folds (default: the "
-        "epochs asked, however long they take)",
+        "epochs than fit, by the pace finalize measured on the winner's folds, else its "
+        "trial's (default: the epochs asked, however long they take)",
     )
     add_storage(p)
     p.add_argument("--no-record", action="store_true", help="do not write the result to the study")

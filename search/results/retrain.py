@@ -8,7 +8,8 @@ validation data there is no score to choose among seeds by: the first seed's mod
 `training.refit_epochs` asks for a longer refit than finalize's folds (the search's trials
 are short proxies: on phantoms a textbook small_cnn tested 0.963 after 6 epochs on
 train+val, 0.988 after 15). With a deadline (`train-best --timeout`) the refit takes the
-epochs that fit by the pace finalize measured on the winner's folds (`refit_plan`).
+epochs that fit by the pace finalize measured on the winner's folds, else by its trial's
+(`refit_plan`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from search.training.batching import predict
 # epoch of 1,600 training images 3.4 s).
 VALIDATION_COST = 0.5
 # train-best's work after the refit: the test predictions, metrics with bootstrap intervals,
-# calibration, model.keras, Grad-CAM examples, the model card and the study's record
-# (measured on 2 CPU cores, phantoms at 64 px: about 6 s).
+# calibration, model.keras, Grad-CAM examples, the model card and the study's record (on 2
+# CPU cores, phantoms at 64 px: `train-best --timeout 60` ended after 51 s with this).
 AFTER_REFIT_S = 10.0
 
 
@@ -40,7 +41,6 @@ class RefitPlan:
 
     epochs: int
     rule: str
-    asked: int
 
 
 def refit_seconds(pace: list[dict[str, float]], images: int, epochs: int) -> float | None:
@@ -75,7 +75,7 @@ def refit_plan(
     else:
         rule = f"training.refit_epochs; finalize's folds chose {chosen}"
     if deadline is None:
-        return RefitPlan(asked, rule, asked)
+        return RefitPlan(asked, rule)
     images = len(train_val.y_train) + len(train_val.y_val)
     final = payload.get("finalize") if chosen is not None else None
     pace, source = next(
@@ -86,18 +86,18 @@ def refit_plan(
     left = (deadline - time.time() - AFTER_REFIT_S) / max(seeds, 1)
     if refit_seconds(pace, images, 1) is None:
         log("train-best --timeout: the export records no pace to plan the refit by")
-        return RefitPlan(asked, rule, asked)
+        return RefitPlan(asked, rule)
     fits = max(
         (e for e in range(1, asked + 1) if refit_seconds(pace, images, e) <= left), default=1
     )
     if fits >= asked:
-        return RefitPlan(asked, rule, asked)
+        return RefitPlan(asked, rule)
     expected = refit_seconds(pace, images, asked)
     log(
         f"train-best --timeout: {fits} of {asked} refit epochs fit in the {max(left, 0):.0f}s "
         f"left (all {asked} would take about {math.ceil(expected or 0)}s at {source} pace)"
     )
-    return RefitPlan(fits, f"{rule}; {fits} of {asked} fit in --timeout", asked)
+    return RefitPlan(fits, f"{rule}; {fits} of {asked} fit in --timeout")
 
 
 def finalize_epochs(payload: dict[str, Any]) -> int | None:

@@ -23,7 +23,9 @@ from tests.conftest import ROOT, run_cli
 from tests.search.helpers import create_tiny_study, trials_of, wait_for
 
 # A real Slurm cluster: `make test-all` (CI) runs these.
-pytestmark = pytest.mark.slow
+# One xdist worker runs them all (make's --dist loadgroup): the session that started the
+# cluster stops it at its end, which killed it under another worker's test (2026-12-05).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SLURM_ENV = "TUMOR_SEARCH_TEST_SLURM"
 CLUSTER = ROOT / "deploy" / "slurm" / "test-cluster.sh"
