@@ -33,7 +33,7 @@ $(TEST_STAMP): $(STAMP)
 # one, -p no:randomly keeps the file order). pytest-xdist runs them in two to four processes,
 # sleep-bound tests beside CPU-bound ones (`make test`: 5.6 min with two on 2 cores, about
 # 10 in one).
-PYTEST := $(BIN)/python -m pytest --durations=20 -n auto --maxprocesses=4 --dist loadgroup
+PYTEST := $(BIN)/python -m pytest --durations=20 -n auto --maxprocesses=4
 # JAX keeps its compiled steps here between runs (git-ignored).
 JAX_TEST_CACHE := $(CURDIR)/.cache/jax-tests
 

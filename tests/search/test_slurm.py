@@ -23,9 +23,7 @@ from tests.conftest import ROOT, run_cli
 from tests.search.helpers import create_tiny_study, trials_of, wait_for
 
 # A real Slurm cluster: `make test-all` (CI) runs these.
-# One xdist worker runs them all (make's --dist loadgroup): the session that started the
-# cluster stops it at its end, which killed it under another worker's test (2026-12-05).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slow
 
 SLURM_ENV = "TUMOR_SEARCH_TEST_SLURM"
 CLUSTER = ROOT / "deploy" / "slurm" / "test-cluster.sh"
@@ -63,7 +61,9 @@ def slurm() -> Iterator[None]:
     if not _up():
         _unavailable("no Slurm controller answers (scontrol ping)")
     yield
-    if started:
+    # Under pytest-xdist each worker is a session: the one that started the cluster must not
+    # stop it under another worker's Slurm test (it did on 2026-12-05), so it stays up there.
+    if started and not os.environ.get("PYTEST_XDIST_WORKER"):
         subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, timeout=120)
 
 
