@@ -25,7 +25,7 @@ from search.runtime.outage import StorageUnavailable
 from search.runtime.study import RUNTIME_ATTR, TRIAL_CONFIG_ATTR
 from search.space import suggest
 from search.study_data import TrainVal
-from search.training.callbacks import EpochRecorder
+from search.training.callbacks import EpochRecorder, StopWhenInterrupted
 from search.training.fit import FitResult, fit
 
 
@@ -36,7 +36,8 @@ class Objective:
         config: The study config.
         data: Train and validation arrays (the test split is not among them).
         interruptible: The block in which signals stop the trial at once (training); the
-            worker shields the rest of the trial, so that a finished result is told.
+            worker shields the rest of the trial, so that a finished result is told. What
+            it yields, when not None, is called between training steps (`Signals.check`).
     """
 
     def __init__(
@@ -68,13 +69,14 @@ class Objective:
         phases = Phases(before=start - entered)
         hits = jax_cache_hits()
         try:
-            with self.interruptible():
+            with self.interruptible() as check:
+                stop = [] if check is None else [StopWhenInterrupted(check)]
                 result = fit(
                     trial_config,
                     self.config,
                     self.data,
                     recorder,
-                    callbacks=pruning,
+                    callbacks=[*stop, *pruning],
                     need_model=False,  # a head on cached features needs no whole model
                 )
         except optuna.TrialPruned:

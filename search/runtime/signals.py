@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,13 +63,17 @@ class Signals:
             self._defer -= 1
 
     @contextmanager
-    def interruptible(self) -> Iterator[None]:
+    def interruptible(self) -> Iterator[Callable[[], None]]:
         """Deliver signals at once inside the block, even within a shielded one: training
-        stops at once, while what follows it (recording and telling the result) is shielded."""
+        stops at once, while what follows it (recording and telling the result) is shielded.
+
+        Yields `check`, for the block to call between steps: the handler's exception can
+        be lost where it lands (Python ignores one raised inside a finalizer, and library
+        code may catch it), while `pending` stays set."""
         previous, self._open = self._open, True
         try:
             self.check()
-            yield
+            yield self.check
         finally:
             self._open = previous
 

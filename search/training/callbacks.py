@@ -1,9 +1,11 @@
-"""Keras callbacks of a trial's fit: one log line per epoch, and the best epoch's weights."""
+"""Keras callbacks of a trial's fit: one log line per epoch, the best epoch's weights, and
+a stop at the next batch once the worker was interrupted."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -114,3 +116,22 @@ class BestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.weights is not None:
             self.model.set_weights(self.weights)
+
+
+class StopWhenInterrupted(keras.callbacks.Callback):
+    """Calls the worker's `check` (`Signals.check`) before each batch and after each epoch,
+    so a signal whose exception was lost where it landed still stops training within a
+    batch. Batch *begin* hooks keep Keras' asynchronous dispatch of batch ends."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        super().__init__()
+        self.check = check
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.check()
+
+    def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.check()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.check()

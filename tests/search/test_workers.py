@@ -121,10 +121,11 @@ def test_one_prefixed_worker_per_gpu_all_stopped_by_ctrl_c(tmp_path: Path, tiny_
     for gpu in ("0", "1"):
         assert f"[gpu{gpu}]" in err and f"CUDA_VISIBLE_DEVICES={gpu}" in err
     trials = trials_of(storage, "tiny")
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], err
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 2
-    assert all(t.user_attrs["fail_reason"] == "interrupted by SIGINT" for t in interrupted)
+    assert len(interrupted) == 2, err
+    reasons = [t.user_attrs["fail_reason"] for t in interrupted]
+    assert reasons == ["interrupted by SIGINT"] * 2, err
 
 
 @pytest.mark.parametrize("bad", ["0,,x", "1,1"])
