@@ -30,8 +30,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_outlives_its_test() -> Iterator[None]:
+    """A test that fails before it stops its proxy would leave it running, holding
+    PostgreSQL connections that later tests (and other xdist workers) run short of."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
 def start_proxy(storage: str, port: int) -> subprocess.Popen[str]:
     proc = start_cli("storage-proxy", "--storage", storage, "--port", str(port))
+    _STARTED.append(proc)
     assert proc.stderr is not None
     line = proc.stderr.readline()
     assert f"on grpc://127.0.0.1:{port} (no authentication" in line, line + proc.stderr.read()
