@@ -93,12 +93,7 @@ class Objective:
             trial.set_user_attr("compile_seconds", round(recorder.compile_seconds, 3))
         if runtime_info()["backend"] == "jax":  # steps this trial found compiled already
             trial.set_user_attr("jax_cache_hits", jax_cache_hits() - hits)
-        with phases.timing("footprint"):
-            footprint = record_footprint(
-                trial, trial_footprint(result, trial_config, self.config, self.data.image_size)
-            )
-        with phases.timing("figures"):
-            self._upload_figures(trial, result, trial_config.batch_size)
+        footprint = self._footprint_and_figures(trial, result, trial_config, phases)
         result.model = None  # the footprint and figures were the last use of the whole model
         phases.record(trial)
         measured = {**result.metrics_at_best(), **footprint}
@@ -109,23 +104,38 @@ class Objective:
             return [float(measured[MONITORS.get(name, name)]) for name in goal.names]
         return result.best_value
 
-    def _upload_figures(self, trial: optuna.Trial, result: FitResult, batch_size: int) -> None:
-        """Learning curves and the validation confusion matrix into the artifact store."""
+    def _footprint_and_figures(
+        self, trial: optuna.Trial, result: FitResult, trial_config: TrialConfig, phases: Phases
+    ) -> dict[str, float]:
+        """Record the trained model's footprint; upload its curves and confusion matrix."""
         store = store_of(getattr(trial, "study", None))
-        if store is None:
-            return
-        confusion = None
-        try:  # a figure is never worth a failed trial
-            if len(self.data.y_val):
-                from sklearn.metrics import confusion_matrix
+        with phases.timing("figures"):  # first: the footprint's calls reuse its predict step
+            confusion = self._confusion(result, trial_config.batch_size) if store else None
+        with phases.timing("footprint"):
+            footprint = record_footprint(
+                trial, trial_footprint(result, trial_config, self.config, self.data.image_size)
+            )
+        with phases.timing("figures"):
+            upload_trial_figures(store, trial, result.history, confusion)
+        return footprint
 
-                predicted = result.val_logits(self.data.x_val, batch_size).argmax(axis=1)
-                labels = list(range(self.data.n_classes))
-                matrix = confusion_matrix(self.data.y_val, predicted, labels=labels).tolist()
-                confusion = (matrix, list(self.data.classes))
+    def _confusion(
+        self, result: FitResult, batch_size: int
+    ) -> tuple[list[list[int]], list[str]] | None:
+        """The validation confusion matrix of the best epoch's model, for the trial's figures
+        (None without validation images, or when predicting failed)."""
+        try:  # a figure is never worth a failed trial
+            if not len(self.data.y_val):
+                return None
+            from sklearn.metrics import confusion_matrix
+
+            predicted = result.val_classes(self.data.x_val, batch_size)
+            labels = list(range(self.data.n_classes))
+            matrix = confusion_matrix(self.data.y_val, predicted, labels=labels).tolist()
+            return matrix, list(self.data.classes)
         except Exception as exc:  # noqa: BLE001
             log(f"artifacts: no confusion matrix ({one_line(f'{type(exc).__name__}: {exc}')})")
-        upload_trial_figures(store, trial, result.history, confusion)
+            return None
 
 
 PHASES_ATTR = "phase_seconds"
@@ -155,7 +165,7 @@ class Phases:
         try:
             yield
         finally:
-            self.seconds[name] = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def record(self, trial: Any) -> None:
         values = {"before": self.before, **self.seconds}

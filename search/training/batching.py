@@ -109,6 +109,16 @@ def predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(padded, batch_size=size, verbose=0))[: len(x)]
 
 
+def predict_on_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """`model.predict_on_batch` over `x` in batches of one shape (the last padded)."""
+    padded, size = pad_rows(x, batch_size)
+    parts = [
+        np.asarray(model.predict_on_batch(padded[i : i + size]))
+        for i in range(0, len(padded), size)
+    ]
+    return np.concatenate(parts)[: len(x)]
+
+
 class PaddedValidation(keras.callbacks.Callback):
     """Writes `val_loss` and `val_accuracy` into each epoch's logs from one padded
     prediction pass (and hands the probabilities to `after`, for metrics Keras lacks).

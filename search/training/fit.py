@@ -62,6 +62,18 @@ class FitResult:
             return predict(head_logits(self.head), self.head_val, batch_size)
         return predict(logits_model(self.model), x_val, batch_size)
 
+    def val_classes(self, x_val: np.ndarray, batch_size: int) -> np.ndarray:
+        """The predicted class of each validation image: as `val_logits` on a head trained on
+        cached features; else by the whole model's own `predict_on_batch` in batches of one
+        shape, whose traced step a trial's footprint (batch-1 calls) goes on to use, where
+        `predict` would trace a step of its own (0.1 s a small_cnn, 0.6 s a MobileNetV3Small
+        at 64 px on 2 cores)."""
+        if self.head is not None:
+            return self.val_logits(x_val, batch_size).argmax(axis=1)
+        from search.training.batching import predict_on_batches
+
+        return predict_on_batches(self.model, x_val, batch_size).argmax(axis=1)
+
     def metrics_at_best(self) -> dict[str, float]:
         return {
             key: values[self.best_epoch - 1]

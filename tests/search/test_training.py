@@ -161,3 +161,18 @@ def test_balanced_class_weights_equal_the_hand_written_formula(seed: int) -> Non
     counts[counts == 0] = 1.0
     expected = {i: len(y) / (n_classes * c) for i, c in enumerate(counts)}
     assert balanced_class_weights(y, n_classes) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 16, 37])
+def test_predictions_in_padded_batches_equal_predict(n: int) -> None:
+    """The trial's confusion matrix comes from `predict_on_batch` in padded batches of one
+    shape: the same classes as `predict`, whatever the remainder."""
+    from models.backend import keras_module
+    from search.training.batching import predict_on_batches
+
+    keras = keras_module()
+    x = np.random.default_rng(n).normal(size=(n, 6)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="softmax")])
+    out = predict_on_batches(model, x, 16)
+    assert out.shape == (n, 4)
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
