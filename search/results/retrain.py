@@ -84,18 +84,18 @@ def refit_plan(
         (payload.get("pace") or [], "its trial's"),
     )  # fmt: skip
     left = (deadline - time.time() - AFTER_REFIT_S) / max(seeds, 1)
-    if refit_seconds(pace, images, 1) is None:
+    base, one = refit_seconds(pace, images, 0), refit_seconds(pace, images, 1)
+    if base is None or one is None:
         log("train-best --timeout: the export records no pace to plan the refit by")
         return RefitPlan(asked, rule)
-    fits = max(
-        (e for e in range(1, asked + 1) if refit_seconds(pace, images, e) <= left), default=1
-    )
+    per_epoch = one - base
+    fits = asked if per_epoch <= 0 else int(min(asked, max(1, (left - base) // per_epoch)))
     if fits >= asked:
         return RefitPlan(asked, rule)
-    expected = refit_seconds(pace, images, asked)
     log(
         f"train-best --timeout: {fits} of {asked} refit epochs fit in the {max(left, 0):.0f}s "
-        f"left (all {asked} would take about {math.ceil(expected or 0)}s at {source} pace)"
+        f"left (all {asked} would take about {math.ceil(base + asked * per_epoch)}s at "
+        f"{source} pace)"
     )
     return RefitPlan(fits, f"{rule}; {fits} of {asked} fit in --timeout")
 
