@@ -65,7 +65,9 @@ def time_batch_one(model: Any, image_size: int | None, calls: int = TIMED_CALLS)
         shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         image = rng.normal(size=(1, *shape)).astype(np.float32)
     else:
-        image = rng.integers(0, 256, size=(1, image_size, image_size, 3)).astype(np.float32)
+        # Raw pixels as images load (uint8): the dtype of a trial's validation images, whose
+        # predictions (`predict_on_batches`) traced a step that this call can reuse.
+        image = rng.integers(0, 256, size=(1, image_size, image_size, 3), dtype=np.uint8)
     for _ in range(WARMUP_CALLS):  # the first call traces or compiles the step
         np.asarray(model.predict_on_batch(image))
     seconds = []

@@ -110,8 +110,13 @@ def predict(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def predict_on_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """`model.predict_on_batch` over `x` in batches of one shape (the last padded)."""
+    """`model.predict_on_batch` over `x` in batches of one shape (the last padded), through
+    one step traced for any batch size (`trace_predict_any_batch`): later calls on another
+    batch size, such as a footprint's single image of the same dtype, reuse it."""
+    from models.backend import trace_predict_any_batch
+
     padded, size = pad_rows(x, batch_size)
+    trace_predict_any_batch(model, x.shape[1:], x.dtype)
     parts = [
         np.asarray(model.predict_on_batch(padded[i : i + size]))
         for i in range(0, len(padded), size)

@@ -337,3 +337,26 @@ def test_decay_adam_steps_as_keras_adamw_and_adam(decay: float) -> None:
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     again = DecayAdam.from_config(DecayAdam(learning_rate=0.05, decay=decay).get_config())
     assert again.initial_decay == decay
+
+
+def test_training_state_built_before_fit_traces_the_train_step_once() -> None:
+    """`build_training_state` creates the metric, loss and optimizer variables from the
+    model's stated output (no symbolic pass through the model), so that TensorFlow traces
+    the first train step once, not twice; elsewhere it builds the optimizer."""
+    from models import builder
+
+    keras = keras_module()
+    config = TrialConfig(backbone="small_cnn", head_depth=1, head_width=16, fine_tune=1.0)
+    x = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    y = encode_targets(np.arange(8) % 4, 4, config)
+    model = create_model(config, 4, 32, "none")
+    builder.build_training_state(model, x, y)
+    assert model.optimizer.built
+    if keras.backend.backend() != "tensorflow":
+        return
+    assert model._compile_metrics.built and model._compile_loss.built
+    traced, train_step = [], model.train_step
+    model.train_step = lambda data: traced.append(1) or train_step(data)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert len(traced) == 1
+    assert builder._build_from_outputs(create_model(config, 4, 32, "none"), x, y)

@@ -176,3 +176,24 @@ def test_predictions_in_padded_batches_equal_predict(n: int) -> None:
     out = predict_on_batches(model, x, 16)
     assert out.shape == (n, 4)
     np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_footprint_after_padded_predictions_traces_no_second_step() -> None:
+    """On TensorFlow the padded validation batches and the footprint's single uint8 image
+    run through one traced predict step (a second trace cost a MobileNetV3Small trial
+    0.4 s); the footprint's latency is timed on that step."""
+    from models.backend import backend_name, keras_module
+    from models.footprint import measure
+    from search.training.batching import predict_on_batches
+
+    if backend_name() != "tensorflow":
+        pytest.skip("traced predict steps are TensorFlow's")
+    keras = keras_module()
+    x = np.random.default_rng(0).integers(0, 256, size=(37, 8, 8, 3), dtype=np.uint8)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(4)]
+    )
+    predict_on_batches(model, x, 16)
+    footprint = measure(model, 8, calls=2)
+    assert footprint.latency_ms > 0
+    assert model.predict_function.experimental_get_tracing_count() == 1
