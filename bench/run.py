@@ -27,6 +27,7 @@ BENCHES = {
     "feature_cache": feature_cache.run,
     "service_overhead": service_overhead.run,
     "trial_overhead": trial_overhead.run,
+    "search_epochs": trial_overhead.run_epochs,
     "pruning": pruning.run,
     "near_dup": near_dup.run,
     "deploy": deploy.run,
