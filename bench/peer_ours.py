@@ -35,11 +35,11 @@ START_S = 3.0
 
 
 def reserve_s(config: Path) -> float:
-    """Seconds kept from `run` for export and train-best."""
-    import yaml
+    """Seconds kept from `run` for export and train-best (the config read as `run` reads
+    it, defaults included)."""
+    from search.config import load_config
 
-    training = (yaml.safe_load(config.read_text()) or {}).get("training") or {}
-    long_refit = bool(training.get("refit_epochs"))
+    long_refit = load_config(str(config)).training.refit_epochs is not None
     return TRAIN_BEST_RESERVE_S + (LONG_REFIT_RESERVE_S if long_refit else 0.0)
 
 
