@@ -39,15 +39,29 @@ EPOCHS_STUDY = "bench-epochs-300s"
 EPOCHS_BUDGET_S = 300
 
 
-def _config(workdir: Path, data: Path, name: str = STUDY, trials: int | None = None) -> Path:
+def _run_demo(
+    workdir: Path, name: str, *options: str, trials: int | None = None
+) -> tuple[str, float, Any]:
+    """`tumor-search run` of the demo study (`search/configs/demo.yaml`, named `name`) on
+    200 phantoms a class at 64 px, in a new SQLite file: its storage URL, seconds and
+    completed process."""
     import yaml
 
+    data = phantoms(workdir, per_class=200, size=64)
     config = yaml.safe_load((ROOT / "search" / "configs" / "demo.yaml").read_text())
     config["name"] = name
     config["data"]["path"] = str(data)
     if trials is not None:
         config["trials"] = trials
-    return write_yaml(workdir / f"{name}.yaml", config)
+    path = write_yaml(workdir / f"{name}.yaml", config)
+    db = workdir / f"{name}.db"
+    db.unlink(missing_ok=True)
+    storage = f"sqlite:///{db}"
+    seconds, result = cli(
+        "run", "--config", str(path), "--data", str(data), "--storage", storage,
+        "--no-finalize", *options,
+    )  # fmt: skip
+    return storage, seconds, result
 
 
 def _p90(values: list[float]) -> float:
@@ -92,14 +106,7 @@ def measure(storage: str) -> dict[str, Any]:
 
 
 def run(workdir: Path) -> float:
-    data = phantoms(workdir, per_class=200, size=64)
-    config = _config(workdir, data)
-    db = workdir / "overhead-demo.db"
-    db.unlink(missing_ok=True)
-    storage = f"sqlite:///{db}"
-    seconds, result = cli(
-        "run", "--config", str(config), "--data", str(data), "--storage", storage, "--no-finalize"
-    )  # fmt: skip
+    storage, seconds, result = _run_demo(workdir, STUDY)
     note(f"trial overhead: the demo study ran in {seconds:.0f}s")
     m = measure(storage)
     # A worker whose memory grew replaces its process (same pid, exec): the log says so.
@@ -129,15 +136,10 @@ def run_epochs(workdir: Path) -> int:
     """Epochs the demo study's trials train in `EPOCHS_BUDGET_S` seconds of search."""
     import optuna
 
-    data = phantoms(workdir, per_class=200, size=64)
-    config = _config(workdir, data, EPOCHS_STUDY, trials=1000)  # the clock ends it
-    db = workdir / f"{EPOCHS_STUDY}.db"
-    db.unlink(missing_ok=True)
-    storage = f"sqlite:///{db}"
-    seconds, _ = cli(
-        "run", "--config", str(config), "--data", str(data), "--storage", storage,
-        "--no-finalize", "--timeout", str(EPOCHS_BUDGET_S),
-    )  # fmt: skip
+    # The clock ends the study, not its number of trials.
+    storage, seconds, _ = _run_demo(
+        workdir, EPOCHS_STUDY, "--timeout", str(EPOCHS_BUDGET_S), trials=1000
+    )
     trials = optuna.load_study(study_name=EPOCHS_STUDY, storage=storage).get_trials(deepcopy=False)
     started = [t.datetime_start for t in trials if t.datetime_start]
     ended = [t.datetime_complete for t in trials if t.datetime_complete]
