@@ -249,10 +249,9 @@ def release_models() -> None:
     until these entries were dropped; then it stays flat (tests/models/test_backend_memory.py).
     A registered function serves only while its step is traced (the tape differentiates
     there), so the entries of finished models are dead weight. Then glibc is asked to hand
-    the freed heap back to the system, so that resident memory shows it.
+    the freed heap back to the system, so that resident memory shows it. Models kept for
+    their traced steps (`models.step_reuse`) stay, out of the garbage collector's sight.
     """
-    import gc
-
     if backend_name() == "tensorflow":
         try:
             from tensorflow.python.framework import ops  # private: no public way to unregister
@@ -262,8 +261,14 @@ def release_models() -> None:
             registry = {}
         for name in [n for n in registry if str(n).startswith(_CUSTOM_GRADIENT_PREFIX)]:
             registry.pop(name, None)
-    keras_module().backend.clear_session()
-    gc.collect()
+    from models.step_reuse import POOL
+
+    clear_session = keras_module().backend.clear_session
+    try:
+        clear_session(free_memory=False)  # one collection, below, not two
+    except TypeError:  # a Keras without the argument
+        clear_session()
+    POOL.collect()
     _trim_heap()
 
 

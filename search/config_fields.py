@@ -191,8 +191,10 @@ class WorkerConfig(Section):
             this fraction. A guard against what a backend may keep per trained model:
             since `models.backend.release_models` drops TensorFlow's traced graphs a worker
             stays within about 1 % over 12 trials, but one trial of a larger backbone after
-            small ones can add about 100 MB (8 % of a 1.3 GB worker) once. 0 turns restarts
-            off.
+            small ones can add about 100 MB (8 % of a 1.3 GB worker) once. The models a
+            TensorFlow worker keeps for their traced steps (`models.step_reuse`) count too:
+            past the limit they are let go first, the largest first, and the process restarts
+            only if that was not enough. 0 turns restarts off.
     """
 
     # NaN is refused too.

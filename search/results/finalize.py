@@ -230,7 +230,11 @@ def _score_fold(
     data = subset_train_val(train_val, x, y, fold.train, fold.held_out, tag)
     recorder = EpochRecorder(f"[trial {number} fold {fold.index + 1}/{k}]", config.training.epochs)
     start = time.perf_counter()
-    result = fit(trial_config, config, data, recorder, seed=config.training.seed, need_model=False)
+    seed = config.training.seed
+    # The fold's model is dropped below, before the next fit: folds may share traced steps.
+    result = fit(
+        trial_config, config, data, recorder, seed=seed, need_model=False, reuse_steps=True
+    )
     logits = result.val_logits(data.x_val, trial_config.batch_size)
     if finalist.logits is None:
         finalist.logits = np.zeros((len(y), logits.shape[1]), dtype=np.float32)

@@ -78,6 +78,7 @@ class Objective:
                     recorder,
                     callbacks=[*stop, *pruning],
                     need_model=False,  # a head on cached features needs no whole model
+                    reuse_steps=True,  # the trial's model is dropped before the next fit
                 )
         except optuna.TrialPruned:
             _record_pruned(trial, recorder, phases, time.perf_counter() - start)

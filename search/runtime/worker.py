@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from common.progress import log
 from models.backend import release_models, runtime_text
+from models.step_reuse import POOL
 from search.config import StudyConfig
 from search.runtime import optuna_compat as compat
 from search.runtime.claim import WORKER_ATTR, WorkerReport, claim_trial, worker_identity
@@ -249,7 +250,7 @@ def _loop(
             break
         log(progress(worker.study, worker.total))
         more = (max_trials is None or report.trials_run < max_trials) and _work_left(worker.study)
-        if more and worker.memory.over_limit():  # restart before the next trial passes it
+        if more and _memory_over_limit(worker):  # restart before the next trial passes it
             log(
                 f"worker memory grew from {worker.memory.first:.0f} MB to "
                 f"{worker.memory.last:.0f} MB (Keras keeps memory across models): restarting "
@@ -258,6 +259,22 @@ def _loop(
             report.restart = True
             break
     return report
+
+
+def _memory_over_limit(worker: _Worker) -> bool:
+    """Whether the next trial would take the worker past its memory limit, once models kept
+    for their traced steps (`models.step_reuse`) are let go, the largest first, if need be."""
+    before, dropped = worker.memory.last, 0
+    while worker.memory.over_limit() and POOL.let_go_largest():
+        release_models()
+        worker.memory.record(current_rss_mb())
+        dropped += 1
+    if dropped:
+        log(
+            f"worker memory at {before:.0f} MB: let go of {dropped} model(s) kept for their "
+            f"traced steps, now {worker.memory.last:.0f} MB"
+        )
+    return worker.memory.over_limit()
 
 
 def _claim(worker: _Worker) -> optuna.Trial | None:

@@ -5,6 +5,7 @@ Shared by trials (with a pruning callback) and by `train-best` (with several see
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from models.builder import (
 )
 from models.head import HEAD_NAME, build_head
 from models.registry import get_backbone
+from models.step_reuse import POOL, traced_fields
 from models.trial_config import TrialConfig
 from search.config import StudyConfig
 from search.study_data import TrainVal
@@ -240,6 +242,32 @@ def _trained_model(trainee: _Trainee, need_model: bool) -> tuple[Any, dict[str, 
     return model, params
 
 
+def _step_key(
+    trial_config: TrialConfig,
+    config: StudyConfig,
+    data: TrainVal,
+    trainee: _Trainee,
+    jit: bool,
+    weighted: bool,
+) -> tuple[Any, ...]:
+    """What a model's traced steps depend on besides its variables' values: the models of
+    two fits with equal keys trace the same steps (`models.step_reuse`)."""
+    return (
+        trainee.features is not None,  # the head alone on cached features
+        traced_fields(trial_config),
+        data.n_classes,
+        tuple(data.classes),
+        data.image_size,
+        str(config.weights_policy()),
+        repr(config.training.augmentation),
+        jit,
+        keras.config.dtype_policy().name,
+        tuple(trainee.x_fit.shape[1:]),
+        str(trainee.x_fit.dtype),
+        weighted,
+    )
+
+
 def _set_up(training: Any, seed: int) -> bool:
     """Seed Keras and set the dtype policy; whether to compile the steps."""
     set_seed(seed)
@@ -248,12 +276,18 @@ def _set_up(training: Any, seed: int) -> bool:
 
 
 def prepare_training(
-    trial_config: TrialConfig, config: StudyConfig, data: TrainVal, seed: int | None
+    trial_config: TrialConfig,
+    config: StudyConfig,
+    data: TrainVal,
+    seed: int | None,
+    reuse_steps: bool = False,
 ) -> tuple[_Trainee, dict[str, Any]]:
     """What every training run sets up the same way (a trial's fit, a refit): seeded Keras
     and dtype policy, the model (or its head on cached features) with its optimizer state
     built, and the training part of `Model.fit`'s arguments (encoded targets, class weights,
-    batches as the backend wants them: see `search.training.batching`)."""
+    batches as the backend wants them: see `search.training.batching`). With `reuse_steps`
+    a kept model of the same architecture, its steps traced, may take the new model's
+    state and train in its place (`models.step_reuse`)."""
     training = config.training
     seed = training.seed if seed is None else seed
     jit = _set_up(training, seed)
@@ -261,7 +295,14 @@ def prepare_training(
     balanced = training.class_weights == "balanced"
     class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
     trainee = _trainee(trial_config, config, data, seed, jit)
-    build_training_state(trainee.model, trainee.x_fit, y_train)
+    key = _step_key(trial_config, config, data, trainee, jit, class_weight is not None)
+    kept = POOL.adopt(trainee.model, key) if reuse_steps else None
+    if kept is not None:
+        trainee = dataclasses.replace(trainee, model=kept)
+    else:
+        build_training_state(trainee.model, trainee.x_fit, y_train)
+        if reuse_steps:
+            POOL.keep(trainee.model, key)
     inputs = fit_inputs(
         trainee.x_fit, y_train, data.y_train, trial_config.batch_size, class_weight, seed
     )
@@ -276,6 +317,7 @@ def fit(
     callbacks: list[Any] | None = None,
     seed: int | None = None,
     need_model: bool = True,
+    reuse_steps: bool = False,
 ) -> FitResult:
     """Build and train a model for `trial_config`; restore its best epoch's weights.
 
@@ -291,10 +333,13 @@ def fit(
         seed: Seed for weights initialisation, shuffling and augmentation.
         need_model: Return the whole model even when only the head was trained (trials
             do not need it; `train-best` saves it).
+        reuse_steps: Train a kept model of the same architecture, its steps traced, in
+            the new model's place and state (`models.step_reuse`); only for a caller that
+            holds no model of an earlier fit when it fits again.
     """
     start = time.perf_counter()
     training = config.training
-    trainee, inputs = prepare_training(trial_config, config, data, seed)
+    trainee, inputs = prepare_training(trial_config, config, data, seed, reuse_steps)
     y_val = encode_targets(data.y_val, data.n_classes, trial_config)
     validation = _validation(config, trainee, data, y_val, trial_config.batch_size)
     trainee.model.fit(

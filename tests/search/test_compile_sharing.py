@@ -1,4 +1,5 @@
-"""Under JAX, trials of one shape share compiled steps through the persistent cache."""
+"""Trials of one shape share compiled steps: under JAX through the persistent cache, under
+TensorFlow by training the worker's kept model (`models.step_reuse`)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,52 @@ def test_same_shape_trials_with_other_rates_reuse_the_first_trials_compiled_step
     later = statistics.median(compiles[1:])
     assert later <= 0.25 * compiles[0], (compiles, shared)
     assert [{k: t.params[k] for k in CHOSEN[0]} for t in trials] == CHOSEN
+
+
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="TensorFlow's steps"
+)
+def test_same_shape_trials_on_tensorflow_train_the_first_trials_kept_model(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """On TensorFlow a worker keeps the first trial's model and trains the later trials of
+    its shape on it (`models.step_reuse`), whatever their rates, smoothing, optimizer and
+    decay: their first epochs trace nothing, compile <= 50 % of the first's."""
+    import optuna
+
+    from models.step_reuse import POOL
+    from search.config import load_config
+    from search.runtime.study import create_study
+    from search.runtime.worker import run_worker
+    from search.study_data import prepare
+    from tests.search.helpers import write_config
+
+    path = write_config(
+        tmp_path / "c.yaml",
+        trials=len(CHOSEN),
+        pruner={"name": "none"},
+        worker={"max_memory_growth": 0},  # no restart: run_worker runs in this process
+        space={
+            "backbone": ["small_cnn"],
+            "head_depth": [1],
+            "head_width": [16],
+            "fine_tune": [1.0],
+            "batch_size": [16],
+        },
+    )
+    config = load_config(str(path)).with_overrides(data_path=str(tiny_data))
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    create_study("tf", storage, config, prepare(config))
+    study = optuna.load_study(study_name="tf", storage=storage)
+    for params in CHOSEN:
+        study.enqueue_trial(params)
+    POOL.clear()
+    hits = POOL.hits
+    report = run_worker("tf", storage)
+    assert report.completed == len(CHOSEN)
+    assert POOL.hits - hits == len(CHOSEN) - 1
+    trials = sorted(
+        optuna.load_study(study_name="tf", storage=storage).trials, key=lambda t: t.number
+    )
+    compiles = [t.user_attrs["compile_seconds"] for t in trials]
+    assert statistics.median(compiles[1:]) <= 0.5 * compiles[0], compiles
