@@ -26,7 +26,6 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from models.backend import backend_name
 from models.trial_config import TrialConfig
 
 # Models kept per process: a demo study's trials come back to 3-4 architectures.
@@ -71,7 +70,8 @@ def _layout(model: Any) -> tuple[Any, ...]:
 
 
 class StepPool:
-    """The last `capacity` compiled models of this process, by architecture."""
+    """The last `capacity` compiled models of this process, by architecture (only
+    TensorFlow's: `search.training.fit` asks for no other)."""
 
     def __init__(self, capacity: int = KEPT_MODELS) -> None:
         self.capacity = capacity
@@ -82,7 +82,7 @@ class StepPool:
     def adopt(self, fresh: Any, key: Hashable) -> Any | None:
         """A kept model of `key`'s architecture holding `fresh`'s state, or None (then
         `fresh`, its training state built, is kept under `key` instead: `keep`)."""
-        if backend_name() != "tensorflow" or self.capacity <= 0:
+        if self.capacity <= 0:
             return None
         kept = self._models.get(key)
         if kept is None:
@@ -105,7 +105,7 @@ class StepPool:
 
     def keep(self, model: Any, key: Hashable) -> None:
         """Keep `model` (compiled, its training state built) for later fits of `key`."""
-        if backend_name() != "tensorflow" or self.capacity <= 0:
+        if self.capacity <= 0:
             return
         self._models[key] = model
         self._models.move_to_end(key)

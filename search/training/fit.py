@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backend import configure_precision, keras_module, set_seed, use_xla
+from models.backend import backend_name, configure_precision, keras_module, set_seed, use_xla
 from models.builder import (
     build_training_state,
     compile_model,
@@ -296,6 +296,7 @@ def prepare_training(
     class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
     trainee = _trainee(trial_config, config, data, seed, jit)
     key = _step_key(trial_config, config, data, trainee, jit, class_weight is not None)
+    reuse_steps = reuse_steps and backend_name() == "tensorflow"  # JAX: its persistent cache
     kept = POOL.adopt(trainee.model, key) if reuse_steps else None
     if kept is not None:
         trainee = dataclasses.replace(trainee, model=kept)
