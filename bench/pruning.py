@@ -6,7 +6,9 @@ study is a transfer search: a small_cnn backbone pretrained on other phantom ima
 file), frozen, with heads trained on its cached features.
 
 rss_growth: a worker's resident memory after trial 20 divided by after trial 2, in a study of
-20 short trials that each train a whole network (where Keras' per-model memory shows).
+20 short trials that each train a whole network (where Keras' per-model memory shows), with
+no model kept for reuse (`worker.kept_models: 0`). rss_kept_models: the same study with the
+default kept models (`models.step_reuse`), its trial 20's memory over the first study's.
 """
 
 from __future__ import annotations
@@ -123,6 +125,65 @@ def _search_config(weights: Path, data: Path, pruner: str) -> dict:
     }
 
 
+def _memory_rss(workdir: Path, kept_models: int) -> list[float]:
+    """Each trial's resident memory in the memory study, with `kept_models` kept models."""
+    small = phantoms(workdir, per_class=40, size=32, seed=2)
+    name = f"memory-kept{kept_models}"
+    config = {
+        "name": name,
+        "trials": TRIALS,
+        "weights": "none",
+        "data": {
+            "path": str(small),
+            "split": "official",
+            "seed": 0,
+            "val_fraction": 0.2,
+            "image_size": 32,
+        },
+        "training": {"epochs": 1, "early_stopping_patience": 0, "seed": 0},
+        "space": {
+            "backbone": ["small_cnn"],
+            "fine_tune": [1.0],
+            "head_depth": {"low": 0, "high": 2},
+            "head_width": [32, 64],
+            "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+        },
+        "pruner": {"name": "none"},
+        "worker": {"kept_models": kept_models},
+    }
+    return [t.user_attrs["rss_mb"] for t in _run_study(workdir, name, config, small)]
+
+
+def _memory(workdir: Path) -> float:
+    """rss_growth without kept models (what Keras keeps per model), then what the default
+    kept models (`worker.kept_models`) hold on top."""
+    rss = _memory_rss(workdir, 0)
+    growth = rss[19] / rss[1]
+    report(
+        "rss_growth",
+        growth,
+        rss_trial2_mb=f"{rss[1]:.0f}",
+        rss_trial20_mb=f"{rss[19]:.0f}",
+        rss_max_mb=f"{max(rss):.0f}",
+        kept_models=0,
+        target="<= 1.10",
+    )
+    from search.config_fields import WorkerConfig
+
+    default = WorkerConfig().kept_models
+    kept = _memory_rss(workdir, default)
+    report(
+        "rss_kept_models",
+        f"{kept[19] / rss[19]:.3f}",
+        kept_models=default,
+        rss_trial20_mb=f"{kept[19]:.0f}",
+        rss_growth=f"{kept[19] / kept[1]:.3f}",
+        rss_max_mb=f"{max(kept):.0f}",
+        what="trial 20's memory with the default kept models over without",
+    )
+    return growth
+
+
 def run(workdir: Path) -> tuple[float, float]:
     weights = _pretrained_backbone(workdir)
     data = phantoms(workdir, per_class=150, size=SIZE, seed=0)
@@ -144,41 +205,5 @@ def run(workdir: Path) -> tuple[float, float]:
         target="<= 0.6, best within 0.02",
     )
 
-    small = phantoms(workdir, per_class=40, size=32, seed=2)
-    trials = _run_study(
-        workdir,
-        "memory",
-        {
-            "name": "memory",
-            "trials": TRIALS,
-            "weights": "none",
-            "data": {
-                "path": str(small),
-                "split": "official",
-                "seed": 0,
-                "val_fraction": 0.2,
-                "image_size": 32,
-            },
-            "training": {"epochs": 1, "early_stopping_patience": 0, "seed": 0},
-            "space": {
-                "backbone": ["small_cnn"],
-                "fine_tune": [1.0],
-                "head_depth": {"low": 0, "high": 2},
-                "head_width": [32, 64],
-                "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
-            },
-            "pruner": {"name": "none"},
-        },
-        small,
-    )
-    rss = [t.user_attrs["rss_mb"] for t in trials]
-    growth = rss[19] / rss[1]
-    report(
-        "rss_growth",
-        growth,
-        rss_trial2_mb=f"{rss[1]:.0f}",
-        rss_trial20_mb=f"{rss[19]:.0f}",
-        rss_max_mb=f"{max(rss):.0f}",
-        target="<= 1.10",
-    )
+    growth = _memory(workdir)
     return fraction, growth

@@ -297,6 +297,8 @@ def prepare_training(
     trainee = _trainee(trial_config, config, data, seed, jit)
     key = _step_key(trial_config, config, data, trainee, jit, class_weight is not None)
     reuse_steps = reuse_steps and backend_name() == "tensorflow"  # JAX: its persistent cache
+    if reuse_steps:
+        POOL.resize(config.worker.kept_models)
     kept = POOL.adopt(trainee.model, key) if reuse_steps else None
     if kept is not None:
         trainee = dataclasses.replace(trainee, model=kept)

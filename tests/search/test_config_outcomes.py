@@ -9,9 +9,9 @@ so 1 and 1.0 differ). Recorded with ``python -m tests.search.test_config_outcome
 commit; `CHANGED` lists the outcomes changed on purpose since. Re-recorded (CHANGED's keys
 keep their first outcome) when the config gained `enqueue`, `worker.max_memory_growth`
 went from 0.08 to 0.25, `data` gained patient groups (`groups`, `group_pattern`) and the
-DICOM and NIfTI settings, and `training` gained `refit_epochs`: every config read changed its
-digest, unknown-key errors name the new keys among the allowed ones, and nothing else
-differed.
+DICOM and NIfTI settings, `training` gained `refit_epochs` and `worker` gained
+`kept_models`: every config read changed its digest, unknown-key errors name the new keys
+among the allowed ones, and nothing else differed.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ KEYS = {
     "pruner": ["name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"],
     "objective": ["metric", "metrics", "constraints"],
     "heartbeat": ["interval", "grace_period", "max_retry"],
-    "worker": ["max_memory_growth"],
+    "worker": ["max_memory_growth", "kept_models"],
     "storage": ["retry_seconds"],
 }
 # Values that mean something at one key (words, edges of ranges).
