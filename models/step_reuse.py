@@ -94,6 +94,7 @@ class StepPool:
             fresh.optimizer.build(fresh.trainable_variables)
         if _layout(kept) != _layout(fresh):  # never expected: the key missed something
             del self._models[key]
+            self.let_go = True
             return None
         for target, source in zip(kept.variables, fresh.variables, strict=True):
             target.assign(source.value)
@@ -148,11 +149,17 @@ class StepPool:
         """
         import gc
 
-        if self.let_go:
+        for model in self._models.values():
+            # A fit that ended early (a pruned trial) leaves its validation iterator, a copy
+            # of the validation images, on the model; the next fit would drop it frozen.
+            if getattr(model, "_eval_epoch_iterator", None) is not None:
+                model._eval_epoch_iterator = None
+        unfrozen = self.let_go
+        if unfrozen:
             gc.unfreeze()
             self.let_go = False
         gc.collect()
-        if self._models:
+        if self._models or unfrozen:  # unfrozen: what the worker froze at its start, again
             gc.freeze()
 
     def __len__(self) -> int:

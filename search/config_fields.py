@@ -199,8 +199,10 @@ class WorkerConfig(Section):
             the same architecture trains one of them in its new model's place and state
             and traces no step again (`models.step_reuse`: 6-7 s saved a MobileNetV3Small
             trial at 64 px on 2 CPU cores, 0.7-1 s a small_cnn). Each holds its traced
-            graphs: about 45 MB a small_cnn at 32 px, 340 MB a MobileNetV3Small at 64 px.
-            0 keeps none.
+            graphs: about 45 MB a small_cnn at 32 px, 340 MB a MobileNetV3Small at 64 px;
+            on a GPU also its weights and optimizer slots in device memory (about 12 bytes a
+            trainable parameter): lower it for large backbones near the GPU's memory. 0
+            keeps none.
     """
 
     # NaN is refused too.

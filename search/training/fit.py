@@ -6,6 +6,7 @@ Shared by trials (with a pruning callback) and by `train-best` (with several see
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -302,6 +303,10 @@ def prepare_training(
     kept = POOL.adopt(trainee.model, key) if reuse_steps else None
     if kept is not None:
         trainee = dataclasses.replace(trainee, model=kept)
+        # The new model, whose state the kept one took, sits in reference cycles: collect
+        # it now (a few thousand young objects) rather than train beside its weights on the
+        # device (`models.step_reuse.StepPool.collect` keeps the kept models out of sight).
+        gc.collect()
     else:
         build_training_state(trainee.model, trainee.x_fit, y_train)
         if reuse_steps:
