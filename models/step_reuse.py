@@ -142,7 +142,7 @@ class StepPool:
         """Python's garbage collection between fits, blind to what the kept models hold.
 
         A kept MobileNetV3Small's traced graphs are about 110k Python objects, which every
-        full collection would scan again: 0.07-0.1 s each, twice a trial. So what survives
+        full collection would scan again: 0.07-0.1 s each, in every trial. So what survives
         a collection while models are kept moves out of the collector's sight (`gc.freeze`),
         and comes back into it (`gc.unfreeze`) once a kept model has been dropped, so that
         the collection frees its graphs.
