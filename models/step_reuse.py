@@ -113,14 +113,15 @@ class StepPool:
             return
         self._models[key] = model
         self._models.move_to_end(key)
-        while len(self._models) > self.capacity:
-            self._models.popitem(last=False)
-            self.let_go = True
+        self._trim()
 
     def resize(self, capacity: int) -> None:
         """Keep at most `capacity` models from now on (the least recently used go)."""
         self.capacity = capacity
-        while len(self._models) > max(capacity, 0):
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._models) > max(self.capacity, 0):
             self._models.popitem(last=False)
             self.let_go = True
 

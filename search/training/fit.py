@@ -296,21 +296,22 @@ def prepare_training(
     balanced = training.class_weights == "balanced"
     class_weight = balanced_class_weights(data.y_train, data.n_classes) if balanced else None
     trainee = _trainee(trial_config, config, data, seed, jit)
-    key = _step_key(trial_config, config, data, trainee, jit, class_weight is not None)
-    reuse_steps = reuse_steps and backend_name() == "tensorflow"  # JAX: its persistent cache
-    if reuse_steps:
+    if reuse_steps and backend_name() == "tensorflow":  # JAX: its persistent cache shares
+        key = _step_key(trial_config, config, data, trainee, jit, class_weight is not None)
         POOL.resize(config.worker.kept_models)
-    kept = POOL.adopt(trainee.model, key) if reuse_steps else None
-    if kept is not None:
-        trainee = dataclasses.replace(trainee, model=kept)
-        # The new model, whose state the kept one took, sits in reference cycles: collect
-        # it now (a few thousand young objects) rather than train beside its weights on the
-        # device (`models.step_reuse.StepPool.collect` keeps the kept models out of sight).
-        gc.collect()
+        kept = POOL.adopt(trainee.model, key)
+        if kept is None:
+            build_training_state(trainee.model, trainee.x_fit, y_train)
+            POOL.keep(trainee.model, key)
+        else:
+            trainee = dataclasses.replace(trainee, model=kept)
+            # The new model, whose state the kept one took, sits in reference cycles:
+            # collect it now (a few thousand young objects) rather than train beside its
+            # weights on the device (`models.step_reuse.StepPool.collect` keeps the kept
+            # models out of sight).
+            gc.collect()
     else:
         build_training_state(trainee.model, trainee.x_fit, y_train)
-        if reuse_steps:
-            POOL.keep(trainee.model, key)
     inputs = fit_inputs(
         trainee.x_fit, y_train, data.y_train, trial_config.batch_size, class_weight, seed
     )
