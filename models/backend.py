@@ -237,7 +237,7 @@ def trace_predict_any_batch(model: Any, sample_shape: tuple[int, ...], dtype: An
 _CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
 
 
-def release_models() -> None:
+def release_models(free_dropped: bool = True) -> None:
     """Free what the models of this process left behind: Keras's session (its names and
     graphs) and, on TensorFlow, the train steps' graphs that a global registry still holds.
 
@@ -250,7 +250,8 @@ def release_models() -> None:
     A registered function serves only while its step is traced (the tape differentiates
     there), so the entries of finished models are dead weight. Then glibc is asked to hand
     the freed heap back to the system, so that resident memory shows it. Models kept for
-    their traced steps (`models.step_reuse`) stay, out of the garbage collector's sight.
+    their traced steps (`models.step_reuse`) stay, out of the garbage collector's sight;
+    those it dropped are freed now, or with `free_dropped` False at a later call.
     """
     if backend_name() == "tensorflow":
         try:
@@ -268,7 +269,7 @@ def release_models() -> None:
         clear_session(free_memory=False)  # one collection, below, not two
     except TypeError:  # a Keras without the argument
         clear_session()
-    POOL.collect()
+    POOL.collect(free_dropped)
     _trim_heap()
 
 

@@ -89,6 +89,11 @@ class MemoryWatch:
         self.growth = max(rss - self.last, 0.0) if self.last is not None else 0.0
         self.last = rss
 
+    def settle(self, rss: float) -> None:
+        """The memory after more was freed, the trial told: the next trial grows from there."""
+        if self.last is not None:
+            self.last = rss
+
     def over_limit(self) -> bool:
         """Whether one more trial growing like the last would pass the limit (never where
         the process cannot restart)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.backend import backend_name, release_models
-from models.step_reuse import POOL, StepPool, traced_fields
+from models.step_reuse import KEPT_MODELS, POOL, StepPool, traced_fields
 from models.trial_config import TrialConfig
 
 tensorflow_only = pytest.mark.skipif(
@@ -108,7 +108,8 @@ def test_traced_fields_keep_what_changes_the_steps() -> None:
 @tensorflow_only
 def test_the_pool_keeps_its_last_models_and_frees_the_ones_it_drops() -> None:
     """Past its capacity the pool drops its least recently used model, whose graphs the
-    next collection frees although what the pool keeps is hidden from the collector."""
+    next collection that frees dropped models frees, although what the pool keeps is hidden
+    from the collector."""
     import gc
     import weakref
 
@@ -131,8 +132,10 @@ def test_the_pool_keeps_its_last_models_and_frees_the_ones_it_drops() -> None:
     assert not any(o is ref() for o in gc.get_objects())  # out of the collector's sight
     pool.keep(model(3), "c")  # "a" goes
     del first
+    pool.collect(free_dropped=False)  # a worker frees it once the trial is told
+    assert ref() is not None and pool.let_go
     pool.collect()
-    assert ref() is None and len(pool) == 2
+    assert ref() is None and len(pool) == 2 and not pool.let_go
     assert pool.let_go_largest() and len(pool) == 1
     pool.clear()
     pool.collect()
@@ -166,3 +169,39 @@ def test_a_worker_over_its_memory_limit_lets_go_of_kept_models_before_restarting
     tight.record(current_rss_mb())
     assert _memory_over_limit(SimpleNamespace(memory=tight))  # still over: restart
     assert len(POOL) == 0
+
+
+@tensorflow_only
+def test_a_worker_frees_the_models_its_pool_dropped_once_the_trial_is_told() -> None:
+    """A trial's tell does not wait for the collection that frees a dropped kept model
+    (0.4-1.2 s over all the process holds); the worker's memory check before the next
+    trial frees it."""
+    import weakref
+    from types import SimpleNamespace
+
+    from models.backend import keras_module
+    from search.runtime.restart import MemoryWatch, current_rss_mb
+    from search.runtime.worker import _memory_over_limit
+
+    keras = keras_module()
+    POOL.clear()
+    release_models()
+    POOL.resize(1)
+    try:
+        first = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        first.compile(optimizer="adam", loss="mse")
+        ref = weakref.ref(first)
+        POOL.keep(first, "a")
+        release_models()
+        POOL.keep(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), "b")
+        del first
+        release_models(free_dropped=False)  # as `_tell` does
+        assert ref() is not None
+        watch = MemoryWatch(limit=10.0)
+        watch.record(current_rss_mb())
+        assert not _memory_over_limit(SimpleNamespace(memory=watch))
+        assert ref() is None and len(POOL) == 1
+    finally:
+        POOL.clear()
+        POOL.resize(KEPT_MODELS)
+        release_models()
