@@ -57,7 +57,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the refit for finalize's count (the trials' epochs) instead of training.refit_epochs
     "short-refit": {"training": {"refit_epochs": None}},
     "startup-10": {"sampler": {"n_startup_trials": 10}},
+    "multivariate": {"sampler": {"multivariate": True}},  # TPE's joint model of the params
     "hyperband": {"pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}},
+    "successive-halving": {
+        "pruner": {"name": "successive_halving", "min_resource": 1, "reduction_factor": 3}
+    },
     "random": {"sampler": {"name": "random"}},
 }
 

@@ -147,6 +147,18 @@ class SamplerConfig(Section):
     name: Annotated[str, one_of(SAMPLERS, "sampler")] = "tpe"
     seed: int | None = 0
     n_startup_trials: Annotated[int, Field(ge=0), Says("must not be negative")] = 10
+    # TPE only: model the parameters jointly (Optuna's multivariate TPE) rather than each on
+    # its own, as Optuna's TPE does by default.
+    multivariate: bool = False
+
+    @model_validator(mode="after")
+    def _multivariate_is_tpe(self) -> SamplerConfig:
+        if self.multivariate and self.name != "tpe":
+            raise refuse(
+                f"applies to the 'tpe' sampler only, not '{self.name}'",
+                key="sampler.multivariate",
+            )
+        return self
 
     @field_validator("name")
     @classmethod

@@ -9,9 +9,10 @@ so 1 and 1.0 differ). Recorded with ``python -m tests.search.test_config_outcome
 commit; `CHANGED` lists the outcomes changed on purpose since. Re-recorded (CHANGED's keys
 keep their first outcome) when the config gained `enqueue`, `worker.max_memory_growth`
 went from 0.08 to 0.25, `data` gained patient groups (`groups`, `group_pattern`) and the
-DICOM and NIfTI settings, `training` gained `refit_epochs` and `worker` gained
-`kept_models`: every config read changed its digest, unknown-key errors name the new keys
-among the allowed ones, and nothing else differed.
+DICOM and NIfTI settings, `training` gained `refit_epochs`, `worker` gained `kept_models`
+and `sampler` gained `multivariate`: every config read changed its digest, unknown-key
+errors name the new keys among the allowed ones, and nothing else differed (a new key also
+draws other pairs of changes among the cases).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ KEYS = {
         "lr_schedule",
     ],
     "training.augmentation": ["flip", "rotation", "zoom", "translation", "contrast"],
-    "sampler": ["name", "seed", "n_startup_trials"],
+    "sampler": ["name", "seed", "n_startup_trials", "multivariate"],
     "pruner": ["name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"],
     "objective": ["metric", "metrics", "constraints"],
     "heartbeat": ["interval", "grace_period", "max_retry"],
