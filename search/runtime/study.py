@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -69,13 +68,9 @@ def make_sampler(config: StudyConfig, trial_number: int = 0) -> optuna.samplers.
     if s.name == "nsga2":  # its first generation is its random start
         population = max(2, s.n_startup_trials)
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
-    if s.multivariate:  # Optuna calls it experimental and warns: the config asked for it
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True
-            )
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate
+    )
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
