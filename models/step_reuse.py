@@ -150,7 +150,8 @@ class StepPool:
 
         That collection scans everything the process holds (the 400k objects of TensorFlow
         and Keras themselves included): 0.4-1.2 s. With `free_dropped` False it waits for
-        a later `collect` (a worker frees them once the trial's result is told: `settle`).
+        a later `collect` (a worker frees them once the trial's result is told:
+        `search.runtime.worker._memory_over_limit`).
         """
         import gc
 

@@ -90,7 +90,8 @@ class MemoryWatch:
         self.last = rss
 
     def settle(self, rss: float) -> None:
-        """The memory after more was freed, the trial told: the next trial grows from there."""
+        """The memory once the worker freed more after the trial's tell: the next trial's
+        growth counts from there (`record` would take the drop for the trial's growth)."""
         if self.last is not None:
             self.last = rss
 
