@@ -2,11 +2,11 @@
 
 `tumor-search run --timeout T` (which ends with finalize, sized by `run` itself to fit in T),
 then `export` and `train-best` (which refits the finalize winner on train+val), each as a
-user types it. T is the budget less a reserve for export and train-best (`reserve_s`: more
-when the config's `training.refit_epochs` asks for a long refit); train-best gets the rest
-of the budget as its `--timeout`, so a refit trains no more epochs than fit. Neither is cut
-by the bench: when they end past the budget the overrun is reported, and it counts against
-us.
+user types it. T is the budget less a reserve for export and train-best (`reserve_s`: their
+fixed costs plus the refit's epochs, `training.refit_epochs` or the trials' count, at a
+measured pace per training image); train-best gets the rest of the budget as its
+`--timeout`, so a refit trains no more epochs than fit. Neither is cut by the bench: when
+they end past the budget the overrun is reported, and it counts against us.
 """
 
 from __future__ import annotations
@@ -24,23 +24,31 @@ from typing import Any
 
 from bench.harness import ROOT, note
 
-# export + train-best with its refit on train+val, its evaluation, calibration and files:
-# measured on 2 CPU cores on the peer config (phantoms at 64 px): 1 s + 23 s.
-TRAIN_BEST_RESERVE_S = 35.0
-# A refit of `training.refit_epochs` epochs: 15 epochs of small_cnn on 1,600 phantoms at
-# 64 px took 60-75 s on 2 CPU cores (a slower winner trains fewer: train-best --timeout).
-LONG_REFIT_RESERVE_S = 60.0
+# export + train-best without their refit: Python's start-ups, the export (1 s), and after
+# the refit the test predictions, metrics, calibration and files (AFTER_REFIT_S, 10 s).
+TRAIN_BEST_FIXED_S = 20.0
+# The refit per training image and epoch, small_cnn at 64 px on 2 CPU cores: train-best's
+# 15-epoch refits on 1,600 phantoms took 24-42 s in all (2026-12-05), a 6-epoch one 23 s
+# (2026-12-02). It was a fixed 95 s, of which our side left about 70 s unused. A slower
+# winner trains fewer epochs (train-best --timeout plans them by its pace).
+REFIT_S_PER_IMAGE_EPOCH = 0.002
 # Python's start-up before train-best's clock starts (its --timeout counts from there).
 START_S = 3.0
 
 
-def reserve_s(config: Path) -> float:
-    """Seconds kept from `run` for export and train-best (the config read as `run` reads
-    it, defaults included)."""
+def reserve_s(config: Path, train_images: int) -> float:
+    """Seconds kept from `run` for export and train-best, whose refit trains on
+    `train_images` (the config read as `run` reads it, defaults included)."""
     from search.config import load_config
 
-    long_refit = load_config(str(config)).training.refit_epochs is not None
-    return TRAIN_BEST_RESERVE_S + (LONG_REFIT_RESERVE_S if long_refit else 0.0)
+    training = load_config(str(config)).training
+    epochs = training.refit_epochs or training.epochs
+    return TRAIN_BEST_FIXED_S + REFIT_S_PER_IMAGE_EPOCH * epochs * train_images
+
+
+def training_images(data: Path) -> int:
+    """The files under the data folder's Training/ (train + val, what a refit trains on)."""
+    return sum(1 for path in (data / "Training").rglob("*") if path.is_file())
 
 
 @dataclass
@@ -101,7 +109,7 @@ def run_ours(config: Path, data: Path, workdir: Path, budget: float) -> OurSide:
     side, start, launched = OurSide(), time.time(), dt.datetime.now()
     storage = f"sqlite:///{workdir / 'ours.db'}"
     common = ["--study", "ours", "--storage", storage]
-    timeout = budget - reserve_s(config)
+    timeout = budget - reserve_s(config, training_images(data))
     run_log = workdir / "run.log"
     side.steps["run"] = step(
         "run",
