@@ -2,8 +2,9 @@
 
 For each data seed: phantom images at 64 px (official split: Training/ 180 a class, about the
 176 of the issue's measurement with `data synth --per-class 200`, and a Testing/ folder of
-480 images, large enough that one error is 0.2 %), one study config based on the demo's (bench_config), then both sides under the same
-wall-clock budget, each as separate processes:
+480 images, large enough that one error is 0.2 %), one study config based on the demo's
+(bench_config), then both sides under the same wall-clock budget, each as separate
+processes:
 
 * ours: the README's path, `tumor-search run` (which ends with finalize) + `export` +
   `train-best` (which refits the winner on train+val) (bench/peer_ours.py);

@@ -47,8 +47,15 @@ def reserve_s(config: Path, train_images: int) -> float:
 
 
 def training_images(data: Path) -> int:
-    """The files under the data folder's Training/ (train + val, what a refit trains on)."""
-    return sum(1 for path in (data / "Training").rglob("*") if path.is_file())
+    """The images under the data folder's Training/ (train + val, what a refit trains on),
+    by the file endings and junk names a data scan uses."""
+    from tumor_predict.decode import IMAGE_EXTENSIONS, is_hidden_or_junk
+
+    return sum(
+        1
+        for path in (data / "Training").rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden_or_junk(path.name)
+    )
 
 
 @dataclass
